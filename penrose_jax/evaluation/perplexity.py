@@ -1,0 +1,115 @@
+"""Token-level perplexity over non-overlapping windows of text files."""
+
+from __future__ import annotations
+
+import math
+import pathlib
+from typing import Any, Optional, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from penrose_jax.evaluation.scoring import batched, next_token_logprobs, pad_batch
+from penrose_jax.models.config import ModelConfig
+
+
+def read_texts(path: str | pathlib.Path, pattern: str = "*.txt") -> list[tuple[str, str]]:
+  """Reads one text file, or every file matching `pattern` in a folder (sorted by name).
+
+  Args:
+    path: a file or a directory.
+    pattern: glob for directories.
+
+  Returns:
+    List of (name, text).
+
+  Raises:
+    FileNotFoundError: when the path does not exist or the folder has no matching file.
+    ValueError: when a file is not valid UTF-8.
+  """
+  path = pathlib.Path(path)
+  if not path.exists():
+    raise FileNotFoundError(f"text set {path} does not exist")
+  files = sorted(path.glob(pattern)) if path.is_dir() else [path]
+  if not files:
+    raise FileNotFoundError(f"text set {path} has no files matching {pattern!r}")
+  texts = []
+  for file in files:
+    try:
+      texts.append((file.stem, file.read_text(encoding="utf-8")))
+    except UnicodeDecodeError as err:
+      raise ValueError(f"{file}: not valid UTF-8 text ({err})") from err
+  return texts
+
+
+def token_windows(token_lists: Sequence[Sequence[int]], window: int,
+                  max_windows: Optional[int] = None) -> list[list[int]]:
+  """Cuts each document's tokens into non-overlapping windows (the tail window may be shorter).
+
+  Args:
+    token_lists: one token list per document (windows never cross documents).
+    window: tokens per window.
+    max_windows: keep only the first this many windows (None keeps all).
+
+  Returns:
+    List of windows with at least 2 tokens.
+  """
+  windows = []
+  for tokens in token_lists:
+    for start in range(0, len(tokens), window):
+      piece = list(tokens[start:start + window])
+      if len(piece) >= 2:
+        windows.append(piece)
+  return windows if max_windows is None else windows[:max_windows]
+
+
+def perplexity(params: Any, config: ModelConfig, windows: Sequence[Sequence[int]],
+               batch_size: int = 8, progress: bool = False) -> dict[str, float]:
+  """Perplexity of the model over token windows (each predicts tokens 2..n from the prefix).
+
+  Args:
+    params: params pytree.
+    config: the architecture.
+    windows: token windows (e.g. from `token_windows`).
+    batch_size: windows per forward call.
+    progress: show a progress bar.
+
+  Returns:
+    {'ppl', 'nll', 'tokens', 'windows'}.
+  """
+  if not windows:
+    raise ValueError("perplexity: no token windows to score (empty text set?)")
+  total_nll, total_tokens = 0.0, 0
+  chunks = list(batched(list(windows), batch_size))
+  for chunk in tqdm(chunks, desc="perplexity", disable=not progress, leave=False):
+    tokens, lengths = pad_batch(chunk, batch_size)
+    logp, _ = next_token_logprobs(params, tokens, config)
+    logp = np.asarray(logp)
+    mask = np.arange(tokens.shape[1] - 1)[None, :] < (lengths[:, None] - 1)
+    total_nll -= float((logp * mask).sum())
+    total_tokens += int(mask.sum())
+  mean = total_nll / total_tokens
+  return {"ppl": math.exp(mean), "nll": mean, "tokens": total_tokens, "windows": len(windows)}
+
+
+def text_perplexity(params: Any, config: ModelConfig, tokenizer: Any, path: str | pathlib.Path,
+                    window: int = 256, max_windows: Optional[int] = None, batch_size: int = 8,
+                    progress: bool = False) -> dict[str, float]:
+  """Perplexity over non-overlapping `window`-token windows of a text file or folder.
+
+  Args:
+    params: params pytree.
+    config: the architecture.
+    tokenizer: a TextTokenizer.
+    path: file or folder of .txt files.
+    window: window length in tokens.
+    max_windows: cap on windows scored (None = all).
+    batch_size: windows per forward call.
+    progress: show a progress bar.
+
+  Returns:
+    {'ppl', 'nll', 'tokens', 'windows'}.
+  """
+  token_lists = [tokenizer.encode(text) for _, text in read_texts(path)]
+  return perplexity(params, config, token_windows(token_lists, window, max_windows), batch_size,
+                    progress)

