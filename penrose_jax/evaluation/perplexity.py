@@ -13,12 +13,13 @@ from penrose_jax.evaluation.scoring import batched, next_token_logprobs, pad_bat
 from penrose_jax.models.config import ModelConfig
 
 
-def read_texts(path: str | pathlib.Path, pattern: str = "*.txt") -> list[tuple[str, str]]:
-  """Reads one text file, or every file matching `pattern` in a folder (sorted by name).
+def read_texts(path: str | pathlib.Path, patterns: tuple[str, ...] = ("*.txt", "*.md")
+               ) -> list[tuple[str, str]]:
+  """Reads one text file, or every file matching `patterns` in a folder (sorted by name).
 
   Args:
     path: a file or a directory.
-    pattern: glob for directories.
+    patterns: globs for directories (plain text and Markdown by default).
 
   Returns:
     List of (name, text).
@@ -30,9 +31,9 @@ def read_texts(path: str | pathlib.Path, pattern: str = "*.txt") -> list[tuple[s
   path = pathlib.Path(path)
   if not path.exists():
     raise FileNotFoundError(f"text set {path} does not exist")
-  files = sorted(path.glob(pattern)) if path.is_dir() else [path]
+  files = sorted(f for p in patterns for f in path.glob(p)) if path.is_dir() else [path]
   if not files:
-    raise FileNotFoundError(f"text set {path} has no files matching {pattern!r}")
+    raise FileNotFoundError(f"text set {path} has no files matching {list(patterns)}")
   texts = []
   for file in files:
     try:

@@ -62,8 +62,8 @@ def resolve_data_path(path: str | pathlib.Path) -> pathlib.Path:
   """
   text = str(path)
   if text == "package:demo_corpus":
-    from penrose_jax.qa import corpus  # local import: only jobs that ask need the corpus
-    return pathlib.Path(corpus.demo_corpus_dir())
+    from penrose_jax.qa import demo_corpus  # local: only jobs that ask need it
+    return pathlib.Path(demo_corpus.demo_corpus_dir())
   if text.startswith("package:"):
     raise ValueError(f"unknown packaged data {text!r}; expected 'package:demo_corpus'")
   return pathlib.Path(text).expanduser()
@@ -122,8 +122,8 @@ def _load_model_checkpoint(directory: pathlib.Path) -> Loaded:
 
 def _tiny_training_text() -> list[str]:
   try:
-    from penrose_jax.qa import corpus
-    files = sorted(pathlib.Path(corpus.demo_corpus_dir()).glob("*.md"))
+    from penrose_jax.qa import demo_corpus
+    files = sorted(pathlib.Path(demo_corpus.demo_corpus_dir()).glob("*.md"))
     texts = [f.read_text(encoding="utf-8") for f in files]
   except (ImportError, FileNotFoundError, AttributeError):
     texts = []

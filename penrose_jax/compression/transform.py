@@ -1,0 +1,352 @@
+"""compress(): the pure pytree transform replacing selected kernels by compressed leaves.
+
+Pipeline per run: (1) plan - match paths, build tilings, validate everything (so bad configs
+fail before any SVD); (2) factor - per-tile SVDs (whitened with the band Grams when asked);
+(3) allocate ranks (global budget over all matched matrices, per-matrix budget, fixed per
+shape, or per-tile energy); (4) build leaves (+ optional spectral truncation, quantization);
+(5) stats. The input tree is never mutated: every dict on the way is rebuilt.
+
+Lower-level entry points for a streaming job: `tile_spectra_for_matrix` (rank_blocks),
+`allocate_ranks` (rank_allocation) and `build_leaf` here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, Mapping, Optional
+
+import jax
+import numpy as np
+
+from penrose_jax.compression import rank_allocation, rank_blocks, spectral as spectral_lib
+from penrose_jax.compression.leaves import (DenseGroup, LowRankGroup, SpectralMatrix, TiledLowRank,
+                                            rtn_quantize_dense)
+from penrose_jax.compression.pytree_codec import StaticArray
+from penrose_jax.compression.quantization import BITS, maybe_quantize
+from penrose_jax.compression.tiling import TILING_KINDS, Tiling, make_tiling
+
+DEFAULT_INCLUDE = r".*(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)/kernel$"
+RANK_POLICIES = ("budget", "fixed", "energy")
+METHODS = ("tiled", "rtn")
+
+
+@dataclasses.dataclass(frozen=True)
+class CompressionConfig:
+  """What to compress and how (see module docstring for the pipeline).
+
+  Attributes:
+    include: regex on '/'-joined param paths selecting kernels to compress.
+    exclude: optional regex; matching paths are never compressed.
+    method: 'tiled' (rank blocks) or 'rtn' (plain int8/int4 baseline, uses `quantize`).
+    tiling: 'penrose' | 'grid' | 'single'.
+    tiles_per_matrix: target tile count per matrix.
+    tile_lengths: optional tile dictionary: penrose ((rL, rS), (cL, cS)) or grid (h, w).
+    phase: penrose phase.
+    rank_policy: 'budget' | 'fixed' | 'energy'.
+    budget_scope: 'global' (one budget over all matched matrices) or 'matrix'.
+    param_ratio: stored / dense params target in (0, 1] for the budget policy.
+    energy: kept squared-singular-value fraction per tile for the energy policy.
+    fixed_ranks: shape_id -> rank (or one int) for the fixed policy.
+    whiten: factor in the activation-whitened basis (needs grams).
+    grams: path -> (in, in) activation Gram of that kernel's input.
+    damping: relative Cholesky damping.
+    spectral: 'none' | 'dct' | 'fft' (orthonormal Hartley).
+    spectral_scope: 'factor' (1-D along factors' long axis) or 'block' (2-D per tile).
+    tau: coefficient magnitude threshold (alternative to keep_energy).
+    keep_energy: kept coefficient energy fraction per block.
+    quantize: 'none' | 'int8' | 'int4' for stored values.
+    group_size: quantization group size.
+  """
+
+  include: str = DEFAULT_INCLUDE
+  exclude: Optional[str] = None
+  method: str = "tiled"
+  tiling: str = "penrose"
+  tiles_per_matrix: int = 16
+  tile_lengths: Any = None
+  phase: float = 0.0
+  rank_policy: str = "budget"
+  budget_scope: str = "global"
+  param_ratio: float = 0.5
+  energy: float = 0.9
+  fixed_ranks: Any = None
+  whiten: bool = False
+  grams: Optional[Mapping[str, Any]] = None
+  damping: float = 1e-2
+  spectral: str = "none"
+  spectral_scope: str = "factor"
+  tau: Optional[float] = None
+  keep_energy: Optional[float] = None
+  quantize: str = "none"
+  group_size: int = 64
+
+
+def as_compression_config(config: Any) -> CompressionConfig:
+  """Accepts a CompressionConfig, an ml_collections.ConfigDict or a mapping.
+
+  Args:
+    config: the config.
+
+  Returns:
+    A validated CompressionConfig.
+  """
+  if isinstance(config, CompressionConfig):
+    cfg = config
+  else:
+    values = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    known = {f.name for f in dataclasses.fields(CompressionConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+      raise ValueError(f"unknown compression config fields {unknown}; known: {sorted(known)}")
+    cfg = CompressionConfig(**values)
+  validate_config(cfg)
+  return cfg
+
+
+def _choice(name: str, value: Any, allowed) -> None:
+  if value not in allowed:
+    raise ValueError(f"config.{name}={value!r} is invalid; allowed: {list(allowed)}")
+
+
+def validate_config(cfg: CompressionConfig) -> None:
+  """Raises ValueError naming the field and value of the first invalid setting."""
+  for name in ("include", "exclude"):
+    pattern = getattr(cfg, name)
+    if pattern is not None:
+      try:
+        re.compile(pattern)
+      except re.error as e:
+        raise ValueError(f"config.{name}={pattern!r} is not a valid regex: {e}") from None
+  _choice("method", cfg.method, METHODS)
+  _choice("tiling", cfg.tiling, TILING_KINDS)
+  _choice("rank_policy", cfg.rank_policy, RANK_POLICIES)
+  _choice("budget_scope", cfg.budget_scope, ("global", "matrix"))
+  _choice("spectral", cfg.spectral, spectral_lib.SPECTRAL_KINDS)
+  _choice("spectral_scope", cfg.spectral_scope, ("factor", "block"))
+  _choice("quantize", cfg.quantize, ("none",) + tuple(BITS))
+  if not (isinstance(cfg.param_ratio, (int, float)) and 0.0 < cfg.param_ratio <= 1.0):
+    raise ValueError(f"config.param_ratio={cfg.param_ratio!r} must be in (0, 1]")
+  if not 0.0 < cfg.energy <= 1.0:
+    raise ValueError(f"config.energy={cfg.energy!r} must be in (0, 1]")
+  if cfg.tau is not None and cfg.tau < 0:
+    raise ValueError(f"config.tau={cfg.tau!r} must be >= 0")
+  if cfg.keep_energy is not None and not 0.0 < cfg.keep_energy <= 1.0:
+    raise ValueError(f"config.keep_energy={cfg.keep_energy!r} must be in (0, 1]")
+  if cfg.tau is not None and cfg.keep_energy is not None:
+    raise ValueError(f"config.tau={cfg.tau!r} and config.keep_energy={cfg.keep_energy!r}: "
+                     "set at most one")
+  if not isinstance(cfg.tiles_per_matrix, int) or cfg.tiles_per_matrix < 1:
+    raise ValueError(f"config.tiles_per_matrix={cfg.tiles_per_matrix!r} must be an int >= 1")
+  if not isinstance(cfg.group_size, int) or cfg.group_size < 1:
+    raise ValueError(f"config.group_size={cfg.group_size!r} must be an int >= 1")
+  if cfg.damping < 0:
+    raise ValueError(f"config.damping={cfg.damping!r} must be >= 0")
+  if cfg.rank_policy == "fixed" and cfg.fixed_ranks is None:
+    raise ValueError("config.fixed_ranks=None but rank_policy='fixed' needs shape_id -> rank")
+  if cfg.method == "rtn" and cfg.quantize == "none":
+    raise ValueError("config.quantize='none' but method='rtn' needs 'int8' or 'int4'")
+  if cfg.whiten and cfg.grams is None:
+    raise ValueError("config.whiten=True but config.grams=None (path -> Gram needed)")
+
+
+def build_leaf(w, tiling: Tiling, ranks, gram=None, damping: float = 1e-2,
+               spectral: str = "none", spectral_scope: str = "factor", tau=None,
+               keep_energy=None, quantize: str = "none", group_size: int = 64, svds=None):
+  """Builds the compressed leaf of one kernel from its tiling and per-tile ranks.
+
+  Args:
+    w: (in, out) kernel.
+    tiling: its tiling.
+    ranks: rank per tile (canonical: >= min(h, w) or r*(h+w) >= h*w means dense).
+    gram: optional (in, in) Gram for whitened factoring.
+    damping: relative Cholesky damping.
+    spectral: 'none' | 'dct' | 'fft'.
+    spectral_scope: 'factor' or 'block'.
+    tau: spectral magnitude threshold.
+    keep_energy: spectral kept-energy fraction.
+    quantize: 'none' | 'int8' | 'int4'.
+    group_size: quantization group size.
+    svds: precomputed `rank_blocks.tile_svds(...)[0]` to skip refactoring.
+
+  Returns:
+    TiledLowRank, or SpectralMatrix for spectral block scope.
+  """
+  if len(ranks) != tiling.num_tiles:
+    raise ValueError(f"got {len(ranks)} ranks for {tiling.num_tiles} tiles")
+  w64 = np.asarray(w, np.float64)
+  if svds is None:
+    svds, _ = rank_blocks.tile_svds(w64, tiling, gram, damping)
+  lowrank: dict[tuple, list] = {}
+  dense: dict[tuple, list] = {}
+  for (r0, c0, h, ww, _), r, sv in zip(tiling.tiles, ranks, svds):
+    r = rank_allocation.canonical_rank(h, ww, r)
+    if rank_allocation.is_dense_rank(h, ww, r):
+      dense.setdefault((h, ww), []).append((r0, c0, w64[r0:r0 + h, c0:c0 + ww]))
+    elif r > 0:
+      u, v = rank_blocks.truncate_tile(sv, r)
+      lowrank.setdefault((h, ww, r), []).append((r0, c0, u, v))
+  spec_kw = dict(tau=tau, keep_energy=keep_energy, quantize=quantize, group_size=group_size)
+  if spectral != "none" and spectral_scope == "block":
+    blocks: dict[tuple, list] = {}
+    for (h, ww), items in dense.items():
+      blocks.setdefault((h, ww), []).extend(items)
+    for (h, ww, _), items in lowrank.items():
+      blocks.setdefault((h, ww), []).extend((r0, c0, u @ v.T) for r0, c0, u, v in items)
+    groups = tuple(
+        DenseGroup(spectral_lib.spectral_encode(np.stack([b for _, _, b in it]), spectral, (1, 2),
+                                                **spec_kw),
+                   StaticArray(np.array([a for a, _, _ in it], np.int32)),
+                   StaticArray(np.array([c for _, c, _ in it], np.int32)), h, ww)
+        for (h, ww), it in sorted(blocks.items()))
+    return SpectralMatrix(groups, (tiling.m, tiling.n), tiling.kind)
+
+  def encode_factor(x):
+    if spectral != "none":
+      return spectral_lib.spectral_encode(x, spectral, (1,), **spec_kw)
+    return maybe_quantize(x, quantize, group_size, axis=1)  # groups run along the long axis.
+
+  lr_groups = tuple(
+      LowRankGroup(encode_factor(np.stack([it[2] for it in items])),
+                   encode_factor(np.stack([it[3] for it in items])),
+                   StaticArray(np.array([it[0] for it in items], np.int32)),
+                   StaticArray(np.array([it[1] for it in items], np.int32)), h, ww, r)
+      for (h, ww, r), items in sorted(lowrank.items()))
+  dn_groups = tuple(
+      DenseGroup(maybe_quantize(np.stack([b for _, _, b in items]), quantize, group_size, axis=1),
+                 StaticArray(np.array([a for a, _, _ in items], np.int32)),
+                 StaticArray(np.array([c for _, c, _ in items], np.int32)), h, ww)
+      for (h, ww), items in sorted(dense.items()))
+  return TiledLowRank(lr_groups, dn_groups, (tiling.m, tiling.n), tiling.kind)
+
+
+def _walk(tree: Any, prefix: str = ""):
+  """Yields (path, leaf) of a nested-dict params tree."""
+  if isinstance(tree, Mapping):
+    for k, v in tree.items():
+      yield from _walk(v, f"{prefix}/{k}" if prefix else str(k))
+  else:
+    yield prefix, tree
+
+
+def _rebuild(tree: Any, replace: Mapping[str, Any], prefix: str = "") -> Any:
+  """A new nested dict with leaves at `replace` paths swapped (input untouched)."""
+  if isinstance(tree, Mapping):
+    return {k: _rebuild(v, replace, f"{prefix}/{k}" if prefix else str(k)) for k, v in tree.items()}
+  return replace.get(prefix, tree)
+
+
+def _matches(cfg: CompressionConfig, path: str, leaf: Any) -> bool:
+  if not hasattr(leaf, "shape") or hasattr(leaf, "matmul") or len(np.shape(leaf)) != 2:
+    return False
+  if re.fullmatch(cfg.include, path) is None and re.match(cfg.include, path) is None:
+    return False
+  return not (cfg.exclude and re.search(cfg.exclude, path))
+
+
+def _rank_summary(tiling: Tiling, ranks) -> dict:
+  dense = [rank_allocation.is_dense_rank(t[2], t[3], r) for t, r in zip(tiling.tiles, ranks)]
+  lr = [r for r, d in zip(ranks, dense) if not d]
+  return {"num_tiles": tiling.num_tiles, "num_shapes": len(tiling.shapes),
+          "dense_tiles": int(sum(dense)), "zero_tiles": int(sum(1 for r in lr if r == 0)),
+          "min": int(min(lr)) if lr else None, "max": int(max(lr)) if lr else None,
+          "mean": float(np.mean(lr)) if lr else None}
+
+
+def compress(params: Any, config: Any) -> tuple[dict, dict]:
+  """Replaces matching kernels of a params tree by compressed leaves (pure function).
+
+  Args:
+    params: nested dict params tree (see docs/CONTRACTS_DEV.md).
+    config: CompressionConfig, ml_collections.ConfigDict or mapping of its fields.
+
+  Returns:
+    (new_params, stats): stats has 'matrices' (one row per compressed kernel: name, shape,
+    rel_fro_error, out_rel_error (with gram), ranks, params_dense, params_stored, bytes,
+    damping) and totals params_dense, params_compressed, param_ratio, bytes_dense,
+    bytes_compressed over the compressed matrices.
+  """
+  cfg = as_compression_config(config)
+  # ---- plan & validate before any factoring work.
+  plan = []
+  for path, leaf in _walk(params):
+    if not _matches(cfg, path, leaf):
+      continue
+    m, n = (int(s) for s in np.shape(leaf))
+    gram = None
+    if cfg.whiten:
+      gram = cfg.grams.get(path)
+      if gram is None:
+        raise ValueError(f"config.whiten=True but config.grams has no entry for {path!r}")
+      if np.shape(gram) != (m, m):
+        raise ValueError(f"config.grams[{path!r}] has shape {np.shape(gram)}, expected {(m, m)}")
+    try:
+      tiling = make_tiling(cfg.tiling, m, n, cfg.tiles_per_matrix, cfg.phase, cfg.tile_lengths)
+    except ValueError as e:
+      raise ValueError(f"config.tile_lengths={cfg.tile_lengths!r} / config.tiling={cfg.tiling!r} "
+                       f"cannot tile {path!r} of shape {(m, n)}: {e}") from None
+    fixed = rank_allocation.fixed_ranks(tiling, cfg.fixed_ranks) if cfg.rank_policy == "fixed" \
+        else None
+    plan.append((path, leaf, tiling, gram, fixed))
+
+  replace, rows = {}, []
+  if cfg.method == "rtn":
+    for path, leaf, _, _, _ in plan:
+      replace[path] = rtn_quantize_dense(leaf, BITS[cfg.quantize], cfg.group_size)
+  else:
+    # ---- factor.
+    factored = []
+    for path, leaf, tiling, gram, fixed in plan:
+      svds, damps = rank_blocks.tile_svds(leaf, tiling, gram, cfg.damping)
+      spectra = [rank_blocks.TileSpectrum(t[2], t[3], sv.s, 1.0, (path, i))
+                 for i, (t, sv) in enumerate(zip(tiling.tiles, svds))]
+      factored.append((svds, damps, spectra))
+    # ---- allocate.
+    if cfg.rank_policy == "fixed":
+      all_ranks = [p[4] for p in plan]
+    elif cfg.rank_policy == "energy":
+      all_ranks = [rank_allocation.energy_ranks(f[2], cfg.energy) for f in factored]
+    elif cfg.budget_scope == "matrix":
+      all_ranks = [rank_allocation.allocate_ranks(f[2], cfg.param_ratio * p[2].m * p[2].n)
+                   for p, f in zip(plan, factored)]
+    else:
+      flat = [sp for f in factored for sp in f[2]]
+      budget = cfg.param_ratio * sum(p[2].m * p[2].n for p in plan)
+      flat_ranks = rank_allocation.allocate_ranks(flat, budget)
+      all_ranks, k = [], 0
+      for p in plan:
+        all_ranks.append(flat_ranks[k:k + p[2].num_tiles])
+        k += p[2].num_tiles
+    # ---- build.
+    for (path, leaf, tiling, gram, _), (svds, damps, _), ranks in zip(plan, factored, all_ranks):
+      replace[path] = build_leaf(leaf, tiling, ranks, gram, cfg.damping, cfg.spectral,
+                                 cfg.spectral_scope, cfg.tau, cfg.keep_energy, cfg.quantize,
+                                 cfg.group_size, svds=svds)
+  # ---- stats.
+  for path, leaf, tiling, gram, _ in plan:
+    new = replace[path]
+    w = np.asarray(leaf, np.float64)
+    diff = w - np.asarray(jax.jit(lambda leaf: leaf.materialize())(new), np.float64)
+    row = {"name": path, "shape": tuple(w.shape), "params_dense": int(w.size),
+           "params_stored": int(new.param_count()), "bytes": int(new.nbytes()),
+           "bytes_dense": int(w.size * np.dtype(np.asarray(leaf).dtype).itemsize),
+           "rel_fro_error": float(np.linalg.norm(diff) / max(np.linalg.norm(w), 1e-30))}
+    if cfg.method == "tiled":
+      idx = [p[0] for p in plan].index(path)
+      row["ranks"] = _rank_summary(tiling, all_ranks[idx])
+      row["tiling"] = tiling.kind
+      row["damping"] = max(factored[idx][1]) if factored[idx][1] else None
+    if gram is not None:
+      g = np.asarray(gram, np.float64)
+      num = np.trace(diff.T @ g @ diff)
+      den = np.trace(w.T @ g @ w)
+      row["out_rel_error"] = float(np.sqrt(max(num, 0.0) / max(den, 1e-30)))
+    rows.append(row)
+  dense_total = sum(r["params_dense"] for r in rows)
+  stored_total = sum(r["params_stored"] for r in rows)
+  stats = {"matrices": rows, "num_matrices": len(rows), "params_dense": dense_total,
+           "params_compressed": stored_total,
+           "param_ratio": stored_total / dense_total if dense_total else None,
+           "bytes_dense": sum(r["bytes_dense"] for r in rows),
+           "bytes_compressed": sum(r["bytes"] for r in rows)}
+  return _rebuild(params, replace), stats

@@ -1,0 +1,51 @@
+"""Reading and atomically writing the JSON side files of model and checkpoint directories."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from typing import Any, Optional
+
+from penrose_jax.io.errors import CheckpointFormatError
+
+
+def read_json(path: str | os.PathLike) -> Optional[Any]:
+  """Reads a JSON file.
+
+  Args:
+    path: the file.
+
+  Returns:
+    The decoded value, or None when the file does not exist.
+
+  Raises:
+    CheckpointFormatError: the file exists but is not valid JSON.
+  """
+  path = pathlib.Path(path)
+  if not path.is_file():
+    return None
+  try:
+    return json.loads(path.read_text(encoding="utf-8"))
+  except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    raise CheckpointFormatError(f"{path}: invalid JSON ({err})") from err
+
+
+def write_json_atomic(path: str | os.PathLike, value: Any) -> None:
+  """Writes JSON so readers see either the old file or the complete new one.
+
+  Args:
+    path: the file.
+    value: a JSON-serialisable value.
+  """
+  path = pathlib.Path(path)
+  tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+  try:
+    with open(tmp, "w", encoding="utf-8") as f:
+      f.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  finally:
+    if tmp.exists():
+      tmp.unlink()

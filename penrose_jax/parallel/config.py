@@ -1,0 +1,40 @@
+"""The `parallel` block of experiment configs (ml_collections)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import ml_collections
+
+from penrose_jax.parallel.mesh import DEFAULT_MESH_SHAPE
+from penrose_jax.parallel.placement import DEFAULT_DATA_AXES
+from penrose_jax.parallel.rules import DEFAULT_RULES, rules_to_config
+
+
+def default_parallel_config(mesh_shape: Optional[dict] = None) -> ml_collections.ConfigDict:
+  """Returns the config block experiments put at `config.parallel`.
+
+  Fields:
+    distributed: call `jax.distributed.initialize()` at start-up (multi-host runs only).
+    coordinator_address / num_processes / process_id: '' / -1 / -1 = auto-detect (TPU pods,
+      SLURM, Open MPI); set all three on other multi-host GPU clusters.
+    mesh_shape: ordered axis name -> size; one -1 takes all remaining devices.
+    sharding_rules: [[regex, [axes...]], ...]; first match wins (see parallel/rules.py).
+    data_axes: mesh axes the batch dimension is split over.
+
+  Args:
+    mesh_shape: optional override of DEFAULT_MESH_SHAPE.
+
+  Returns:
+    A ConfigDict (override from the command line, e.g.
+    `--config.parallel.mesh_shape.fsdp=8 --config.parallel.mesh_shape.data=-1`).
+  """
+  config = ml_collections.ConfigDict()
+  config.distributed = False
+  config.coordinator_address = ""
+  config.num_processes = -1
+  config.process_id = -1
+  config.mesh_shape = ml_collections.ConfigDict(dict(mesh_shape or DEFAULT_MESH_SHAPE))
+  config.sharding_rules = rules_to_config(DEFAULT_RULES)
+  config.data_axes = list(DEFAULT_DATA_AXES)
+  return config

@@ -1,0 +1,1 @@
+"""penrose_jax.qa."""
