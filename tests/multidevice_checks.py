@@ -48,7 +48,7 @@ TOL = 1e-5
 
 @flax.struct.dataclass
 class RowTiledLowRank:
-  """Compressed-leaf stand-in: W = stack over g row tiles of u_i v_i^T (u (g, h, r), v (g, w, r))."""
+  """Compressed-leaf stand-in: row tile i of W is u_i v_i^T; u (g, h, r), v (g, w, r)."""
 
   u: jax.Array
   v: jax.Array
@@ -132,7 +132,7 @@ def check_forward() -> dict:
 
 
 def check_awkward_sizes() -> dict:
-  """Sizes not divisible by the mesh (9 heads, vocab 99) fall back to replication and still match."""
+  """Sizes not divisible by the mesh (9 heads, vocab 99) fall back to replication, still match."""
   cfg = tiny_config(vocab_size=99, hidden_size=36, intermediate_size=60, num_heads=9,
                     num_kv_heads=3, head_dim=4, num_layers=1)
   params = _jit_init(cfg, 3)
@@ -286,9 +286,12 @@ def check_mesh_validation() -> dict:
     except ValueError as e:
       messages[label] = str(e)
   filled = dict(parallel.make_mesh({"data": -1, "fsdp": 2, "tensor": 2}).shape)
+  sub = parallel.make_mesh({"data": -1, "fsdp": 2}, devices=jax.devices()[4:])
+  sub_ok = (dict(sub.shape) == {"data": 2, "fsdp": 2}
+            and sorted(d.id for d in sub.devices.flat) == [4, 5, 6, 7])
   ok = (all(m is not None and "jax.device_count()=8" in m for m in messages.values())
         and str({"data": 3, "fsdp": 2}) in messages["3x2"]
-        and filled == {"data": 2, "fsdp": 2, "tensor": 2})
+        and filled == {"data": 2, "fsdp": 2, "tensor": 2} and sub_ok)
   bad_batch = None
   try:
     parallel.shard_batch(np.zeros((6, 4), np.int32), parallel.make_mesh({"data": 8}))

@@ -16,9 +16,10 @@ it that starts after a '/'. So 'embed/embedding' matches 'embed/embedding' and a
 state copy '1/mu/embed/embedding', but never 'layers_0/attn/q_proj/kernel/u' via a '.../kernel'
 rule. The first matching rule wins; an unmatched leaf is replicated.
 
-Fallbacks (each logged once per path and dimension): a dimension whose size is not divisible by
-the product of its mesh axis sizes (e.g. 576 or 9 heads on 8 devices) is replicated on that
-dimension (logged once per path with layer numbers wildcarded); mesh axes named by a rule but absent from the mesh are dropped (so the default rules
+Fallbacks (each logged once, with layer numbers wildcarded): a dimension whose size is not
+divisible by the product of its mesh axis sizes (e.g. 3 KV heads x 64 = 192 columns on a
+'tensor' axis of 5, or 9 heads x 4 = 36 rows on an 8-way 'fsdp') is replicated on that
+dimension; mesh axes named by a rule but absent from the mesh are dropped (so the default rules
 work on a ('data', 'fsdp') mesh without 'tensor'); a spec longer than the array is cut.
 """
 
