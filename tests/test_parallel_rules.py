@@ -167,3 +167,12 @@ def test_init_sharded_matches_eval_shape():
   params, shardings = parallel.init_sharded(_init, mesh, None, jax.random.PRNGKey(0))
   assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(shardings)
   assert params["embed"]["embedding"].shape == (CONFIG.vocab_size, CONFIG.hidden_size)
+
+
+def test_setup_from_config():
+  config = ml_collections.ConfigDict({"parallel": parallel.default_parallel_config()})
+  config.parallel.mesh_shape.fsdp = 1
+  mesh, rules, data_axes = parallel.setup_from_config(config.parallel)
+  assert dict(mesh.shape) == {"data": jax.device_count(), "fsdp": 1, "tensor": 1}
+  assert rules[0] == ("embed/embedding", ("tensor", "fsdp"))
+  assert data_axes == ("data", "fsdp")

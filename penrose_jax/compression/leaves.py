@@ -26,7 +26,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from penrose_jax.compression import pytree_codec
+# Leaf arrays may be QuantizedArray / SpectralArray: importing their modules here registers
+# their codecs, so restoring a checkpoint in a fresh process (which imports only this module)
+# can decode them.
+from penrose_jax.compression import pytree_codec, quantization, spectral  # noqa: F401
 from penrose_jax.compression.pytree_codec import (StaticArray, as_dense, register_codec,
                                                   stored_bytes, stored_count)
 

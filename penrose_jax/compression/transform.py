@@ -253,6 +253,59 @@ def _rank_summary(tiling: Tiling, ranks) -> dict:
           "mean": float(np.mean(lr)) if lr else None}
 
 
+def matrix_row(path: str, w: Any, leaf: Any, tiling: Optional[Tiling] = None, ranks=None,
+               gram: Optional[np.ndarray] = None, damps=None) -> dict:
+  """Per-matrix statistics of one compressed kernel (the report's per-matrix row).
+
+  Args:
+    path: '/'-joined param path.
+    w: the dense (in, out) kernel.
+    leaf: its compressed leaf.
+    tiling: the tiling used (tiled method), else None.
+    ranks: per-tile ranks (tiled method), else None.
+    gram: the activation Gram when whitening (adds out_rel_error).
+    damps: Cholesky damping used per band.
+
+  Returns:
+    Row with name, shape, params_dense, params_stored, bytes, bytes_dense, rel_fro_error,
+    and ranks / tiling / damping / out_rel_error where they apply.
+  """
+  w64 = np.asarray(w, np.float64)
+  diff = w64 - np.asarray(jax.jit(lambda l: l.materialize())(leaf), np.float64)
+  row = {"name": path, "shape": tuple(w64.shape), "params_dense": int(w64.size),
+         "params_stored": int(leaf.param_count()), "bytes": int(leaf.nbytes()),
+         "bytes_dense": int(w64.size * np.dtype(np.asarray(w).dtype).itemsize),
+         "rel_fro_error": float(np.linalg.norm(diff) / max(np.linalg.norm(w64), 1e-30))}
+  if tiling is not None:
+    row["ranks"] = _rank_summary(tiling, ranks)
+    row["tiling"] = tiling.kind
+    row["damping"] = max(damps) if damps else None
+  if gram is not None:
+    g = np.asarray(gram, np.float64)
+    num = np.trace(diff.T @ g @ diff)
+    den = np.trace(w64.T @ g @ w64)
+    row["out_rel_error"] = float(np.sqrt(max(num, 0.0) / max(den, 1e-30)))
+  return row
+
+
+def summarize_rows(rows: list) -> dict:
+  """Totals over per-matrix rows: params_dense, params_compressed, param_ratio, bytes.
+
+  Args:
+    rows: `matrix_row` outputs.
+
+  Returns:
+    Dict of totals over the compressed matrices.
+  """
+  dense_total = sum(r["params_dense"] for r in rows)
+  stored_total = sum(r["params_stored"] for r in rows)
+  return {"num_matrices": len(rows), "params_dense": dense_total,
+          "params_compressed": stored_total,
+          "param_ratio": stored_total / dense_total if dense_total else None,
+          "bytes_dense": sum(r["bytes_dense"] for r in rows),
+          "bytes_compressed": sum(r["bytes"] for r in rows)}
+
+
 def compress(params: Any, config: Any) -> tuple[dict, dict]:
   """Replaces matching kernels of a params tree by compressed leaves (pure function).
 
@@ -323,30 +376,10 @@ def compress(params: Any, config: Any) -> tuple[dict, dict]:
                                  cfg.spectral_scope, cfg.tau, cfg.keep_energy, cfg.quantize,
                                  cfg.group_size, svds=svds)
   # ---- stats.
-  for path, leaf, tiling, gram, _ in plan:
-    new = replace[path]
-    w = np.asarray(leaf, np.float64)
-    diff = w - np.asarray(jax.jit(lambda leaf: leaf.materialize())(new), np.float64)
-    row = {"name": path, "shape": tuple(w.shape), "params_dense": int(w.size),
-           "params_stored": int(new.param_count()), "bytes": int(new.nbytes()),
-           "bytes_dense": int(w.size * np.dtype(np.asarray(leaf).dtype).itemsize),
-           "rel_fro_error": float(np.linalg.norm(diff) / max(np.linalg.norm(w), 1e-30))}
-    if cfg.method == "tiled":
-      idx = [p[0] for p in plan].index(path)
-      row["ranks"] = _rank_summary(tiling, all_ranks[idx])
-      row["tiling"] = tiling.kind
-      row["damping"] = max(factored[idx][1]) if factored[idx][1] else None
-    if gram is not None:
-      g = np.asarray(gram, np.float64)
-      num = np.trace(diff.T @ g @ diff)
-      den = np.trace(w.T @ g @ w)
-      row["out_rel_error"] = float(np.sqrt(max(num, 0.0) / max(den, 1e-30)))
-    rows.append(row)
-  dense_total = sum(r["params_dense"] for r in rows)
-  stored_total = sum(r["params_stored"] for r in rows)
-  stats = {"matrices": rows, "num_matrices": len(rows), "params_dense": dense_total,
-           "params_compressed": stored_total,
-           "param_ratio": stored_total / dense_total if dense_total else None,
-           "bytes_dense": sum(r["bytes_dense"] for r in rows),
-           "bytes_compressed": sum(r["bytes"] for r in rows)}
+  for i, (path, leaf, tiling, gram, _) in enumerate(plan):
+    tiled = cfg.method == "tiled"
+    rows.append(matrix_row(path, leaf, replace[path], tiling if tiled else None,
+                           all_ranks[i] if tiled else None, gram,
+                           factored[i][1] if tiled else None))
+  stats = {"matrices": rows, **summarize_rows(rows)}
   return _rebuild(params, replace), stats

@@ -3,44 +3,14 @@
 from __future__ import annotations
 
 import math
-import pathlib
 from typing import Any, Optional, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
+from penrose_jax.data import text_sources
 from penrose_jax.evaluation.scoring import batched, next_token_logprobs, pad_batch
 from penrose_jax.models.config import ModelConfig
-
-
-def read_texts(path: str | pathlib.Path, patterns: tuple[str, ...] = ("*.txt", "*.md")
-               ) -> list[tuple[str, str]]:
-  """Reads one text file, or every file matching `patterns` in a folder (sorted by name).
-
-  Args:
-    path: a file or a directory.
-    patterns: globs for directories (plain text and Markdown by default).
-
-  Returns:
-    List of (name, text).
-
-  Raises:
-    FileNotFoundError: when the path does not exist or the folder has no matching file.
-    ValueError: when a file is not valid UTF-8.
-  """
-  path = pathlib.Path(path)
-  if not path.exists():
-    raise FileNotFoundError(f"text set {path} does not exist")
-  files = sorted(f for p in patterns for f in path.glob(p)) if path.is_dir() else [path]
-  if not files:
-    raise FileNotFoundError(f"text set {path} has no files matching {list(patterns)}")
-  texts = []
-  for file in files:
-    try:
-      texts.append((file.stem, file.read_text(encoding="utf-8")))
-    except UnicodeDecodeError as err:
-      raise ValueError(f"{file}: not valid UTF-8 text ({err})") from err
-  return texts
 
 
 def token_windows(token_lists: Sequence[Sequence[int]], window: int,
@@ -93,16 +63,17 @@ def perplexity(params: Any, config: ModelConfig, windows: Sequence[Sequence[int]
   return {"ppl": math.exp(mean), "nll": mean, "tokens": total_tokens, "windows": len(windows)}
 
 
-def text_perplexity(params: Any, config: ModelConfig, tokenizer: Any, path: str | pathlib.Path,
+def text_perplexity(params: Any, config: ModelConfig, tokenizer: Any, source: str,
                     window: int = 256, max_windows: Optional[int] = None, batch_size: int = 8,
                     progress: bool = False) -> dict[str, float]:
-  """Perplexity over non-overlapping `window`-token windows of a text file or folder.
+  """Perplexity over non-overlapping `window`-token windows of a text source.
 
   Args:
     params: params pytree.
     config: the architecture.
     tokenizer: a TextTokenizer.
-    path: file or folder of .txt files.
+    source: a text source spec (folder, file, .jsonl, optional '@split'; see
+      data.text_sources).
     window: window length in tokens.
     max_windows: cap on windows scored (None = all).
     batch_size: windows per forward call.
@@ -111,6 +82,6 @@ def text_perplexity(params: Any, config: ModelConfig, tokenizer: Any, path: str 
   Returns:
     {'ppl', 'nll', 'tokens', 'windows'}.
   """
-  token_lists = [tokenizer.encode(text) for _, text in read_texts(path)]
+  token_lists = [tokenizer.encode(text) for _, text in text_sources.read_source(str(source))]
   return perplexity(params, config, token_windows(token_lists, window, max_windows), batch_size,
                     progress)

@@ -9,6 +9,7 @@ from typing import Any
 import ml_collections
 from absl import logging
 
+from penrose_jax.data import text_sources
 from penrose_jax.evaluation import multiple_choice, perplexity
 from penrose_jax.jobs import model_source
 from penrose_jax.reporting import report_json
@@ -30,13 +31,13 @@ def evaluate_loaded(loaded: Any, config: ml_collections.ConfigDict) -> dict[str,
   """
   metrics: dict[str, Any] = {"ppl": {}, "ppl_detail": {}, "accuracy": {}, "skipped": []}
   max_windows = config.max_windows if config.max_windows > 0 else None
-  for name, path in sorted(config.text_sets.items()):
-    path = model_source.resolve_data_path(path)
+  for name, spec in sorted(config.text_sets.items()):
+    path = text_sources.source_path(spec)
     if not path.exists():
       metrics["skipped"].append(f"text set {name}: {path} not found")
       logging.warning("skipping text set %s: %s not found", name, path)
       continue
-    result = perplexity.text_perplexity(loaded.params, loaded.config, loaded.tokenizer, path,
+    result = perplexity.text_perplexity(loaded.params, loaded.config, loaded.tokenizer, spec,
                                         window=config.window, max_windows=max_windows,
                                         batch_size=config.batch_size, progress=True)
     metrics["ppl"][name] = result["ppl"]

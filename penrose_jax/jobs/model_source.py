@@ -99,11 +99,79 @@ def save_model_checkpoint(directory: str | pathlib.Path, config: ModelConfig, pa
     The folder.
   """
   directory = pathlib.Path(directory)
-  directory.mkdir(parents=True, exist_ok=True)
-  pio.save_params(directory / "params", params, metadata={"model_config": config.to_dict()})
+  for key, subtree in params.items():
+    save_params_part(directory, key, subtree)
+  return finish_model_checkpoint(directory, config, tokenizer, sorted(params), provenance)
+
+
+def save_params_part(directory: str | pathlib.Path, key: str, subtree: Any) -> pathlib.Path:
+  """Writes one top-level params subtree (e.g. 'layers_3') of a model checkpoint folder.
+
+  Each top-level key is its own orbax checkpoint, so a streaming job can write (and a resumed
+  one can find) layers one at a time without holding the whole model.
+
+  Args:
+    directory: the checkpoint folder.
+    key: top-level params key.
+    subtree: its params.
+
+  Returns:
+    The part's folder.
+  """
+  part = pathlib.Path(directory) / "params" / key
+  pio.save_params(part, {key: subtree}, overwrite=True)
+  return part
+
+
+def has_params_part(directory: str | pathlib.Path, key: str) -> bool:
+  """Whether a finished part for `key` exists (its sidecar is written last by save_params).
+
+  Args:
+    directory: the checkpoint folder.
+    key: top-level params key.
+
+  Returns:
+    True when the part was completely written.
+  """
+  return (pathlib.Path(directory) / "params" / key / "penrose_checkpoint.json").is_file()
+
+
+def load_params_part(directory: str | pathlib.Path, key: str) -> Any:
+  """Restores one top-level params subtree written by `save_params_part`.
+
+  Args:
+    directory: the checkpoint folder.
+    key: top-level params key.
+
+  Returns:
+    The subtree.
+  """
+  params, _ = pio.restore_params(pathlib.Path(directory) / "params" / key)
+  return params[key]
+
+
+def finish_model_checkpoint(directory: str | pathlib.Path, config: ModelConfig, tokenizer: Any,
+                            keys: list[str], provenance: Optional[dict] = None) -> pathlib.Path:
+  """Writes tokenizer and model.json after all params parts exist (model.json last).
+
+  Args:
+    directory: the checkpoint folder.
+    config: the architecture.
+    tokenizer: TextTokenizer.
+    keys: the top-level params keys written.
+    provenance: extra JSON-able facts.
+
+  Returns:
+    The folder.
+  """
+  directory = pathlib.Path(directory)
+  missing = [k for k in keys if not has_params_part(directory, k)]
+  if missing:
+    raise ValueError(f"{directory}: params parts {missing} are missing; cannot finish checkpoint")
   tokenizer.save(directory / "tokenizer")
   report_json.write_json_atomic(directory / MODEL_JSON,
-                                {"model_config": config.to_dict(), "provenance": provenance or {}})
+                                {"model_config": config.to_dict(), "param_keys": list(keys),
+                                 "provenance": provenance or {}})
   return directory
 
 
@@ -114,7 +182,10 @@ def _load_model_checkpoint(directory: pathlib.Path) -> Loaded:
     config = ModelConfig.from_dict(meta["model_config"])
   except (KeyError, TypeError, ValueError) as err:
     raise pio.CheckpointFormatError(f"{directory / MODEL_JSON}: bad model_config ({err})") from err
-  params, _ = pio.restore_params(directory / "params")
+  keys = meta.get("param_keys")
+  if not keys:
+    raise pio.CheckpointFormatError(f"{directory / MODEL_JSON}: no param_keys listed")
+  params = {key: load_params_part(directory, key) for key in keys}
   tokenizer = pio.TextTokenizer.from_directory(directory / "tokenizer")
   name = meta.get("provenance", {}).get("name", f"checkpoint {directory}")
   return Loaded(config, params, tokenizer, name, meta.get("provenance", {}))
@@ -190,3 +261,52 @@ def load(spec: str, cache_dir: str | pathlib.Path = "model_cache") -> Loaded:
   loaded = pio.load_model(path)
   name = f"{loaded.config.name} ({path.name})"
   return Loaded(loaded.config, loaded.params, loaded.tokenizer, name, {"source": str(path)})
+
+
+class LayerStream(NamedTuple):
+  """A model opened for layer-by-layer reading (nothing but metadata is loaded up front).
+
+  Attributes:
+    config: ModelConfig.
+    tokenizer: TextTokenizer.
+    name: description for reports.
+    read_globals: () -> dict of the non-layer subtrees (embed, final_norm, lm_head).
+    read_layer: (i) -> the 'layers_i' subtree.
+  """
+
+  config: ModelConfig
+  tokenizer: Any
+  name: str
+  read_globals: Any
+  read_layer: Any
+
+
+def open_stream(spec: str, cache_dir: str | pathlib.Path = "model_cache") -> LayerStream:
+  """Opens the model a config names for streaming, one layer at a time.
+
+  Args:
+    spec: as for `load`.
+    cache_dir: where 'tiny' is built if needed.
+
+  Returns:
+    LayerStream.
+  """
+  if spec == "tiny":
+    directory = pathlib.Path(cache_dir) / "tiny"
+    if not is_model_checkpoint(directory):
+      build_tiny_model(directory)
+    spec = str(directory)
+  path = pio.find_default_gguf() if spec == "default" else pathlib.Path(spec).expanduser()
+  if is_model_checkpoint(path):
+    import json
+    meta = json.loads((path / MODEL_JSON).read_text())
+    config = ModelConfig.from_dict(meta["model_config"])
+    tokenizer = pio.TextTokenizer.from_directory(path / "tokenizer")
+    keys = [k for k in meta["param_keys"] if not k.startswith("layers_")]
+    name = meta.get("provenance", {}).get("name", f"checkpoint {path}")
+    return LayerStream(config, tokenizer, name,
+                       lambda: {k: load_params_part(path, k) for k in keys},
+                       lambda i: load_params_part(path, f"layers_{i}"))
+  reader = pio.open_model(path)
+  return LayerStream(reader.config, reader.tokenizer, f"{reader.config.name} ({path.name})",
+                     reader.read_globals, reader.read_layer)

@@ -2,14 +2,13 @@
 
 Typical use (identical on one CPU, N fake CPU devices, a GPU box or a multi-host TPU pod):
 
-  maybe_initialize_distributed(config.parallel.distributed)   # before any other JAX call
-  mesh = make_mesh(config.parallel.mesh_shape)                # {'data': -1, 'fsdp': 1, ...}
-  rules = rules_from_config(config.parallel.sharding_rules)   # [[regex, [axes...]], ...]
+  mesh, rules, data_axes = setup_from_config(config.parallel)  # before any other JAX call;
+  # = maybe_initialize_distributed(...) + make_mesh(mesh_shape) + rules_from_config(rules)
   params = shard_params(params, mesh, rules)                  # or init_sharded(init_fn, ...)
-  tokens = shard_batch(tokens, mesh)                          # (B, T) split over data axes
+  tokens = shard_batch(tokens, mesh, data_axes)               # (B, T) split over data axes
 """
 
-from penrose_jax.parallel.config import default_parallel_config
+from penrose_jax.parallel.config import default_parallel_config, setup_from_config
 from penrose_jax.parallel.mesh import (DEFAULT_MESH_SHAPE, make_mesh, maybe_initialize_distributed,
                                        mesh_axis_sizes, resolve_mesh_shape)
 from penrose_jax.parallel.placement import (DEFAULT_DATA_AXES, abstract_with_shardings,
@@ -24,6 +23,6 @@ __all__ = [
     "abstract_with_shardings", "batch_sharding", "default_parallel_config", "describe_specs",
     "find_rule", "init_sharded", "make_mesh", "maybe_initialize_distributed", "mesh_axis_sizes",
     "partition_specs_for", "path_to_str", "replicated", "resolve_mesh_shape", "rules_from_config",
-    "rules_to_config", "shard_batch", "shard_params", "shardings_for", "shardings_of",
-    "spec_for_shape",
+    "rules_to_config", "setup_from_config", "shard_batch", "shard_params", "shardings_for",
+    "shardings_of", "spec_for_shape",
 ]

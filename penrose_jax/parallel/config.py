@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Optional
 
+import jax
 import ml_collections
 
-from penrose_jax.parallel.mesh import DEFAULT_MESH_SHAPE
+from penrose_jax.parallel.mesh import DEFAULT_MESH_SHAPE, make_mesh, maybe_initialize_distributed
 from penrose_jax.parallel.placement import DEFAULT_DATA_AXES
-from penrose_jax.parallel.rules import DEFAULT_RULES, rules_to_config
+from penrose_jax.parallel.rules import DEFAULT_RULES, Rule, rules_from_config, rules_to_config
 
 
 def default_parallel_config(mesh_shape: Optional[dict] = None) -> ml_collections.ConfigDict:
@@ -38,3 +39,27 @@ def default_parallel_config(mesh_shape: Optional[dict] = None) -> ml_collections
   config.sharding_rules = rules_to_config(DEFAULT_RULES)
   config.data_axes = list(DEFAULT_DATA_AXES)
   return config
+
+
+def setup_from_config(
+    config: ml_collections.ConfigDict) -> tuple[jax.sharding.Mesh, list[Rule], tuple[str, ...]]:
+  """Start-up of a (possibly multi-host) job from its `config.parallel` block.
+
+  Calls `maybe_initialize_distributed` (so call this before any other JAX use), then builds the
+  mesh and normalises the rules.
+
+  Args:
+    config: a block shaped like `default_parallel_config()`; missing fields take the defaults.
+
+  Returns:
+    (mesh, rules, data_axes).
+  """
+  defaults = default_parallel_config()
+  get = lambda name: config.get(name, defaults[name])
+  maybe_initialize_distributed(
+      bool(get("distributed")),
+      coordinator_address=get("coordinator_address") or None,
+      num_processes=get("num_processes") if get("num_processes") > 0 else None,
+      process_id=get("process_id") if get("process_id") >= 0 else None)
+  mesh = make_mesh(get("mesh_shape"))
+  return mesh, rules_from_config(get("sharding_rules")), tuple(get("data_axes"))

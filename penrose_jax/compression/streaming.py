@@ -1,0 +1,248 @@
+"""Layer-by-layer (streaming) compression of a whole model, holding one layer at a time.
+
+Sequential calibration as GPTQ / SVD-LLM style methods do: calibration activations enter layer
+i as they come out of the already-compressed layers 0..i-1, so each layer's whitening sees the
+inputs it will really get.
+
+With a global parameter budget the ranks of every tile of every matrix are chosen together, so
+the job runs in two passes: `scan_spectra` streams the layers once (dense activations) keeping
+only singular values, `allocate_global_ranks` picks ranks, then `compress_layer` factors each
+layer in the second pass. Other rank policies are local and need only the second pass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, Callable, Iterable, Mapping, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from penrose_jax.compression import rank_allocation, rank_blocks, whitening
+from penrose_jax.compression.leaves import rtn_quantize_dense
+from penrose_jax.compression.quantization import BITS
+from penrose_jax.compression.tiling import Tiling, make_tiling
+from penrose_jax.compression.transform import CompressionConfig, build_leaf, matrix_row
+from penrose_jax.models import llama
+from penrose_jax.models.config import ModelConfig
+
+# Calibration activations are pushed through a block in chunks of this many sequences, which
+# bounds the attention / MLP intermediates whatever the calibration set size.
+_CHUNK = 16
+
+
+def needs_global_pass(cfg: CompressionConfig) -> bool:
+  """Whether ranks must be allocated over the whole model before factoring (two passes).
+
+  Args:
+    cfg: compression config.
+
+  Returns:
+    True for method 'tiled' with rank_policy 'budget' and budget_scope 'global'.
+  """
+  return cfg.method == "tiled" and cfg.rank_policy == "budget" and cfg.budget_scope == "global"
+
+
+def selected_kernels(layer_key: str, layer_params: Mapping[str, Any], cfg: CompressionConfig
+                     ) -> list[tuple[str, str, Any]]:
+  """Kernels of one layer chosen by the config's include / exclude regexes.
+
+  Args:
+    layer_key: e.g. 'layers_3'.
+    layer_params: that layer's params subtree.
+    cfg: compression config.
+
+  Returns:
+    (full path, projection path inside the block such as 'attn/q_proj', kernel) triples.
+  """
+  out = []
+  for group, modules in sorted(layer_params.items()):
+    if not isinstance(modules, Mapping):
+      continue
+    for name, leaves in sorted(modules.items()):
+      if not isinstance(leaves, Mapping) or "kernel" not in leaves:
+        continue
+      path = f"{layer_key}/{group}/{name}/kernel"
+      if re.match(cfg.include, path) is None:
+        continue
+      if cfg.exclude and re.search(cfg.exclude, path):
+        continue
+      out.append((path, f"{group}/{name}", leaves["kernel"]))
+  return out
+
+
+def tiling_for(path: str, shape: tuple[int, int], cfg: CompressionConfig) -> Tiling:
+  """The tiling of one kernel (clear error naming the matrix when the dictionary fails).
+
+  Args:
+    path: param path (for the message).
+    shape: (in, out).
+    cfg: compression config.
+
+  Returns:
+    The Tiling.
+  """
+  try:
+    return make_tiling(cfg.tiling, shape[0], shape[1], cfg.tiles_per_matrix, cfg.phase,
+                       cfg.tile_lengths)
+  except ValueError as err:
+    raise ValueError(f"config.tiling={cfg.tiling!r} / config.tile_lengths={cfg.tile_lengths!r} "
+                     f"cannot tile {path} of shape {shape}: {err}") from None
+
+
+def _apply_block_chunked(layer_params: Any, x: np.ndarray, config: ModelConfig,
+                         block_fn: Callable) -> np.ndarray:
+  outs = [np.asarray(block_fn(layer_params, jnp.asarray(x[i:i + _CHUNK])))
+          for i in range(0, x.shape[0], _CHUNK)]
+  return np.concatenate(outs, axis=0)
+
+
+def projection_grams(layer_params: Any, x: np.ndarray, config: ModelConfig,
+                     inputs_fn: Callable) -> dict[str, np.ndarray]:
+  """float64 Grams X^T X of every projection's input in one block, summed over chunks.
+
+  Args:
+    layer_params: the block's params.
+    x: (N, T, D) block input activations.
+    config: the architecture.
+    inputs_fn: jitted `llama.block_linear_inputs` (layer_params, x) -> dict.
+
+  Returns:
+    Projection path inside the block ('attn/q_proj', ...) -> (in, in) Gram.
+  """
+  grams: dict[str, np.ndarray] = {}
+  for i in range(0, x.shape[0], _CHUNK):
+    inputs = inputs_fn(layer_params, jnp.asarray(x[i:i + _CHUNK]))
+    for name, value in inputs.items():
+      flat = np.asarray(value, np.float32).reshape(-1, value.shape[-1])
+      grams[name] = whitening.gram_from_activations(flat, grams.get(name))
+  return grams
+
+
+@dataclasses.dataclass
+class StreamFunctions:
+  """Jitted block functions shared by both passes (compiled once per layer structure)."""
+
+  config: ModelConfig
+
+  def __post_init__(self):
+    cfg = self.config
+    self.block = jax.jit(lambda p, x: llama.apply_block(p, x, cfg))
+    self.inputs = jax.jit(lambda p, x: llama.block_linear_inputs(p, x, cfg))
+
+  def forward(self, layer_params: Any, x: np.ndarray) -> np.ndarray:
+    """Block output for (N, T, D) activations, chunked."""
+    return _apply_block_chunked(layer_params, x, self.config, self.block)
+
+  def grams(self, layer_params: Any, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-projection input Grams for (N, T, D) activations."""
+    return projection_grams(layer_params, x, self.config, self.inputs)
+
+
+def scan_spectra(layers: Iterable[tuple[str, Any]], x: np.ndarray, cfg: CompressionConfig,
+                 fns: StreamFunctions) -> dict[str, list[rank_blocks.TileSpectrum]]:
+  """Pass 1: singular values of every tile of every selected kernel, streaming dense layers.
+
+  Args:
+    layers: iterable of (layer_key, dense layer params), in order (e.g. a generator reading
+      one layer at a time from disk).
+    x: (N, T, D) calibration embeddings (input of layer 0).
+    cfg: compression config.
+    fns: jitted block functions.
+
+  Returns:
+    Param path -> TileSpectrum list (tiling order). Only these small arrays are kept.
+  """
+  spectra: dict[str, list[rank_blocks.TileSpectrum]] = {}
+  for layer_key, layer_params in layers:
+    grams = fns.grams(layer_params, x) if cfg.whiten else {}
+    for path, proj, kernel in selected_kernels(layer_key, layer_params, cfg):
+      w = np.asarray(kernel, np.float64)
+      tiling = tiling_for(path, w.shape, cfg)
+      spectra[path] = rank_blocks.tile_spectra_for_matrix(w, tiling, grams.get(proj),
+                                                          cfg.damping, name=path)
+    x = fns.forward(layer_params, x)
+  return spectra
+
+
+def allocate_global_ranks(spectra: Mapping[str, list[rank_blocks.TileSpectrum]],
+                          param_ratio: float) -> dict[str, list[int]]:
+  """Global greedy allocation over all tiles of all matrices (budget = ratio x dense params).
+
+  Args:
+    spectra: from `scan_spectra`.
+    param_ratio: stored / dense target over the selected matrices.
+
+  Returns:
+    Param path -> canonical rank per tile.
+  """
+  paths = sorted(spectra)
+  flat = [sp for p in paths for sp in spectra[p]]
+  dense = sum(sp.h * sp.w for sp in flat)
+  ranks = rank_allocation.allocate_ranks(flat, param_ratio * dense)
+  out, k = {}, 0
+  for p in paths:
+    out[p] = [int(r) for r in ranks[k:k + len(spectra[p])]]
+    k += len(spectra[p])
+  return out
+
+
+def _local_ranks(cfg: CompressionConfig, tiling: Tiling, svds) -> list[int]:
+  spectra = [rank_blocks.TileSpectrum(t[2], t[3], sv.s, 1.0) for t, sv in zip(tiling.tiles, svds)]
+  if cfg.rank_policy == "fixed":
+    return rank_allocation.fixed_ranks(tiling, cfg.fixed_ranks)
+  if cfg.rank_policy == "energy":
+    return rank_allocation.energy_ranks(spectra, cfg.energy)
+  return rank_allocation.allocate_ranks(spectra, cfg.param_ratio * tiling.m * tiling.n)
+
+
+def compress_layer(layer_key: str, layer_params: Mapping[str, Any], x: Optional[np.ndarray],
+                   cfg: CompressionConfig, fns: Optional[StreamFunctions],
+                   ranks: Optional[Mapping[str, list[int]]] = None
+                   ) -> tuple[dict, list[dict], dict[str, tuple[Tiling, list[int]]]]:
+  """Pass 2 for one layer: replaces its selected kernels by compressed leaves.
+
+  Args:
+    layer_key: e.g. 'layers_3'.
+    layer_params: the dense layer params.
+    x: (N, T, D) input activations of this layer (from the compressed-so-far model); only
+      needed when whitening.
+    cfg: compression config.
+    fns: jitted block functions (needed when whitening).
+    ranks: path -> per-tile ranks from `allocate_global_ranks` (global budget only).
+
+  Returns:
+    (new layer params (input untouched), per-matrix stat rows, path -> (tiling, ranks)).
+  """
+  grams = fns.grams(layer_params, x) if cfg.whiten and cfg.method == "tiled" else {}
+  replace, rows, layouts = {}, [], {}
+  for path, proj, kernel in selected_kernels(layer_key, layer_params, cfg):
+    w = np.asarray(kernel, np.float32)
+    if cfg.method == "rtn":
+      leaf = rtn_quantize_dense(w, BITS[cfg.quantize], cfg.group_size)
+      rows.append(matrix_row(path, w, leaf))
+    else:
+      tiling = tiling_for(path, w.shape, cfg)
+      gram = grams.get(proj)
+      svds, damps = rank_blocks.tile_svds(w, tiling, gram, cfg.damping)
+      tile_ranks = list(ranks[path]) if ranks is not None else _local_ranks(cfg, tiling, svds)
+      leaf = build_leaf(w, tiling, tile_ranks, gram, cfg.damping, cfg.spectral,
+                        cfg.spectral_scope, cfg.tau, cfg.keep_energy, cfg.quantize,
+                        cfg.group_size, svds=svds)
+      rows.append(matrix_row(path, w, leaf, tiling, tile_ranks, gram, damps))
+      layouts[path] = (tiling, tile_ranks)
+    replace[proj] = leaf
+  new_layer = {}
+  for group, modules in layer_params.items():
+    if not isinstance(modules, Mapping):
+      new_layer[group] = modules
+      continue
+    new_layer[group] = {}
+    for name, leaves in modules.items():
+      leaves = dict(leaves)
+      if f"{group}/{name}" in replace:
+        leaves["kernel"] = replace[f"{group}/{name}"]
+      new_layer[group][name] = leaves
+  return new_layer, rows, layouts
