@@ -1,6 +1,6 @@
 """Entrypoint: python -m experiments.generate --config=configs/generate.py --prompt="..." [--workdir=DIR]."""
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from penrose_jax.jobs import generate
@@ -13,6 +13,7 @@ flags.mark_flags_as_required(["config"])
 
 def main(argv):
   del argv
+  logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   config = _CONFIG.value
   if _PROMPT.value is not None:
     config.prompt = _PROMPT.value

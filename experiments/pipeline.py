@@ -1,6 +1,6 @@
 """Entrypoint: python -m experiments.pipeline --config=configs/pipeline.py[:demo|:quick] --workdir=DIR."""
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from penrose_jax.jobs import pipeline
@@ -12,6 +12,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
   del argv
+  logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   pipeline.run(_CONFIG.value, _WORKDIR.value)
 
 

@@ -13,6 +13,7 @@ import pytest
 from penrose_jax.training import (NonFiniteLossError, OptimizerConfig, TrainCheckpoints,
                                   init_train_state, make_optimizer, make_schedule,
                                   make_train_step, read_metrics, run_training, trainable_mask)
+from penrose_jax.training.data_order import batch_indices
 from penrose_jax.training.metrics_log import MetricsLog
 
 
@@ -158,6 +159,17 @@ def test_step_compiles_once_across_many_steps(setup, tmp_path):
     bigger = {**_batch(0), "x": np.zeros((8, D), np.float32)}
     counted(state, bigger)
   chex.clear_trace_counter()
+
+
+def test_batch_indices_deterministic_epochs():
+  a = [batch_indices(i, 3, 7, seed=5) for i in range(7)]
+  b = [batch_indices(i, 3, 7, seed=5) for i in reversed(range(7))][::-1]
+  np.testing.assert_array_equal(np.concatenate(a), np.concatenate(b))
+  stream = np.concatenate(a)  # 21 = three epochs, each a permutation of range(7)
+  for epoch in range(3):
+    assert sorted(stream[7 * epoch:7 * epoch + 7]) == list(range(7))
+  assert not np.array_equal(stream[:7], stream[7:14])
+  assert not np.array_equal(stream, np.concatenate([batch_indices(i, 3, 7, 6) for i in range(7)]))
 
 
 def test_metrics_log_truncation(tmp_path):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -49,6 +49,20 @@ class ObjectiveConfig:
   hidden_temperature: Optional[float] = None
   layers: Optional[tuple[int, ...]] = None
   layer_weights: Optional[tuple[float, ...]] = None
+
+  def __post_init__(self):
+    # Accept dicts/lists (e.g. from ConfigDicts) but store hashable tuples: the config keys the
+    # compiled-step cache.
+    weights = self.weights.items() if isinstance(self.weights, Mapping) else self.weights
+    object.__setattr__(self, "weights", tuple((str(k), float(v)) for k, v in weights))
+    for name in ("layers", "layer_weights"):
+      value = getattr(self, name)
+      if value is not None:
+        object.__setattr__(self, name, tuple(value))
+    unknown = sorted(set(dict(self.weights)) - set(losses.OBJECTIVE_TERMS))
+    if unknown:
+      raise ValueError(f"unknown objective terms {unknown}; expected some of "
+                       f"{losses.OBJECTIVE_TERMS}")
 
   def weight_dict(self) -> dict[str, float]:
     """Returns the weights as a dict."""
@@ -239,7 +253,8 @@ def align(student_params: Any, teacher_params: Any, model_config: ModelConfig,
   Returns:
     (aligned_params, report) with report keys logit_kl_before/after, hidden_kl_before/after,
     js_before/after, top1_agreement_before/after, train_tokens (tokens over all updates),
-    tokens_per_s (this call), num_steps, start_step, best_step, trainable_params,
+    tokens_per_s (this call, first-step compile included), tokens_per_s_steady (without the
+    first update), num_steps, start_step, best_step, trainable_params,
     frozen_params, trainable_selector.
   """
   train = np.asarray(token_windows_train, np.int32)
@@ -294,7 +309,8 @@ def align(student_params: Any, teacher_params: Any, model_config: ModelConfig,
     report[f"{key}_after"] = after[key]
   report.update({
       "train_tokens": int(result.final_step * config.batch_size * train.shape[1]),
-      "tokens_per_s": result.tokens_per_s, "num_steps": result.final_step,
+      "tokens_per_s": result.tokens_per_s,
+      "tokens_per_s_steady": result.tokens_per_s_steady, "num_steps": result.final_step,
       "start_step": result.start_step, "best_step": result.best_step,
       "returned_step": chosen_step,
       "trainable_params": trainable_info["trainable_params"],

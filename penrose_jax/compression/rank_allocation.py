@@ -78,6 +78,28 @@ def energy_ranks(spectra: Sequence[TileSpectrum], energy: float) -> list[int]:
   return out
 
 
+# Every stored tile also keeps its (row0, col0) coordinates; `param_count` counts them, so the
+# budget handed to the allocator leaves room for them.
+COORDS_PER_TILE = 2
+
+
+def factor_budget(dense_params: float, param_ratio: float, num_tiles: int) -> float:
+  """Stored numbers left for factors / dense tiles once tile coordinates are paid for.
+
+  Args:
+    dense_params: dense parameter count of the matrices being allocated.
+    param_ratio: target stored / dense.
+    num_tiles: tiles in those matrices.
+
+  Returns:
+    The budget to pass to `allocate_ranks`. param_ratio 1.0 means "drop nothing": every tile
+    is kept whole even though coordinates then make the stored count exceed dense slightly.
+  """
+  if param_ratio >= 1.0:
+    return float("inf")
+  return max(0.0, param_ratio * dense_params - COORDS_PER_TILE * num_tiles)
+
+
 def allocate_ranks(spectra: Sequence[TileSpectrum], budget_params: float,
                    weights: Optional[Sequence[float]] = None) -> list[int]:
   """Greedy global rank allocation under a parameter budget.

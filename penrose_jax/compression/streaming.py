@@ -181,7 +181,8 @@ def allocate_global_ranks(spectra: Mapping[str, list[rank_blocks.TileSpectrum]],
   paths = sorted(spectra)
   flat = [sp for p in paths for sp in spectra[p]]
   dense = sum(sp.h * sp.w for sp in flat)
-  ranks = rank_allocation.allocate_ranks(flat, param_ratio * dense)
+  ranks = rank_allocation.allocate_ranks(
+      flat, rank_allocation.factor_budget(dense, param_ratio, len(flat)))
   out, k = {}, 0
   for p in paths:
     out[p] = [int(r) for r in ranks[k:k + len(spectra[p])]]
@@ -195,7 +196,9 @@ def _local_ranks(cfg: CompressionConfig, tiling: Tiling, svds) -> list[int]:
     return rank_allocation.fixed_ranks(tiling, cfg.fixed_ranks)
   if cfg.rank_policy == "energy":
     return rank_allocation.energy_ranks(spectra, cfg.energy)
-  return rank_allocation.allocate_ranks(spectra, cfg.param_ratio * tiling.m * tiling.n)
+  return rank_allocation.allocate_ranks(
+      spectra, rank_allocation.factor_budget(tiling.m * tiling.n, cfg.param_ratio,
+                                             tiling.num_tiles))
 
 
 def compress_layer(layer_key: str, layer_params: Mapping[str, Any], x: Optional[np.ndarray],
@@ -241,8 +244,9 @@ def compress_layer(layer_key: str, layer_params: Mapping[str, Any], x: Optional[
       continue
     new_layer[group] = {}
     for name, leaves in modules.items():
-      leaves = dict(leaves)
-      if f"{group}/{name}" in replace:
-        leaves["kernel"] = replace[f"{group}/{name}"]
+      if isinstance(leaves, Mapping):
+        leaves = dict(leaves)
+        if f"{group}/{name}" in replace:
+          leaves["kernel"] = replace[f"{group}/{name}"]
       new_layer[group][name] = leaves
   return new_layer, rows, layouts

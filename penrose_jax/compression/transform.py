@@ -146,8 +146,6 @@ def validate_config(cfg: CompressionConfig) -> None:
     raise ValueError("config.fixed_ranks=None but rank_policy='fixed' needs shape_id -> rank")
   if cfg.method == "rtn" and cfg.quantize == "none":
     raise ValueError("config.quantize='none' but method='rtn' needs 'int8' or 'int4'")
-  if cfg.whiten and cfg.grams is None:
-    raise ValueError("config.whiten=True but config.grams=None (path -> Gram needed)")
 
 
 def build_leaf(w, tiling: Tiling, ranks, gram=None, damping: float = 1e-2,
@@ -320,6 +318,9 @@ def compress(params: Any, config: Any) -> tuple[dict, dict]:
     bytes_compressed over the compressed matrices.
   """
   cfg = as_compression_config(config)
+  # The streaming job computes Grams itself; this in-memory transform must be given them.
+  if cfg.whiten and cfg.grams is None:
+    raise ValueError("config.whiten=True but config.grams=None (path -> Gram needed)")
   # ---- plan & validate before any factoring work.
   plan = []
   for path, leaf in _walk(params):
@@ -360,11 +361,13 @@ def compress(params: Any, config: Any) -> tuple[dict, dict]:
     elif cfg.rank_policy == "energy":
       all_ranks = [rank_allocation.energy_ranks(f[2], cfg.energy) for f in factored]
     elif cfg.budget_scope == "matrix":
-      all_ranks = [rank_allocation.allocate_ranks(f[2], cfg.param_ratio * p[2].m * p[2].n)
+      all_ranks = [rank_allocation.allocate_ranks(
+          f[2], rank_allocation.factor_budget(p[2].m * p[2].n, cfg.param_ratio, p[2].num_tiles))
                    for p, f in zip(plan, factored)]
     else:
       flat = [sp for f in factored for sp in f[2]]
-      budget = cfg.param_ratio * sum(p[2].m * p[2].n for p in plan)
+      budget = rank_allocation.factor_budget(sum(p[2].m * p[2].n for p in plan), cfg.param_ratio,
+                                             len(flat))
       flat_ranks = rank_allocation.allocate_ranks(flat, budget)
       all_ranks, k = [], 0
       for p in plan:

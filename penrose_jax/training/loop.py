@@ -48,6 +48,7 @@ class TrainingResult:
     best_eval: eval metrics of that step.
     train_tokens: tokens processed by this call (not counting restored steps).
     tokens_per_s: train_tokens / time spent in steps (compile included).
+    tokens_per_s_steady: the same without this call's first update (which compiles).
     checkpoint_directory: where checkpoints are.
   """
 
@@ -60,6 +61,7 @@ class TrainingResult:
   best_eval: Optional[dict[str, float]]
   train_tokens: int
   tokens_per_s: float
+  tokens_per_s_steady: float
   checkpoint_directory: str
 
 
@@ -137,6 +139,7 @@ def run_training(state: TrainState, train_step: Callable[[TrainState, Any], tupl
   last_metrics: dict[str, float] = {}
   last_eval: Optional[dict[str, float]] = None
   tokens_total, step_seconds = 0, 0.0
+  first_tokens, first_seconds = 0, 0.0
   tokens_since_log, seconds_since_log = 0, 0.0
   t_start = time.time()
   bar = tqdm(total=num_steps, initial=start, disable=not progress, desc="train", leave=False)
@@ -157,6 +160,8 @@ def run_training(state: TrainState, train_step: Callable[[TrainState, Any], tupl
             f"checkpoint is step {good} at {checkpoints.directory}", i + 1, good,
             checkpoints.directory)
       n_tokens = tokens_in_batch(batch)
+      if i == start:
+        first_tokens, first_seconds = n_tokens, dt
       tokens_total += n_tokens
       tokens_since_log += n_tokens
       step_seconds += dt
@@ -196,4 +201,6 @@ def run_training(state: TrainState, train_step: Callable[[TrainState, Any], tupl
                         last_metrics=last_metrics, last_eval=last_eval, best_step=best_step,
                         best_eval=best_eval, train_tokens=tokens_total,
                         tokens_per_s=tokens_total / max(step_seconds, 1e-9),
+                        tokens_per_s_steady=(tokens_total - first_tokens)
+                        / max(step_seconds - first_seconds, 1e-9),
                         checkpoint_directory=checkpoints.directory)

@@ -1,0 +1,88 @@
+"""Section-wise Q&A fine-tuning (and its one-pass / no-training baselines) with evaluation.
+
+Command (from the repo root):
+  python -m experiments.qa_tune --config=configs/qa_tune.py --workdir=workdirs/qa_tune
+  python -m experiments.qa_tune --config=configs/qa_tune.py:quick --workdir=/tmp/qa_quick
+  python -m experiments.qa_tune --config=configs/qa_tune.py --config.mode=onepass \
+      --workdir=workdirs/qa_tune_onepass
+
+Variants: '' (SmolLM2-135M-Instruct 'default', LoRA r=8 on all projections, the demo corpus),
+'quick' (the tiny random model, 2 documents, 2 updates per section; ~15-25 s on the 2-core CPU
+machine), 'sofc_qa' (Q&A generation only: model + rule sources on SOFC articles, no training).
+
+Outputs in DIR: report.json (heldout_ll_accuracy/em/f1 before/after, general_accuracy
+before/after per benchmark, train_tokens, tokens_per_s, wall_s, mode, qa_pairs_by_source,
+filter_rejection_rate, ...), qa_pairs.jsonl (+ .progress, .rejected.jsonl), traces.jsonl
+(per section: questions, greedy answers before/after, losses), metrics.jsonl, checkpoints/,
+eval_before.json, heldout_answers.json, model/ (a model checkpoint folder: model_source.load
+accepts it). A rerun with the same DIR resumes (Q&A per document, training per section).
+Measured times on the 2-core CPU machine: see README ("Section-wise Q&A fine-tuning").
+"""
+
+import ml_collections
+
+
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+  """Returns the qa_tune config; variants: '', 'quick', 'sofc_qa'."""
+  config = ml_collections.ConfigDict()
+  config.model = "default"  # 'default' | 'tiny' | .gguf | HF dir | model checkpoint folder
+  config.corpus = "package:demo_corpus"
+  config.documents = ""  # comma list of doc_ids to train on, in this order ('' = all)
+  config.max_documents = 0  # 0 = all
+  config.max_section_words = 0  # 0 = sections as read
+  config.qa_sources = "rule,curated"  # any of rule, curated, model
+  config.curated_path = "package:curated_qa"
+  config.heldout_path = "package:heldout_questions"
+  config.model_qa = ml_collections.ConfigDict(dict(
+      num_questions=4, max_new_tokens=256, max_prompt_tokens=1536, min_token_fraction=0.6))
+  # Training (fields of qa.trainer.CurriculumConfig).
+  config.mode = "sectionwise"  # 'sectionwise' | 'onepass' | 'none'
+  config.steps_per_section = 4
+  config.batch_size = 4
+  config.seq_len = 128
+  config.replay_fraction = 0.25
+  config.general_replay_fraction = 0.125
+  config.general_text = "../shared/data/general_eval/lambada_openai.jsonl"  # '' = packaged text
+  config.general_text_max = 200
+  config.trainable = "lora"  # 'lora' | 'compressed' | 'all'
+  config.lora_rank = 8
+  config.lora_alpha = 16.0
+  config.learning_rate = 1e-3
+  config.warmup_steps = 2
+  config.weight_decay = 0.0
+  config.clip_norm = 1.0
+  config.seed = 0
+  config.trace_questions = 2
+  config.trace_max_new_tokens = 24
+  config.max_section_windows = 0
+  config.log_every = 1
+  config.save_model = True
+  config.save_merged = True  # merge LoRA into dense kernels before saving / evaluating
+  config.eval = ml_collections.ConfigDict(dict(
+      enabled=True, benchmark_dir="../shared/data/general_eval", benchmarks="arc_easy,piqa,copa",
+      max_items=100, batch_size=16, answer_max_new_tokens=24))
+  if arg == "quick":
+    config.model = "tiny"
+    config.max_documents = 2
+    config.qa_sources = "rule,curated,model"
+    config.model_qa.max_new_tokens = 16
+    config.steps_per_section = 2
+    config.seq_len = 64
+    config.trace_questions = 1
+    config.trace_max_new_tokens = 8
+    config.eval.max_items = 8
+    config.eval.batch_size = 8
+    config.eval.answer_max_new_tokens = 8
+  elif arg == "sofc_qa":
+    config.corpus = "../shared/data/sofc_exp/texts"
+    config.max_documents = 3
+    config.qa_sources = "model,rule"
+    config.curated_path = ""
+    config.heldout_path = ""
+    config.mode = "none"
+    config.save_model = False
+    config.eval.enabled = False
+  elif arg:
+    raise ValueError(f"configs/qa_tune.py: unknown variant {arg!r}; expected '', 'quick' or "
+                     "'sofc_qa'")
+  return config

@@ -1,0 +1,25 @@
+"""Entrypoint: python -m experiments.qa_tune --config=configs/qa_tune.py[:quick] --workdir=DIR."""
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from penrose_jax.jobs import qa_tune
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file[:variant].")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output folder.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  del argv
+  report = qa_tune.run(_CONFIG.value, _WORKDIR.value)
+  keys = ("mode", "heldout_ll_accuracy_before", "heldout_ll_accuracy_after", "heldout_em_before",
+          "heldout_em_after", "heldout_f1_before", "heldout_f1_after", "general_accuracy_before",
+          "general_accuracy_after", "train_tokens", "tokens_per_s", "qa_pairs_by_source",
+          "filter_rejection_rate", "wall_s")
+  for key in keys:
+    print(f"{key}: {report.get(key)}")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,249 @@
+"""The `compress` job: stream a model layer by layer into a compressed checkpoint + report.
+
+Workdir layout:
+  model/            the compressed model checkpoint folder (params/<key> per layer, tokenizer,
+                    model.json written last), loadable by evaluate / generate / align / qa_tune
+  stream/           resume state: state.json, ranks.json (global allocation), acts_<i>.npy
+                    (calibration activations entering layer i)
+  report.json       params, bytes, perplexities, hidden KL, per-matrix rows, wall time, peak RSS
+  tiling_*.png      pictures of a few matrices' tilings, tiles coloured by rank
+
+A killed run resumes at the first unfinished layer: each layer's part is written, then the
+activations it produced, then state.json (atomically), so a restart never pairs a layer with the
+wrong inputs, and the final checkpoint equals an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import resource
+import tempfile
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+from tqdm import tqdm
+
+from penrose_jax.alignment import losses
+from penrose_jax.compression import streaming
+from penrose_jax.compression.tiling_plot import render_tiling_png
+from penrose_jax.compression.transform import as_compression_config, summarize_rows
+from penrose_jax.data import text_sources
+from penrose_jax.evaluation import perplexity
+from penrose_jax.jobs import model_source
+from penrose_jax.models import llama
+from penrose_jax.reporting import report_json
+
+
+def peak_rss_mib() -> float:
+  """Peak resident memory of this process so far, in MiB (Linux ru_maxrss is in KiB).
+
+  Returns:
+    MiB.
+  """
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _save_npy_atomic(path: pathlib.Path, array: np.ndarray) -> None:
+  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+  with os.fdopen(fd, "wb") as handle:
+    np.save(handle, array)
+    handle.flush()
+    os.fsync(handle.fileno())
+  os.replace(tmp, path)
+
+
+def calibration_tokens(config: ml_collections.ConfigDict, tokenizer: Any
+                       ) -> tuple[np.ndarray, list[str], list[str]]:
+  """Calibration windows from the configured sources that exist (missing ones are skipped).
+
+  Args:
+    config: the job config (calibration.sources, num_windows, window, seed).
+    tokenizer: TextTokenizer.
+
+  Returns:
+    (tokens (N, T), sources used, skipped messages).
+  """
+  cal = config.calibration
+  used, skipped = text_sources.available_sources(list(cal.sources))
+  if not used:
+    raise FileNotFoundError(f"none of the calibration sources exist: {list(cal.sources)}")
+  tokens = text_sources.token_windows_from_sources(used, tokenizer, cal.num_windows, cal.window,
+                                                   cal.seed)
+  return tokens, used, skipped
+
+
+def _hidden_divergence(dense: Any, compressed: Any, config: Any, windows: np.ndarray
+                       ) -> dict[str, Any]:
+  fwd = jax.jit(lambda p, t: llama.forward(p, t, config, return_hidden=True))
+  a, b = fwd(dense, windows), fwd(compressed, windows)
+  per_layer, _ = losses.hidden_kl_per_layer(a.hidden_states, b.hidden_states)
+  return {"hidden_kl": float(losses.hidden_kl(a.final_hidden, b.final_hidden)),
+          "hidden_kl_per_layer": [float(v) for v in per_layer],
+          "logit_kl": float(losses.logit_kl(a.logits, b.logits))}
+
+
+def evaluate_pair(config: ml_collections.ConfigDict, dense: Any, compressed: Any,
+                  model_config: Any, tokenizer: Any) -> dict[str, Any]:
+  """Perplexity of dense and compressed models per text set, and their hidden-state KL.
+
+  Args:
+    config: the job config (eval section).
+    dense: dense params.
+    compressed: compressed params.
+    model_config: the architecture.
+    tokenizer: TextTokenizer.
+
+  Returns:
+    ppl_dense / ppl_compressed (eval.primary, else the first available set), *_by_set dicts, hidden_kl (final
+    hidden states), hidden_kl_per_layer, logit_kl, skipped.
+  """
+  ev = config.eval
+  out: dict[str, Any] = {"ppl_dense_by_set": {}, "ppl_compressed_by_set": {}, "skipped": []}
+  kl_windows = None
+  for name, spec in ev.text_sets.items():
+    if not text_sources.source_path(spec).exists():
+      out["skipped"].append(f"eval text set {name}: {text_sources.source_path(spec)} not found")
+      continue
+    ids = [tokenizer.encode(t) for _, t in text_sources.read_source(spec)]
+    windows = perplexity.token_windows(ids, ev.window, ev.max_windows or None)
+    out["ppl_dense_by_set"][name] = perplexity.perplexity(dense, model_config, windows,
+                                                          ev.batch_size)["ppl"]
+    out["ppl_compressed_by_set"][name] = perplexity.perplexity(compressed, model_config, windows,
+                                                               ev.batch_size)["ppl"]
+    if kl_windows is None:
+      full = [w for w in windows if len(w) == ev.window][:ev.hidden_kl_windows]
+      kl_windows = np.asarray(full, np.int32) if full else None
+  sets = list(out["ppl_dense_by_set"])
+  if ev.primary in sets:  # the headline ppl_dense / ppl_compressed come from this set
+    sets.remove(ev.primary)
+    sets.insert(0, ev.primary)
+  out["eval_set"] = sets[0] if sets else None
+  out["ppl_dense"] = out["ppl_dense_by_set"][sets[0]] if sets else None
+  out["ppl_compressed"] = out["ppl_compressed_by_set"][sets[0]] if sets else None
+  if kl_windows is not None:
+    out.update(_hidden_divergence(dense, compressed, model_config, kl_windows))
+  return out
+
+
+class _State:
+  """Resume state of the streaming job (stream/state.json, rewritten atomically)."""
+
+  def __init__(self, directory: pathlib.Path, fingerprint: str):
+    self.path = directory / "state.json"
+    self.values = {"fingerprint": fingerprint, "next_layer": 0, "rows": [], "layouts": {}}
+    if self.path.exists():
+      stored = json.loads(self.path.read_text())
+      if stored.get("fingerprint") != fingerprint:
+        raise ValueError(f"{self.path}: workdir holds a run with a different model or "
+                         "compression/calibration config; use a fresh --workdir")
+      self.values = stored
+
+  def save(self) -> None:
+    report_json.write_json_atomic(self.path, self.values)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:
+  """Compresses config.model layer by layer and writes the checkpoint and report.
+
+  Args:
+    config: see configs/compress.py.
+    workdir: output folder (a rerun with the same config resumes).
+
+  Returns:
+    The report dict.
+  """
+  start = time.time()
+  cfg = as_compression_config(config.compression)  # validates before any work
+  workdir = pathlib.Path(workdir)
+  stream_dir, model_dir = workdir / "stream", workdir / "model"
+  stream_dir.mkdir(parents=True, exist_ok=True)
+  source = model_source.open_stream(config.model, cache_dir=workdir / "model_cache")
+  mcfg = source.config
+  fingerprint = json.dumps({"model": config.model, "compression": config.compression.to_dict(),
+                            "calibration": config.calibration.to_dict()}, sort_keys=True)
+  state = _State(stream_dir, fingerprint)
+  globals_ = source.read_globals()
+  for key, subtree in globals_.items():
+    if not model_source.has_params_part(model_dir, key):
+      model_source.save_params_part(model_dir, key, subtree)
+  fns = streaming.StreamFunctions(mcfg)
+  needs_acts = cfg.whiten and cfg.method == "tiled"
+  skipped: list[str] = []
+  calib_used: list[str] = []
+  x0 = None
+  if needs_acts or streaming.needs_global_pass(cfg):
+    tokens, calib_used, skipped = calibration_tokens(config, source.tokenizer)
+    x0 = np.asarray(llama.embed_tokens(globals_, tokens), np.float32)
+  ranks = None
+  ranks_path = stream_dir / "ranks.json"
+  if streaming.needs_global_pass(cfg):
+    if ranks_path.exists():
+      ranks = json.loads(ranks_path.read_text())
+    else:
+      layers = ((f"layers_{i}", source.read_layer(i)) for i in
+                tqdm(range(mcfg.num_layers), desc="pass 1: spectra", unit="layer"))
+      spectra = streaming.scan_spectra(layers, x0, cfg, fns)
+      ranks = streaming.allocate_global_ranks(spectra, cfg.param_ratio)
+      report_json.write_json_atomic(ranks_path, ranks)
+  first = state.values["next_layer"]
+  x = None
+  if needs_acts:
+    x = x0 if first == 0 else np.load(stream_dir / f"acts_{first}.npy")
+  pictures = [p.strip() for p in config.tiling_pictures.split(",") if p.strip()]
+  for i in tqdm(range(first, mcfg.num_layers), desc="compress", unit="layer",
+                initial=first, total=mcfg.num_layers):
+    key = f"layers_{i}"
+    new_layer, rows, layouts = streaming.compress_layer(key, source.read_layer(i), x, cfg, fns,
+                                                       ranks)
+    model_source.save_params_part(model_dir, key, new_layer)
+    if needs_acts:
+      x = fns.forward(new_layer, x)
+      _save_npy_atomic(stream_dir / f"acts_{i + 1}.npy", x)
+    state.values["rows"].extend(rows)
+    for path in pictures:
+      if path in layouts:
+        state.values["layouts"][path] = layouts[path][1]
+    state.values["next_layer"] = i + 1
+    state.save()
+    if needs_acts and (stream_dir / f"acts_{i}.npy").exists():
+      os.unlink(stream_dir / f"acts_{i}.npy")
+  keys = sorted(globals_) + [f"layers_{i}" for i in range(mcfg.num_layers)]
+  model_source.finish_model_checkpoint(
+      model_dir, mcfg, source.tokenizer, keys,
+      provenance={"name": f"{source.name} compressed ({cfg.method}, {cfg.tiling}, "
+                          f"ratio {cfg.param_ratio})", "source_model": config.model,
+                  "compression": config.compression.to_dict()})
+  rows = state.values["rows"]
+  metrics: dict[str, Any] = {**summarize_rows(rows), "calibration_sources": calib_used,
+                             "calibration_windows": 0 if x0 is None else int(x0.shape[0])}
+  picture_files = []
+  for path, tile_ranks in state.values["layouts"].items():
+    row = next(r for r in rows if r["name"] == path)
+    tiling = streaming.tiling_for(path, tuple(row["shape"]), cfg)
+    file = workdir / f"tiling_{path.replace('/', '_')}.png"
+    render_tiling_png(tiling, str(file), tile_ranks, title=f"{path} ({cfg.tiling}, ranks)")
+    picture_files.append(file.name)
+  metrics["tiling_pictures"] = picture_files
+  if config.eval.enabled:
+    dense = model_source.load(config.model, cache_dir=workdir / "model_cache")
+    compressed = model_source.load(str(model_dir))
+    evaluated = evaluate_pair(config, dense.params, compressed.params, mcfg, source.tokenizer)
+    skipped += evaluated.pop("skipped")
+    metrics.update(evaluated)
+    metrics["model_params_dense"] = llama.count_params(dense.params)
+    metrics["model_params_compressed"] = llama.count_params(compressed.params)
+  metrics["skipped"] = skipped
+  metrics["matrices"] = rows
+  metrics["peak_rss_mib"] = round(peak_rss_mib(), 1)
+  metrics["checkpoint"] = str(model_dir)
+  report = report_json.build_report("compress", config, source.name, time.time() - start, metrics)
+  report_json.write_json_atomic(workdir / "report.json", report)
+  logging.info("compress: param_ratio %.4f, ppl %s -> %s", metrics["param_ratio"] or 0,
+               metrics.get("ppl_dense"), metrics.get("ppl_compressed"))
+  return report

@@ -1,0 +1,200 @@
+"""The `qa_tune` job: section-wise Q&A fine-tuning (or its baselines) and closed-book evaluation.
+
+Stages: load the model and the corpus; build the training Q&A (rule / curated / model sources,
+resumable qa_pairs.jsonl); evaluate before training (cached in DIR/eval_before.json so a resumed
+or sibling run with the same model and eval settings reuses it); train in `mode`
+(qa/trainer.py; resumable checkpoints, metrics.jsonl, traces.jsonl); evaluate after; save the
+tuned model (LoRA merged into dense kernels unless `save_merged` is False) as DIR/model; write
+DIR/report.json.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pathlib
+import time
+from typing import Any
+
+import ml_collections
+from absl import logging
+
+from penrose_jax.jobs import model_source
+from penrose_jax.models import lora
+from penrose_jax.qa import curated, demo_corpus, ingest, model_generate, qa_eval, train_data
+from penrose_jax.qa import trainer
+from penrose_jax.reporting import report_json
+
+_PACKAGE_FILES = {"package:curated_qa": demo_corpus.demo_curated_path,
+                  "package:heldout_questions": demo_corpus.demo_heldout_path}
+
+
+def resolve_path(path: str) -> pathlib.Path | None:
+  """Resolves a config path ('' = none; 'package:curated_qa' / 'package:heldout_questions' /
+  'package:demo_corpus' = shipped files).
+
+  Args:
+    path: the config value.
+
+  Returns:
+    The path, or None for ''.
+  """
+  if not path:
+    return None
+  if path in _PACKAGE_FILES:
+    return _PACKAGE_FILES[path]()
+  return model_source.resolve_data_path(path)
+
+
+def curriculum_config(config: ml_collections.ConfigDict) -> trainer.CurriculumConfig:
+  """The trainer settings of a qa_tune config.
+
+  Args:
+    config: see configs/qa_tune.py.
+
+  Returns:
+    CurriculumConfig.
+  """
+  names = [f.name for f in trainer.CurriculumConfig.__dataclass_fields__.values()]
+  values = {name: config[name] for name in names if name in config}
+  return trainer.CurriculumConfig(**values)
+
+
+def load_documents(config: ml_collections.ConfigDict) -> tuple[list[ingest.Document], list[str]]:
+  """Loads the corpus, keeps the selected documents (reading order = path order).
+
+  Args:
+    config: needs corpus, documents (comma list of doc_ids, '' = all), max_documents
+      (0 = all), max_section_words (0 = as read).
+
+  Returns:
+    (documents, problems).
+  """
+  path = model_source.resolve_data_path(config.corpus)
+  documents, problems = ingest.load_corpus(path, max_section_words=config.max_section_words or None)
+  wanted = [d.strip() for d in config.documents.split(",") if d.strip()]
+  if wanted:
+    by_id = {d.doc_id: d for d in documents}
+    missing = [d for d in wanted if d not in by_id]
+    if missing:
+      raise ValueError(f"documents {missing} not in corpus {path}")
+    documents = [by_id[d] for d in wanted]
+  if config.max_documents > 0:
+    documents = documents[:config.max_documents]
+  if not documents:
+    raise ValueError(f"no documents loaded from {path} (problems: {problems})")
+  return documents, problems
+
+
+def _eval_before(loaded: Any, params: Any, questions: list, config: ml_collections.ConfigDict,
+                 workdir: pathlib.Path) -> dict[str, Any]:
+  """Before-training metrics, cached by (model, questions, eval settings)."""
+  key = hashlib.sha1(json.dumps([config.model, [q.question for q in questions],
+                                 config.eval.to_dict()], sort_keys=True).encode()).hexdigest()
+  cache = workdir / "eval_before.json"
+  if cache.exists():
+    stored = json.loads(cache.read_text())
+    if stored.get("key") == key:
+      logging.info("reusing %s", cache)
+      return stored["metrics"]
+  metrics = qa_eval.evaluate_qa_model(loaded, params, questions, config.eval)
+  report_json.write_json_atomic(cache, {"key": key, "metrics": metrics})
+  return metrics
+
+
+def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:
+  """Runs the job and writes DIR/report.json (+ qa_pairs.jsonl, traces.jsonl, metrics.jsonl,
+  model/).
+
+  Args:
+    config: see configs/qa_tune.py.
+    workdir: output folder (a rerun with the same config resumes).
+
+  Returns:
+    The report dict.
+  """
+  start = time.time()
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  say = lambda text: print(f"[qa_tune {time.time() - start:7.1f}s] {text}", flush=True)
+  loaded = model_source.load(config.model, cache_dir=workdir / "model_cache")
+  say(f"loaded {loaded.name}")
+  documents, problems = load_documents(config)
+  say(f"{len(documents)} documents, {sum(len(d.sections) for d in documents)} sections")
+  sources = [s.strip() for s in config.qa_sources.split(",") if s.strip()]
+  settings = model_generate.ModelQASettings(**config.model_qa.to_dict())
+  qa_path = workdir / "qa_pairs.jsonl"
+  t0 = time.time()
+  build = model_generate.build_qa_pairs(
+      documents, qa_path, sources, model=loaded, curated_path=resolve_path(config.curated_path),
+      settings=settings, log=say)
+  qa_seconds = time.time() - t0
+  pairs, rejected = model_generate.read_all_pairs(qa_path)
+  stats = model_generate.qa_statistics(documents, pairs, rejected)
+  say(f"Q&A pairs {stats['qa_pairs_by_source']}, rejection rate {stats['filter_rejection_rate']}")
+
+  skipped = list(problems) + build["notes"]
+  doc_ids = {d.doc_id for d in documents}
+  heldout_path = resolve_path(config.heldout_path)
+  questions = []
+  if heldout_path is not None and heldout_path.is_file():
+    questions = [q for q in curated.load_heldout_questions(heldout_path) if q.doc_id in doc_ids]
+  else:
+    skipped.append(f"held-out questions {heldout_path} not found")
+  cfg = curriculum_config(config)
+  general_texts, general_note = ([], "general replay disabled")
+  if cfg.general_replay_fraction > 0:
+    general_texts, general_note = train_data.load_general_texts(
+        resolve_path(config.general_text), config.general_text_max)
+  before = after = None
+  if config.eval.enabled:
+    before = _eval_before(loaded, loaded.params, questions, config, workdir)
+    say(f"before: LL {before['heldout_ll_accuracy']} EM {before['heldout_em']} "
+        f"general {before['general_accuracy']}")
+  t0 = time.time()
+  outcome = trainer.train(loaded.config, loaded.params, loaded.tokenizer, documents, pairs,
+                          general_texts, cfg, workdir, progress=False)
+  train_seconds = time.time() - t0
+  say(f"trained {outcome.steps} steps, {outcome.train_tokens} tokens, "
+      f"{outcome.tokens_per_s:.1f} tokens/s, final loss {outcome.final_loss}")
+  tuned = lora.merge_lora(outcome.params) if config.save_merged else outcome.params
+  if config.eval.enabled:
+    after = (before if cfg.mode == "none"
+             else qa_eval.evaluate_qa_model(loaded, tuned, questions, config.eval))
+    say(f"after: LL {after['heldout_ll_accuracy']} EM {after['heldout_em']} "
+        f"general {after['general_accuracy']}")
+    skipped += before["skipped"] + after["skipped"]
+    report_json.write_json_atomic(workdir / "heldout_answers.json", {
+        "before": before["heldout_answers"], "after": after["heldout_answers"]})
+  if cfg.mode != "none" and config.save_model:
+    model_source.save_model_checkpoint(
+        workdir / "model", loaded.config, tuned, loaded.tokenizer,
+        provenance={"name": f"{loaded.name} + qa_tune {cfg.mode} ({cfg.trainable})",
+                    "source_model": config.model, "job": "qa_tune", "mode": cfg.mode})
+  pick = lambda metrics, key: None if metrics is None else metrics[key]
+  metrics = {
+      "mode": cfg.mode, "trainable": cfg.trainable,
+      "documents": len(documents), "sections": stats["sections"],
+      "sections_per_document": stats["sections_per_document"],
+      "heldout_questions": len(questions),
+      "heldout_ll_accuracy_before": pick(before, "heldout_ll_accuracy"),
+      "heldout_ll_accuracy_after": pick(after, "heldout_ll_accuracy"),
+      "heldout_em_before": pick(before, "heldout_em"), "heldout_em_after": pick(after, "heldout_em"),
+      "heldout_f1_before": pick(before, "heldout_f1"), "heldout_f1_after": pick(after, "heldout_f1"),
+      "general_accuracy_before": pick(before, "general_accuracy"),
+      "general_accuracy_after": pick(after, "general_accuracy"),
+      "train_tokens": outcome.train_tokens, "loss_tokens": outcome.loss_tokens,
+      "train_steps": outcome.steps, "tokens_per_s": outcome.tokens_per_s,
+      "final_train_loss": outcome.final_loss, "row_counts": outcome.row_counts,
+      "trainable_params": outcome.trainable.get("trainable_params"),
+      "frozen_params": outcome.trainable.get("frozen_params"),
+      "qa_pairs_by_source": stats["qa_pairs_by_source"], "qa_pairs_total": stats["qa_pairs_total"],
+      "pairs_per_section_by_source": stats["pairs_per_section_by_source"],
+      "model_pairs_generated": stats["model_pairs_generated"],
+      "filter_rejection_rate": stats["filter_rejection_rate"],
+      "qa_generation_s": qa_seconds, "train_wall_s": train_seconds,
+      "general_text": general_note, "notes": outcome.notes, "skipped": sorted(set(skipped))}
+  report = report_json.build_report("qa_tune", config, loaded.name, time.time() - start, metrics)
+  report_json.write_json_atomic(workdir / "report.json", report)
+  say(f"wrote {workdir / 'report.json'}")
+  return report

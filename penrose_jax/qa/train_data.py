@@ -1,0 +1,337 @@
+"""Fixed-shape training examples and the exact, seeded replay schedule of Q&A fine-tuning.
+
+Examples are (seq_len,) token rows with a float loss mask (mask[t] = 1 when token t is a
+prediction target, i.e. it is scored from tokens < t); every batch is (batch_size, seq_len), so
+the train step compiles once.
+
+  * Section text / document text: the text is tokenized and cut into consecutive seq_len windows
+    (the last one right-padded); every real token after the first of a window is a target.
+  * Q&A: the question goes through the tokenizer's chat template (user turn + generation
+    prompt, exactly the prompt `generation.chat` builds); the completion is
+    '<answer>\\nReasoning: <reasoning>' followed by the template's end-of-turn token. Only the
+    completion tokens (answer, reasoning, end of turn) are targets. The answer comes first so a
+    short greedy answer is the answer itself.
+  * General text: windows of general English text (LAMBADA contexts from a config path, or the
+    packaged fallback `general_text.FALLBACK_GENERAL_TEXT`), replayed against forgetting.
+
+Schedule (`sectionwise_plan`): section j (global reading order) owns updates
+[j * k, (j + 1) * k). Its R = k * batch_size rows hold exactly round(R * general_fraction)
+general rows, round(R * replay_fraction) replay rows (examples of sections < j; none for the
+first section, whose rows go to the current section) and the rest current-section rows; their
+positions are a permutation drawn from default_rng([seed, j]). Current rows cycle through a
+seeded permutation of the section's examples, replay rows are drawn uniformly from earlier
+sections, general rows cycle through a seeded permutation of the general examples. The plan is
+a pure function of its inputs, so batch i is the same in a resumed run.
+`onepass_plan` uses the same total number of rows (the same token budget) over the documents
+read in order, with the same general fraction and no sections or Q&A.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+CURRENT, REPLAY, GENERAL = 0, 1, 2
+ROW_KINDS = ("current", "replay", "general")
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+  """One fixed-length training row.
+
+  Attributes:
+    tokens: (seq_len,) int32 ids, right-padded.
+    mask: (seq_len,) float32, 1 where the token is a loss target.
+    kind: 'section', 'qa', 'general' or 'document'.
+  """
+
+  tokens: np.ndarray
+  mask: np.ndarray
+  kind: str
+
+
+def qa_messages(question: str) -> list[dict[str, str]]:
+  """Chat messages of a closed-book question (the same ones `generation.chat` sends).
+
+  Args:
+    question: the question text.
+
+  Returns:
+    [{'role': 'user', 'content': question}].
+  """
+  return [{"role": "user", "content": question}]
+
+
+def qa_prompt(tokenizer: Any, question: str) -> str:
+  """The chat-template prompt (with generation prompt) of a question.
+
+  Args:
+    tokenizer: a TextTokenizer.
+    question: the question.
+
+  Returns:
+    The prompt text.
+  """
+  return tokenizer.apply_chat_template(qa_messages(question), add_generation_prompt=True)
+
+
+def qa_completion(answer: str, reasoning: str = "") -> str:
+  """The assistant text the model is trained to produce.
+
+  Args:
+    answer: the short answer.
+    reasoning: optional reasoning trace.
+
+  Returns:
+    'answer' or 'answer\\nReasoning: reasoning'.
+  """
+  return f"{answer}\nReasoning: {reasoning}" if reasoning else answer
+
+
+def end_of_turn(tokenizer: Any) -> str:
+  """The text the chat template puts after an assistant message (e.g. '<|im_end|>').
+
+  Args:
+    tokenizer: a TextTokenizer.
+
+  Returns:
+    The end-of-turn marker, stripped of trailing whitespace ('' if none is found).
+  """
+  probe = "\x00probe\x00"
+  full = tokenizer.apply_chat_template(
+      qa_messages("q") + [{"role": "assistant", "content": probe}], add_generation_prompt=False)
+  index = full.rfind(probe)
+  return full[index + len(probe):].rstrip() if index >= 0 else ""
+
+
+def _row(ids: Sequence[int], targets: Sequence[bool], seq_len: int, pad_id: int, kind: str
+         ) -> Example:
+  tokens = np.full((seq_len,), pad_id, np.int32)
+  mask = np.zeros((seq_len,), np.float32)
+  n = min(len(ids), seq_len)
+  tokens[:n] = ids[:n]
+  mask[:n] = np.asarray(targets[:n], np.float32)
+  mask[0] = 0.0  # the first token has no prediction
+  return Example(tokens, mask, kind)
+
+
+def encode_qa_example(tokenizer: Any, question: str, answer: str, reasoning: str, seq_len: int,
+                      eot: Optional[str] = None) -> Example:
+  """Tokenizes one Q&A pair with the loss on the completion only.
+
+  When prompt + completion exceed seq_len the prompt is cut from the left (keeping at least
+  one token) so the answer stays in the row; an overlong completion is cut on the right.
+
+  Args:
+    tokenizer: a TextTokenizer.
+    question: question text.
+    answer: answer text.
+    reasoning: reasoning text ('' for none).
+    seq_len: row length.
+    eot: end-of-turn marker (computed from the template when None).
+
+  Returns:
+    An Example of kind 'qa'.
+  """
+  eot = end_of_turn(tokenizer) if eot is None else eot
+  prompt = tokenizer.encode(qa_prompt(tokenizer, question))
+  completion = tokenizer.encode(qa_completion(answer, reasoning) + eot)
+  keep = max(1, seq_len - len(completion))
+  prompt = prompt[-keep:]
+  ids = list(prompt) + list(completion)
+  targets = [False] * len(prompt) + [True] * len(completion)
+  return _row(ids, targets, seq_len, _pad_id(tokenizer), "qa")
+
+
+def _pad_id(tokenizer: Any) -> int:
+  pad = getattr(tokenizer, "pad_token_id", None)
+  return int(pad if pad is not None else tokenizer.eos_token_id)
+
+
+def text_windows(tokenizer: Any, text: str, seq_len: int, kind: str,
+                 max_windows: Optional[int] = None) -> list[Example]:
+  """Cuts a text into consecutive seq_len-token rows, all real tokens targets.
+
+  Args:
+    tokenizer: a TextTokenizer.
+    text: the text.
+    seq_len: row length.
+    kind: Example kind to record.
+    max_windows: keep at most this many rows.
+
+  Returns:
+    The rows (empty for empty text); a trailing window shorter than 2 tokens is dropped.
+  """
+  ids = tokenizer.encode(text)
+  rows = []
+  for start in range(0, len(ids), seq_len):
+    piece = ids[start:start + seq_len]
+    if len(piece) < 2:
+      break
+    rows.append(_row(piece, [True] * len(piece), seq_len, _pad_id(tokenizer), kind))
+    if max_windows is not None and len(rows) >= max_windows:
+      break
+  return rows
+
+
+def load_general_texts(path: Optional[str | pathlib.Path], max_texts: int = 200
+                       ) -> tuple[list[str], str]:
+  """General-domain texts for replay: LAMBADA-style JSONL contexts, a .txt file, or fallback.
+
+  Args:
+    path: a .jsonl file whose lines have 'context' (+ 'continuation'), a text file, or
+      None/'' for the packaged fallback.
+    max_texts: keep the first this many texts.
+
+  Returns:
+    (texts, source note).
+  """
+  from penrose_jax.qa import general_text  # local: tiny module, only replay needs it
+  if path:
+    path = pathlib.Path(path)
+    if path.is_file():
+      if path.suffix == ".jsonl":
+        texts = []
+        with path.open(encoding="utf-8") as handle:
+          for line in handle:
+            if line.strip():
+              row = json.loads(line)
+              texts.append((row.get("context", "") + " " + row.get("continuation", "")).strip())
+            if len(texts) >= max_texts:
+              break
+      else:
+        texts = [p for p in path.read_text(encoding="utf-8").split("\n\n") if p.strip()]
+      return texts[:max_texts], f"general text from {path}"
+    note = f"general text {path} not found; using the packaged fallback text"
+  else:
+    note = "no general text path; using the packaged fallback text"
+  return list(general_text.FALLBACK_GENERAL_TEXT[:max_texts]), note
+
+
+def _counts(rows: int, fraction: float) -> int:
+  return int(round(rows * fraction))
+
+
+def sectionwise_plan(section_sizes: Sequence[int], num_general: int, steps_per_section: int,
+                     batch_size: int, replay_fraction: float, general_fraction: float,
+                     seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """The exact row schedule of section-wise training (module docstring).
+
+  Args:
+    section_sizes: number of examples of each section, in reading order (each > 0); example
+      ids are global: section j owns ids [sum(sizes[:j]), sum(sizes[:j + 1])).
+    num_general: number of general examples (ids follow all section ids); 0 disables general
+      replay.
+    steps_per_section: updates per section (k).
+    batch_size: rows per update.
+    replay_fraction: fraction of each section's rows replaying earlier sections.
+    general_fraction: fraction of each section's rows of general text.
+    seed: plan seed.
+
+  Returns:
+    (example_ids, row_kinds), each (len(section_sizes) * k, batch_size) int64; kinds are
+    CURRENT / REPLAY / GENERAL.
+
+  Raises:
+    ValueError: fractions outside [0, 1] or summing above 1, or an empty section.
+  """
+  if not (0 <= replay_fraction <= 1 and 0 <= general_fraction <= 1
+          and replay_fraction + general_fraction <= 1):
+    raise ValueError(f"replay fractions must be in [0, 1] and sum to <= 1, got "
+                     f"{replay_fraction} + {general_fraction}")
+  if any(size <= 0 for size in section_sizes):
+    raise ValueError(f"every section needs at least one example, got sizes {list(section_sizes)}")
+  offsets = np.concatenate([[0], np.cumsum(section_sizes)]).astype(np.int64)
+  general_base = int(offsets[-1])
+  rows = steps_per_section * batch_size
+  ids_out, kinds_out = [], []
+  general_cursor = 0
+  general_perm = np.random.default_rng([seed, 1 << 20]).permutation(max(num_general, 1))
+  for j, size in enumerate(section_sizes):
+    n_general = _counts(rows, general_fraction) if num_general > 0 else 0
+    n_replay = _counts(rows, replay_fraction) if j > 0 else 0
+    n_current = rows - n_general - n_replay
+    kinds = np.array([CURRENT] * n_current + [REPLAY] * n_replay + [GENERAL] * n_general,
+                     np.int64)
+    kinds = np.random.default_rng([seed, j]).permutation(kinds)
+    ids = np.zeros(rows, np.int64)
+    current_perm = np.random.default_rng([seed, j, 1]).permutation(size)
+    is_current = kinds == CURRENT
+    ids[is_current] = offsets[j] + current_perm[np.arange(n_current) % size]
+    if n_replay:
+      ids[kinds == REPLAY] = np.random.default_rng([seed, j, 2]).integers(
+          0, offsets[j], n_replay)
+    if n_general:
+      picks = general_perm[(general_cursor + np.arange(n_general)) % num_general]
+      ids[kinds == GENERAL] = general_base + picks
+      general_cursor += n_general
+    ids_out.append(ids.reshape(steps_per_section, batch_size))
+    kinds_out.append(kinds.reshape(steps_per_section, batch_size))
+  return np.concatenate(ids_out), np.concatenate(kinds_out)
+
+
+def onepass_plan(num_document_examples: int, num_general: int, num_steps: int, batch_size: int,
+                 general_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """The baseline schedule: document windows in reading order, same budget, same general share.
+
+  Args:
+    num_document_examples: document windows (ids 0..n-1, in reading order; wrapped around
+      when the budget is larger).
+    num_general: general examples (ids follow the document ids); 0 disables them.
+    num_steps: updates (equal to the section-wise run's for the same token budget).
+    batch_size: rows per update.
+    general_fraction: fraction of all rows that are general text.
+    seed: plan seed.
+
+  Returns:
+    (example_ids, row_kinds), each (num_steps, batch_size); kinds CURRENT or GENERAL.
+  """
+  if num_document_examples <= 0:
+    raise ValueError("onepass_plan needs at least one document window")
+  rows = num_steps * batch_size
+  n_general = _counts(rows, general_fraction) if num_general > 0 else 0
+  kinds = np.array([CURRENT] * (rows - n_general) + [GENERAL] * n_general, np.int64)
+  kinds = np.random.default_rng([seed, 0]).permutation(kinds)
+  ids = np.zeros(rows, np.int64)
+  ids[kinds == CURRENT] = np.arange(rows - n_general) % num_document_examples
+  if n_general:
+    perm = np.random.default_rng([seed, 1 << 20]).permutation(num_general)
+    ids[kinds == GENERAL] = num_document_examples + perm[np.arange(n_general) % num_general]
+  return ids.reshape(num_steps, batch_size), kinds.reshape(num_steps, batch_size)
+
+
+def stack_batch(examples: Sequence[Example], ids: Sequence[int]) -> dict[str, np.ndarray]:
+  """Stacks the rows of one update.
+
+  Args:
+    examples: the example table.
+    ids: indices into it.
+
+  Returns:
+    {'tokens': (B, T) int32, 'mask': (B, T) float32}.
+  """
+  return {"tokens": np.stack([examples[int(i)].tokens for i in ids]),
+          "mask": np.stack([examples[int(i)].mask for i in ids])}
+
+
+def padded_batches(examples: Sequence[Example], batch_size: int) -> list[dict[str, np.ndarray]]:
+  """Cuts examples into full (batch_size, T) batches, padding the last with zero-mask rows.
+
+  Args:
+    examples: rows of equal length (non-empty).
+    batch_size: rows per batch.
+
+  Returns:
+    The batches.
+  """
+  out = []
+  for start in range(0, len(examples), batch_size):
+    chunk = list(examples[start:start + batch_size])
+    filler = Example(np.zeros_like(chunk[0].tokens), np.zeros_like(chunk[0].mask), "pad")
+    chunk += [filler] * (batch_size - len(chunk))
+    out.append(stack_batch(chunk, range(batch_size)))
+  return out

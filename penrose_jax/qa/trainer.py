@@ -1,0 +1,399 @@
+"""Section-wise curriculum Q&A fine-tuning, its one-pass baseline, traces and resume.
+
+Mode 'sectionwise': for each document in order, for each section in order, `steps_per_section`
+updates on that section's text windows and Q&A examples (chat template, loss on answer +
+reasoning only), mixed with exact fractions of replayed earlier sections and general text
+(`train_data.sectionwise_plan`). Around every section `traces.jsonl` gets one line: the
+section's questions with the model's greedy answers before and after, the masked loss on the
+section's Q&A and text before and after, and the last train loss.
+
+Mode 'onepass': the same number of updates x batch_size x seq_len tokens (the same token
+budget) of plain next-token loss on the concatenated documents in reading order, with the same
+general-text share; no sections, no Q&A.
+
+Training goes through `training.run_training` (one call per section) with a single jitted,
+guarded step, fixed (batch_size, seq_len) batches, orbax checkpoints at every section end and
+metrics.jsonl. A killed run restarted with the same arguments restores the latest checkpoint
+(a section boundary), drops traces of sections after it, and ends with the same params and
+metrics as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import pathlib
+import time
+from typing import Any, Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from penrose_jax.models import generation, llama, lora
+from penrose_jax.models.config import ModelConfig
+from penrose_jax.qa import train_data
+from penrose_jax.qa.ingest import Document, Section
+from penrose_jax.qa.records import QAPair
+from penrose_jax.training import (OptimizerConfig, TrainCheckpoints, describe_trainable,
+                                  init_train_state, make_optimizer, make_schedule,
+                                  make_train_step, run_training, trainable_mask)
+
+MODES = ("sectionwise", "onepass", "none")
+TRAINABLE = ("lora", "compressed", "all")
+TRACE_SOURCE_ORDER = {"curated": 0, "model": 1, "rule": 2}
+
+
+@dataclasses.dataclass(frozen=True)
+class CurriculumConfig:
+  """Hyper-parameters of `train`.
+
+  Attributes:
+    mode: 'sectionwise', 'onepass' or 'none'.
+    steps_per_section: updates per section (the budget of both modes is sections x this).
+    batch_size: rows per update.
+    seq_len: tokens per row.
+    replay_fraction: share of a section's rows replaying earlier sections.
+    general_replay_fraction: share of rows of general text.
+    trainable: 'lora', 'compressed' or 'all'.
+    lora_rank: adapter rank ('lora').
+    lora_alpha: adapter scale numerator ('lora').
+    learning_rate, warmup_steps, weight_decay, clip_norm: optimizer (cosine to 10 %).
+    seed: data-order, LoRA-init and step-randomness seed.
+    trace_questions: questions per section answered before/after in traces.jsonl.
+    trace_max_new_tokens: greedy answer length in traces.
+    max_section_windows: at most this many text windows per section (0 = all).
+    log_every: metrics.jsonl interval.
+    max_traces: fail if the train step compiles more than this many times (None = no check).
+  """
+
+  mode: str = "sectionwise"
+  steps_per_section: int = 4
+  batch_size: int = 4
+  seq_len: int = 128
+  replay_fraction: float = 0.25
+  general_replay_fraction: float = 0.125
+  trainable: str = "lora"
+  lora_rank: int = 8
+  lora_alpha: float = 16.0
+  learning_rate: float = 1e-3
+  warmup_steps: int = 2
+  weight_decay: float = 0.0
+  clip_norm: float = 1.0
+  seed: int = 0
+  trace_questions: int = 2
+  trace_max_new_tokens: int = 24
+  max_section_windows: int = 0
+  log_every: int = 1
+  max_traces: Optional[int] = None
+
+
+@dataclasses.dataclass
+class TrainOutcome:
+  """What `train` returns.
+
+  Attributes:
+    params: trained params (LoRA leaves kept; see lora.merge_lora).
+    steps: updates done in total.
+    train_tokens: steps x batch_size x seq_len (the token budget, padding included).
+    loss_tokens: masked target tokens over all updates (from the plan).
+    tokens_per_s: train tokens per second of step time in this process (restored steps not
+      counted).
+    final_loss: train loss of the last update (None when nothing ran).
+    sections: sections trained on (sectionwise) or 0.
+    row_counts: rows per kind over the plan ('current', 'replay', 'general').
+    trainable: describe_trainable summary without the path list (+ 'selector').
+    notes: human-readable remarks (fallbacks).
+  """
+
+  params: Any
+  steps: int
+  train_tokens: int
+  loss_tokens: int
+  tokens_per_s: float
+  final_loss: Optional[float]
+  sections: int
+  row_counts: dict[str, int]
+  trainable: dict[str, Any]
+  notes: list[str]
+
+
+def prepare_trainable(params: Any, cfg: CurriculumConfig) -> tuple[Any, str]:
+  """Adds LoRA adapters when asked and picks the trainable selector.
+
+  Args:
+    params: model params (dense or compressed leaves).
+    cfg: the curriculum config.
+
+  Returns:
+    (params to train, selector for training.trainable_mask).
+
+  Raises:
+    ValueError: unknown `trainable`, or 'compressed' on a model without compressed leaves.
+  """
+  if cfg.trainable == "lora":
+    return (lora.add_lora(params, cfg.lora_rank, cfg.lora_alpha, seed=cfg.seed),
+            lora.LORA_TRAINABLE_REGEX)
+  if cfg.trainable == "compressed":
+    mask = trainable_mask(params, "compressed")
+    if not any(jax.tree_util.tree_leaves(mask)):
+      raise ValueError("trainable='compressed' but the model has no compressed leaves; load a "
+                       "compressed checkpoint or use trainable='lora' / 'all'")
+    return params, "compressed"
+  if cfg.trainable == "all":
+    return params, "all"
+  raise ValueError(f"trainable must be one of {TRAINABLE}, got {cfg.trainable!r}")
+
+
+def masked_lm_loss(params: Any, batch: dict, model_config: ModelConfig
+                   ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Mean next-token NLL over mask[:, 1:] targets.
+
+  Args:
+    params: params pytree.
+    batch: {'tokens': (B, T) int32, 'mask': (B, T) float32}.
+    model_config: the architecture.
+
+  Returns:
+    (loss, {'loss_tokens': number of targets}).
+  """
+  tokens = batch["tokens"]
+  logits = llama.forward(params, tokens[:, :-1], model_config).logits.astype(jnp.float32)
+  logp = jax.nn.log_softmax(logits, axis=-1)
+  nll = -jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
+  mask = batch["mask"][:, 1:]
+  count = jnp.sum(mask)
+  return jnp.sum(nll * mask) / jnp.maximum(count, 1.0), {"loss_tokens": count}
+
+
+@functools.partial(jax.jit, static_argnames=("model_config",))
+def _eval_sums(params, batch, model_config):
+  loss, aux = masked_lm_loss(params, batch, model_config)
+  return loss * aux["loss_tokens"], aux["loss_tokens"]
+
+
+def mean_masked_loss(params: Any, model_config: ModelConfig,
+                     examples: Sequence[train_data.Example], batch_size: int) -> Optional[float]:
+  """Token-weighted masked loss of examples (fixed-shape batches, one compile).
+
+  Args:
+    params: params pytree.
+    model_config: the architecture.
+    examples: rows.
+    batch_size: rows per forward.
+
+  Returns:
+    The mean loss, or None without examples.
+  """
+  if not examples:
+    return None
+  total = count = 0.0
+  for batch in train_data.padded_batches(examples, batch_size):
+    s, c = _eval_sums(params, batch, model_config)
+    total, count = total + float(s), count + float(c)
+  return total / max(count, 1.0)
+
+
+def greedy_answer(params: Any, model_config: ModelConfig, tokenizer: Any, question: str,
+                  max_new_tokens: int) -> str:
+  """The model's greedy closed-book answer: the first line of its chat reply.
+
+  Args:
+    params: params pytree.
+    model_config: the architecture.
+    tokenizer: a TextTokenizer.
+    question: the question.
+    max_new_tokens: generation budget.
+
+  Returns:
+    The answer text (the 'Reasoning:' part and later lines dropped).
+  """
+  reply = generation.chat(params, model_config, tokenizer, question,
+                          max_new_tokens=max_new_tokens)
+  reply = reply.split("Reasoning:")[0].strip()
+  return reply.splitlines()[0].strip() if reply else ""
+
+
+def _section_pairs(pairs: Sequence[QAPair]) -> dict[tuple[str, int], list[QAPair]]:
+  out: dict[tuple[str, int], list[QAPair]] = {}
+  for pair in pairs:
+    out.setdefault((pair.doc_id, pair.section_order), []).append(pair)
+  return out
+
+
+def _section_text(section: Section) -> str:
+  return f"{section.title}\n\n{section.text}"
+
+
+def _read_traces(path: pathlib.Path, keep_until_step: int) -> list[dict]:
+  """Existing trace lines of sections that ended at or before the restored step."""
+  if not path.exists():
+    return []
+  kept = []
+  for line in path.read_text(encoding="utf-8").splitlines():
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError:
+      continue
+    if int(record.get("end_step", 1 << 62)) <= keep_until_step:
+      kept.append(record)
+  return kept
+
+
+def _append_jsonl(path: pathlib.Path, record: dict) -> None:
+  with open(path, "a", encoding="utf-8") as handle:
+    handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
+def train(model_config: ModelConfig, params: Any, tokenizer: Any, documents: Sequence[Document],
+          qa_pairs: Sequence[QAPair], general_texts: Sequence[str], cfg: CurriculumConfig,
+          workdir: str | pathlib.Path,
+          on_section_end: Optional[Callable[[int, dict], None]] = None,
+          progress: bool = False) -> TrainOutcome:
+  """Trains in the configured mode; resumable from `workdir` (module docstring).
+
+  Args:
+    model_config: the architecture.
+    params: starting params (not modified).
+    tokenizer: a TextTokenizer with a chat template.
+    documents: documents in reading order.
+    qa_pairs: training Q&A (any sources), matched to sections by (doc_id, section_order).
+    general_texts: general texts for replay (empty disables general replay).
+    cfg: CurriculumConfig.
+    workdir: where checkpoints/, metrics.jsonl and traces.jsonl go.
+    on_section_end: callback(section_index, trace_record) after a section's checkpoint and
+      trace are written (tests use it to simulate a kill).
+    progress: tqdm bars.
+
+  Returns:
+    TrainOutcome.
+  """
+  if cfg.mode not in MODES:
+    raise ValueError(f"mode must be one of {MODES}, got {cfg.mode!r}")
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  notes: list[str] = []
+  train_params, selector = prepare_trainable(params, cfg)
+  mask = trainable_mask(train_params, selector)
+  summary = {k: v for k, v in describe_trainable(train_params, mask).items()
+             if k != "trainable_paths"}
+  summary["selector"] = selector
+  if cfg.mode == "none":
+    return TrainOutcome(train_params, 0, 0, 0, 0.0, None, 0, {}, summary, ["mode none: no training"])
+
+  eot = train_data.end_of_turn(tokenizer)
+  max_windows = cfg.max_section_windows or None
+  sections = [s for d in documents for s in d.sections]
+  by_section = _section_pairs(qa_pairs)
+  general = [ex for text in general_texts
+             for ex in train_data.text_windows(tokenizer, text, cfg.seq_len, "general")]
+  if cfg.general_replay_fraction > 0 and not general:
+    notes.append("general replay skipped: no general text")
+  section_examples: list[list[train_data.Example]] = []
+  section_qa: list[list[tuple[QAPair, train_data.Example]]] = []
+  for section in sections:
+    windows = train_data.text_windows(tokenizer, _section_text(section), cfg.seq_len, "section",
+                                      max_windows)
+    pairs = sorted(by_section.get((section.doc_id, section.order), []),
+                   key=lambda p: TRACE_SOURCE_ORDER.get(p.source, 9))
+    qa = [(p, train_data.encode_qa_example(tokenizer, p.question, p.answer, p.reasoning,
+                                           cfg.seq_len, eot)) for p in pairs]
+    section_qa.append(qa)
+    section_examples.append(windows + [ex for _, ex in qa])
+  num_steps = len(sections) * cfg.steps_per_section
+  if cfg.mode == "sectionwise":
+    table = [ex for exs in section_examples for ex in exs] + general
+    plan, kinds = train_data.sectionwise_plan(
+        [len(exs) for exs in section_examples], len(general), cfg.steps_per_section,
+        cfg.batch_size, cfg.replay_fraction, cfg.general_replay_fraction, cfg.seed)
+  else:
+    text = "\n\n".join(f"{d.title}\n\n" + "\n\n".join(_section_text(s) for s in d.sections)
+                       for d in documents)
+    doc_windows = train_data.text_windows(tokenizer, text, cfg.seq_len, "document")
+    table = doc_windows + general
+    plan, kinds = train_data.onepass_plan(len(doc_windows), len(general), num_steps,
+                                          cfg.batch_size, cfg.general_replay_fraction, cfg.seed)
+  row_counts = {name: int(np.sum(kinds == k)) for k, name in enumerate(train_data.ROW_KINDS)}
+  loss_tokens = int(sum(float(np.sum(table[int(i)].mask)) for i in plan.reshape(-1)))
+
+  opt_config = OptimizerConfig(learning_rate=cfg.learning_rate, warmup_steps=cfg.warmup_steps,
+                               total_steps=num_steps, weight_decay=cfg.weight_decay,
+                               clip_norm=cfg.clip_norm, end_lr_fraction=0.1)
+  optimizer = make_optimizer(opt_config)
+  loss_fn = lambda p, batch, rng, constants: masked_lm_loss(p, batch, model_config)
+  step_fn = make_train_step(loss_fn, optimizer, mask, make_schedule(opt_config),
+                            max_traces=cfg.max_traces)
+  state = init_train_state(train_params, optimizer, mask, seed=cfg.seed)
+  checkpoint_dir = workdir / "checkpoints"
+  restored_step = 0
+  if checkpoint_dir.exists():
+    checkpoints = TrainCheckpoints(str(checkpoint_dir), async_save=False)
+    latest = checkpoints.latest_step()
+    if latest is not None:
+      state, _ = checkpoints.restore(latest, state)
+      restored_step = int(state.step)
+    checkpoints.close()
+  batch_fn = lambda i: train_data.stack_batch(table, plan[i])
+  total_tokens, total_seconds, final_loss = 0, 0.0, None
+  common = dict(log_every=cfg.log_every, checkpoint_every=0, max_to_keep=2, resume=False,
+                progress=progress, async_checkpoints=False)
+
+  def run_until(end: int):
+    nonlocal state, total_tokens, total_seconds, final_loss
+    result = run_training(state, step_fn, batch_fn, end, str(workdir), **common)
+    state = result.state
+    total_tokens += result.train_tokens
+    total_seconds += result.train_tokens / max(result.tokens_per_s, 1e-9)
+    final_loss = result.last_metrics.get("loss", final_loss)
+
+  if cfg.mode == "onepass":
+    if restored_step < num_steps:
+      run_until(num_steps)
+    return TrainOutcome(state.params, num_steps, num_steps * cfg.batch_size * cfg.seq_len,
+                        loss_tokens, total_tokens / max(total_seconds, 1e-9), final_loss, 0,
+                        row_counts, summary, notes)
+
+  traces_path = workdir / "traces.jsonl"
+  kept = _read_traces(traces_path, restored_step)
+  tmp = traces_path.with_suffix(".jsonl.tmp")
+  tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept),
+                 encoding="utf-8")
+  os.replace(tmp, traces_path)
+  for j, section in enumerate(sections):
+    start, end = j * cfg.steps_per_section, (j + 1) * cfg.steps_per_section
+    if end <= restored_step:
+      continue
+    qa = section_qa[j]
+    traced = qa[:cfg.trace_questions]
+    text_examples = [ex for ex in section_examples[j] if ex.kind == "section"]
+    answer = lambda p, q: greedy_answer(p, model_config, tokenizer, q, cfg.trace_max_new_tokens)
+    before = [answer(state.params, pair.question) for pair, _ in traced]
+    qa_before = mean_masked_loss(state.params, model_config, [ex for _, ex in qa],
+                                 cfg.batch_size)
+    text_before = mean_masked_loss(state.params, model_config, text_examples, cfg.batch_size)
+    t0 = time.time()
+    run_until(end)
+    record = {
+        "section_index": j, "doc_id": section.doc_id, "section": section.title,
+        "section_order": section.order, "start_step": start, "end_step": end,
+        "qa_pairs": len(qa), "text_windows": len(text_examples),
+        "questions": [{"question": pair.question, "gold": pair.answer, "source": pair.source,
+                       "before": b, "after": answer(state.params, pair.question)}
+                      for (pair, _), b in zip(traced, before)],
+        "qa_loss_before": qa_before,
+        "qa_loss_after": mean_masked_loss(state.params, model_config, [ex for _, ex in qa],
+                                          cfg.batch_size),
+        "text_loss_before": text_before,
+        "text_loss_after": mean_masked_loss(state.params, model_config, text_examples,
+                                            cfg.batch_size),
+        "train_loss_last": final_loss, "train_s": time.time() - t0}
+    _append_jsonl(traces_path, record)
+    if on_section_end is not None:
+      on_section_end(j, record)
+  return TrainOutcome(state.params, num_steps, num_steps * cfg.batch_size * cfg.seq_len,
+                      loss_tokens, total_tokens / max(total_seconds, 1e-9), final_loss,
+                      len(sections), row_counts, summary, notes)

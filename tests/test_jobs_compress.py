@@ -1,0 +1,95 @@
+"""The compress job: quick config end to end, report fields, resume after a kill, bad configs."""
+
+import json
+
+import numpy as np
+import pytest
+
+from configs import compress as compress_config
+from penrose_jax import io as pio
+from penrose_jax.compression import streaming
+from penrose_jax.jobs import compress, model_source
+from penrose_jax.models import llama
+
+
+@pytest.fixture(scope="module")
+def four_layer_model(tmp_path_factory):
+  return model_source.build_tiny_model(tmp_path_factory.mktemp("m") / "tiny4", num_layers=4)
+
+
+def _config(model_dir, **compression):
+  config = compress_config.get_config("quick")
+  config.model = str(model_dir)
+  for key, value in compression.items():
+    config.compression[key] = value
+  return config
+
+
+def _arrays(model_dir):
+  loaded = model_source.load(str(model_dir))
+  import jax
+  return [np.asarray(a) for a in jax.tree_util.tree_leaves(loaded.params)]
+
+
+def test_quick_compress_writes_checkpoint_report_and_pictures(tmp_path, four_layer_model):
+  report = compress.run(_config(four_layer_model), tmp_path)
+  on_disk = json.loads((tmp_path / "report.json").read_text())
+  for key in ("job", "config", "wall_s", "model", "params_dense", "params_compressed",
+              "param_ratio", "bytes_compressed", "ppl_dense", "ppl_compressed", "hidden_kl",
+              "hidden_kl_per_layer", "matrices", "peak_rss_mib"):
+    assert key in on_disk, key
+  assert on_disk["job"] == "compress"
+  # Global budget: stored parameters hit the target within one tile's rank step.
+  max_step = max(sum(r["shape"]) for r in report["matrices"])
+  assert abs(report["params_compressed"] - 0.6 * report["params_dense"]) <= max_step
+  assert len(report["matrices"]) == 4 * 7
+  for row in report["matrices"]:
+    assert {"name", "shape", "rel_fro_error"} <= set(row)
+  assert len(report["hidden_kl_per_layer"]) == 4
+  assert list(tmp_path.glob("tiling_*.png"))
+  loaded = model_source.load(str(tmp_path / "model"))
+  assert llama.count_params(loaded.params) == report["model_params_compressed"]
+  out = llama.forward(loaded.params, np.array([[1, 2, 3]]), loaded.config)
+  assert np.isfinite(np.asarray(out.logits)).all()
+
+
+def test_killed_run_resumes_to_the_same_checkpoint(tmp_path, four_layer_model, monkeypatch):
+  config = _config(four_layer_model)
+  config.eval.enabled = False
+  compress.run(config, tmp_path / "straight")
+
+  real = streaming.compress_layer
+  def dies_at_layer_2(key, *args, **kwargs):
+    if key == "layers_2":
+      raise KeyboardInterrupt("simulated kill")
+    return real(key, *args, **kwargs)
+  monkeypatch.setattr(streaming, "compress_layer", dies_at_layer_2)
+  with pytest.raises(KeyboardInterrupt):
+    compress.run(config, tmp_path / "resumed")
+  state = json.loads((tmp_path / "resumed" / "stream" / "state.json").read_text())
+  assert state["next_layer"] == 2
+  assert not (tmp_path / "resumed" / "model" / "model.json").exists()
+  monkeypatch.setattr(streaming, "compress_layer", real)
+  compress.run(config, tmp_path / "resumed")
+  for a, b in zip(_arrays(tmp_path / "straight" / "model"), _arrays(tmp_path / "resumed" / "model")):
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("param_ratio", 1.5, "param_ratio=1.5 must be in"),
+    ("tiling", "hexagonal", "tiling='hexagonal' is invalid"),
+    ("rank_policy", "magic", "rank_policy='magic' is invalid"),
+])
+def test_invalid_config_fails_before_any_work(tmp_path, four_layer_model, field, value, message):
+  with pytest.raises(ValueError, match=message):
+    compress.run(_config(four_layer_model, **{field: value}), tmp_path)
+  assert not (tmp_path / "model").exists()
+
+
+def test_rtn_baseline_and_plain_svd_variants(tmp_path, four_layer_model):
+  rtn = compress.run(_config(four_layer_model, method="rtn", quantize="int8", whiten=False),
+                     tmp_path / "rtn")
+  assert rtn["bytes_compressed"] < 0.3 * rtn["bytes_dense"]
+  single = compress.run(_config(four_layer_model, tiling="single", whiten=False,
+                                param_ratio=0.5), tmp_path / "single")
+  assert single["param_ratio"] == pytest.approx(0.5, abs=0.05)
