@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 WORKDIR ?= workdirs/demo
+# One BLAS thread: see penrose_jax/__init__.py (small SVDs slow down 100x when threads contend).
+export OPENBLAS_NUM_THREADS ?= 1
 
 $(STAMP): requirements.txt setup.py
 	$(PYTHON) -m venv $(VENV)

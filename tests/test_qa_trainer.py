@@ -2,6 +2,7 @@
 
 import json
 
+import chex
 import jax
 import numpy as np
 import pytest
@@ -86,14 +87,19 @@ def test_resume_matches_uninterrupted_and_onepass_budget(tiny, tmp_path):
   documents, pairs = _corpus()
   general = ["The market opened early on Saturday and the baker sold out of bread."]
   args = (tiny.config, tiny.params, tiny.tokenizer, documents, pairs, general, CFG)
+  # max_traces=1: each train() call compiles its step once across all sections (chex counts
+  # traces per definition site, so the counter is reset between calls).
+  chex.clear_trace_counter()
   full = trainer.train(*args, tmp_path / "full")
 
   def kill(index, record):
     if index == 1:
       raise _Killed()
 
+  chex.clear_trace_counter()
   with pytest.raises(_Killed):
     trainer.train(*args, tmp_path / "resumed", on_section_end=kill)
+  chex.clear_trace_counter()
   resumed = trainer.train(*args, tmp_path / "resumed")
   assert full.steps == resumed.steps == 3 * CFG.steps_per_section
   assert read_metrics(tmp_path / "full" / "metrics.jsonl", drop_timing=True) == read_metrics(
@@ -107,6 +113,7 @@ def test_resume_matches_uninterrupted_and_onepass_budget(tiny, tmp_path):
   # Only the LoRA adapters were trained.
   assert full.trainable["selector"].endswith("(a|b)$")
 
+  chex.clear_trace_counter()
   onepass = trainer.train(*args[:-1], trainer.CurriculumConfig(
       **{**CFG.__dict__, "mode": "onepass"}), tmp_path / "onepass")
   assert onepass.train_tokens == full.train_tokens == 6 * 2 * 32

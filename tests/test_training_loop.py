@@ -1,7 +1,5 @@
 """run_training: resume after a kill, NaN guard, checkpoints with custom leaves, one compile."""
 
-import json
-import os
 
 import chex
 import flax

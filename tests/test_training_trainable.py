@@ -4,7 +4,6 @@ import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from penrose_jax.models import llama
 from penrose_jax.models.config import tiny_config

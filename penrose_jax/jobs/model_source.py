@@ -308,5 +308,9 @@ def open_stream(spec: str, cache_dir: str | pathlib.Path = "model_cache") -> Lay
                        lambda: {k: load_params_part(path, k) for k in keys},
                        lambda i: load_params_part(path, f"layers_{i}"))
   reader = pio.open_model(path)
+
+  def read_layer(i: int) -> Any:
+    return reader.read_layer(i)[f"layers_{i}"]  # the reader returns {'layers_i': subtree}
+
   return LayerStream(reader.config, reader.tokenizer, f"{reader.config.name} ({path.name})",
-                     reader.read_globals, reader.read_layer)
+                     reader.read_globals, read_layer)

@@ -93,12 +93,14 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, ma
     (loss, aux), grads = jax.value_and_grad(objective, has_aux=True)(trainable)
     grad_norm = optax.global_norm(grads)
     updates, new_opt_state = optimizer.update(grads, state.opt_state, trainable)
-    new_params = merge(optax.apply_updates(trainable, updates), frozen)
-    candidate = TrainState(step=state.step + 1, params=new_params, opt_state=new_opt_state,
-                           rng=state.rng)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    new_state = jax.tree_util.tree_map(lambda new, old: jnp.where(finite, new, old),
-                                       candidate, state)
+    # Select only what an update changes; frozen arrays pass through untouched.
+    keep_if_bad = lambda new, old: jax.tree_util.tree_map(
+        lambda n, o: jnp.where(finite, n, o), new, old)
+    new_trainable = keep_if_bad(optax.apply_updates(trainable, updates), trainable)
+    new_state = TrainState(step=jnp.where(finite, state.step + 1, state.step),
+                           params=merge(new_trainable, frozen),
+                           opt_state=keep_if_bad(new_opt_state, state.opt_state), rng=state.rng)
     metrics = dict(aux)
     metrics["loss"] = loss
     metrics["grad_norm"] = grad_norm
