@@ -1,0 +1,74 @@
+"""KL alignment: train a compressed model's stored blocks to match the original model.
+
+Command (from the repo root, inside .venv):
+  python -m experiments.align --config=configs/align.py --workdir=workdirs/align
+      (compresses SmolLM2-135M at param_ratio 0.6 first, into DIR/compress, then aligns)
+  python -m experiments.align --config=configs/align.py \
+      --config.student=workdirs/compress_penrose_w/model --config.teacher=default --workdir=DIR
+  python -m experiments.align --config=configs/align.py:quick --workdir=/tmp/align_quick
+
+Trains on SOFC training-split articles; validation KL on the demo corpus; perplexity before /
+after on SOFC dev-split articles (not used for alignment) and LAMBADA passages.
+Produces DIR/report.json (hidden_kl_before/after, logit_kl_before/after, ppl_before/after per
+text set, train_tokens, tokens_per_s, wall_s), DIR/train/metrics.jsonl, DIR/model.
+A rerun with the same workdir resumes from the latest checkpoint.
+Time on the 2-core CPU machine: see README; quick (tiny model): ~40 s.
+"""
+
+import ml_collections
+
+from configs import compress as compress_config
+
+SOFC = "../shared/data/sofc_exp/texts"
+LAMBADA = "../shared/data/general_eval/lambada_openai.jsonl"
+
+
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+  """Returns the align config; `quick` compresses and aligns the tiny model in seconds."""
+  config = ml_collections.ConfigDict()
+  config.student = ""     # compressed checkpoint folder; empty = run `compress` first
+  config.teacher = ""     # original model; empty = the compress config's model
+  config.compress = compress_config.get_config()
+  config.train_sources = [f"{SOFC}@train", "package:demo_corpus"]
+  config.val_sources = ["package:demo_corpus"]
+  config.num_train_windows = 64
+  config.num_val_windows = 8
+  config.window = 128
+  config.objective = ml_collections.ConfigDict()
+  config.objective.weights = ml_collections.ConfigDict({"logit_kl": 1.0, "hidden_kl": 1.0})
+  config.objective.temperature = 1.0
+  config.objective.layers = ()  # () = all layers for hidden_kl
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.learning_rate = 3e-4
+  config.optimizer.warmup_steps = 5
+  config.optimizer.weight_decay = 0.0
+  config.optimizer.clip_norm = 1.0
+  config.trainable = "compressed"  # 'compressed' | 'compressed+norms' | 'all' | a path regex
+  config.num_steps = 60
+  config.batch_size = 4
+  config.seed = 0
+  config.log_every = 5
+  config.eval_every = 20
+  config.checkpoint_every = 20
+  config.eval = ml_collections.ConfigDict()
+  config.eval.text_sets = ml_collections.ConfigDict({"sofc_dev": f"{SOFC}@dev", "lambada": LAMBADA})
+  config.eval.window = 256
+  config.eval.max_windows = 16
+  config.eval.batch_size = 8
+  if arg == "quick":
+    config.compress = compress_config.get_config("quick")
+    config.num_train_windows = 8
+    config.num_val_windows = 4
+    config.window = 64
+    config.num_steps = 6
+    config.batch_size = 2
+    config.eval_every = 3
+    config.checkpoint_every = 3
+    config.log_every = 1
+    config.eval.window = 64
+    config.eval.max_windows = 4
+    config.eval.text_sets = ml_collections.ConfigDict({"demo_corpus": "package:demo_corpus",
+                                                      "lambada": LAMBADA})
+  elif arg:
+    raise ValueError(f"configs/align.py: unknown variant {arg!r}; expected '' or 'quick'")
+  return config

@@ -1,0 +1,131 @@
+"""The `align` job: KL alignment of a compressed checkpoint to its original (dense) model.
+
+Workdir layout:
+  compress/      the compress job's workdir when `student` is empty (compressed here first)
+  train/         checkpoints/ (orbax, latest + best by validation logit KL), metrics.jsonl
+  model/         the aligned model checkpoint folder
+  report.json    hidden/logit KL and perplexity before/after, tokens, throughput, wall time
+"""
+
+from __future__ import annotations
+
+import pathlib
+import time
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from penrose_jax.alignment.align import AlignmentConfig, ObjectiveConfig, align
+from penrose_jax.data import text_sources
+from penrose_jax.evaluation import perplexity
+from penrose_jax.jobs import compress, model_source
+from penrose_jax.reporting import report_json
+from penrose_jax.training.optimizer import OptimizerConfig
+
+
+def _windows(specs: list[str], tokenizer: Any, count: int, window: int, seed: int
+             ) -> tuple[np.ndarray, list[str]]:
+  used, skipped = text_sources.available_sources(specs)
+  if not used:
+    raise FileNotFoundError(f"none of the text sources exist: {specs}")
+  return text_sources.token_windows_from_sources(used, tokenizer, count, window, seed), skipped
+
+
+def text_set_perplexities(params: Any, model_config: Any, tokenizer: Any,
+                          eval_config: ml_collections.ConfigDict) -> tuple[dict, list[str]]:
+  """Perplexity per configured text set (missing sets are skipped and listed).
+
+  Args:
+    params: params pytree.
+    model_config: the architecture.
+    tokenizer: TextTokenizer.
+    eval_config: text_sets, window, max_windows, batch_size.
+
+  Returns:
+    ({set: ppl}, skipped messages).
+  """
+  out, skipped = {}, []
+  for name, spec in sorted(eval_config.text_sets.items()):
+    if not text_sources.source_path(spec).exists():
+      skipped.append(f"eval text set {name}: {text_sources.source_path(spec)} not found")
+      continue
+    ids = [tokenizer.encode(t) for _, t in text_sources.read_source(spec)]
+    windows = perplexity.token_windows(ids, eval_config.window, eval_config.max_windows or None)
+    out[name] = perplexity.perplexity(params, model_config, windows, eval_config.batch_size)["ppl"]
+  return out, skipped
+
+
+def alignment_config(config: ml_collections.ConfigDict) -> AlignmentConfig:
+  """Builds the library's AlignmentConfig from the job config.
+
+  Args:
+    config: the job config.
+
+  Returns:
+    AlignmentConfig.
+  """
+  objective = ObjectiveConfig(weights=dict(config.objective.weights),
+                              temperature=config.objective.temperature,
+                              layers=tuple(config.objective.layers) if config.objective.layers
+                              else None)
+  opt = config.optimizer
+  return AlignmentConfig(
+      objective=objective,
+      optimizer=OptimizerConfig(learning_rate=opt.learning_rate, warmup_steps=opt.warmup_steps,
+                                total_steps=0, weight_decay=opt.weight_decay,
+                                clip_norm=opt.clip_norm),
+      trainable=config.trainable, num_steps=config.num_steps, batch_size=config.batch_size,
+      seed=config.seed, log_every=config.log_every, eval_every=config.eval_every,
+      checkpoint_every=config.checkpoint_every, eval_batch_size=config.batch_size)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:
+  """Aligns config.student (or a freshly compressed model) to its teacher.
+
+  Args:
+    config: see configs/align.py.
+    workdir: output folder (a rerun resumes training from the latest checkpoint).
+
+  Returns:
+    The report dict.
+  """
+  start = time.time()
+  workdir = pathlib.Path(workdir)
+  align_cfg = alignment_config(config)  # validates the objective before any work
+  student_spec, teacher_spec = config.student, config.teacher
+  teacher_cache = workdir / "model_cache"
+  if not student_spec:
+    compress.run(config.compress, workdir / "compress")
+    student_spec = str(workdir / "compress" / "model")
+    teacher_spec = teacher_spec or config.compress.model
+    teacher_cache = workdir / "compress" / "model_cache"
+  if not teacher_spec:
+    raise ValueError("config.teacher is empty; name the original model the student came from")
+  student = model_source.load(student_spec)
+  teacher = model_source.load(teacher_spec, cache_dir=teacher_cache)
+  if student.config != teacher.config:
+    raise ValueError(f"student {student_spec} and teacher {teacher_spec} have different "
+                     f"architectures: {student.config} vs {teacher.config}")
+  tok = student.tokenizer
+  train, skipped = _windows(list(config.train_sources), tok, config.num_train_windows,
+                            config.window, config.seed)
+  val, skipped_val = _windows(list(config.val_sources), tok, config.num_val_windows,
+                              config.window, config.seed + 1)
+  ppl_before, skipped_eval = text_set_perplexities(student.params, student.config, tok,
+                                                   config.eval)
+  aligned, result = align(student.params, teacher.params, student.config, train, val,
+                          align_cfg, str(workdir / "train"))
+  ppl_after, _ = text_set_perplexities(aligned, student.config, tok, config.eval)
+  ppl_teacher, _ = text_set_perplexities(teacher.params, teacher.config, tok, config.eval)
+  model_source.save_model_checkpoint(
+      workdir / "model", student.config, aligned, tok,
+      provenance={"name": f"{student.name} + KL alignment", "source_model": teacher_spec,
+                  "student": student_spec})
+  metrics = {**result, "ppl_before": ppl_before, "ppl_after": ppl_after,
+             "ppl_teacher": ppl_teacher,
+             "skipped": skipped + skipped_val + skipped_eval, "checkpoint": str(workdir / "model"),
+             "student": student_spec, "teacher": teacher_spec}
+  report = report_json.build_report("align", config, student.name, time.time() - start, metrics)
+  report_json.write_json_atomic(workdir / "report.json", report)
+  return report

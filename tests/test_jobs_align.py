@@ -1,0 +1,34 @@
+"""The align job: quick config compresses the tiny model, aligns it, writes report and model."""
+
+import json
+
+import pytest
+
+from configs import align as align_config
+from penrose_jax.jobs import align, model_source
+
+
+def test_quick_align_writes_report_metrics_and_model(tmp_path):
+  config = align_config.get_config("quick")
+  config.num_steps = 4
+  config.optimizer.learning_rate = 3e-3
+  report = align.run(config, tmp_path)
+  on_disk = json.loads((tmp_path / "report.json").read_text())
+  for key in ("job", "config", "wall_s", "model", "hidden_kl_before", "hidden_kl_after",
+              "logit_kl_before", "logit_kl_after", "ppl_before", "ppl_after", "train_tokens",
+              "tokens_per_s"):
+    assert key in on_disk, key
+  assert report["train_tokens"] == 4 * config.batch_size * config.window
+  assert (tmp_path / "train" / "metrics.jsonl").read_text().count("\n") >= 4
+  assert report["logit_kl_after"] <= report["logit_kl_before"] + 1e-6  # best checkpoint kept
+  loaded = model_source.load(str(tmp_path / "model"))
+  assert loaded.config.num_layers == 2
+
+
+def test_student_and_teacher_must_match(tmp_path, tiny_model_dir):
+  config = align_config.get_config("quick")
+  other = model_source.build_tiny_model(tmp_path / "other", num_layers=3)
+  config.student = str(other)
+  config.teacher = str(tiny_model_dir)
+  with pytest.raises(ValueError, match="different architectures"):
+    align.run(config, tmp_path / "out")
