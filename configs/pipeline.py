@@ -4,28 +4,57 @@ Command (from the repo root; `make demo` creates .venv and runs the demo variant
   python -m experiments.pipeline --config=configs/pipeline.py:demo --workdir=workdirs/demo
   python -m experiments.pipeline --config=configs/pipeline.py:quick --workdir=/tmp/pipeline_quick
 
-Produces DIR/report.md (tables + plots), DIR/report.json, DIR/plots/*.png.
-Time on the 2-core CPU machine: demo see README; quick (tiny model): ~30 s.
+Stages: dense evaluation -> compress (Penrose tiles, whitened, global budget at param_ratio 0.6)
+-> KL alignment -> section-wise Q&A fine-tuning (LoRA) on the demo corpus -> final evaluation.
+Produces DIR/report.md (tables + plots), DIR/report.json, DIR/plots/*.png and one subfolder per
+stage (each with its own report.json). A rerun continues after the last finished stage.
+The demo variant is sized to finish in about 15 minutes on the 2-core CPU machine (measured
+time in the README): small calibration / evaluation sets, short alignment and fine-tuning.
+Time of quick (tiny model): ~2 min.
 """
 
 import ml_collections
 
+from configs import align as align_config
+from configs import compress as compress_config
 from configs import evaluate as evaluate_config
+from configs import qa_tune as qa_tune_config
 
 
 def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
   """Returns the pipeline config for variant 'demo' (default model) or 'quick' (tiny model)."""
   if arg not in ("demo", "quick"):
     raise ValueError(f"configs/pipeline.py: unknown variant {arg!r}; expected 'demo' or 'quick'")
+  quick = "quick" if arg == "quick" else ""
   config = ml_collections.ConfigDict()
-  config.model = "default"
+  config.model = "tiny" if quick else "default"
   config.chat_prompt = "What is the capital of France?"
-  config.chat_max_new_tokens = 48
-  config.eval = evaluate_config.get_config()
-  config.eval.max_windows = 48
-  config.eval.max_items = 100
-  if arg == "quick":
-    config.model = "tiny"
-    config.chat_max_new_tokens = 8
-    config.eval = evaluate_config.get_config("quick")
+  config.chat_max_new_tokens = 8 if quick else 48
+  # Dense and final evaluation: benchmarks (forgetting) and held-out SOFC perplexity.
+  config.eval = evaluate_config.get_config(quick)
+  config.eval.text_sets = ml_collections.ConfigDict(
+      {"sofc_dev": "../shared/data/sofc_exp/texts@dev"})
+  # Each stage's own config; the pipeline wires model paths between stages at run time.
+  config.compress = compress_config.get_config(quick)
+  config.align = align_config.get_config(quick)
+  del config.align.compress  # the pipeline's compress stage produces the student
+  config.qa_tune = qa_tune_config.get_config(quick)
+  # The model reaching this stage is compressed: fine-tune its stored blocks (LoRA needs dense).
+  config.qa_tune.trainable = "compressed"
+  if not quick:
+    config.eval.max_windows = 8
+    config.eval.max_items = 40
+    config.compress.calibration.num_windows = 16
+    config.compress.calibration.window = 128
+    config.compress.eval.max_windows = 8
+    config.compress.eval.hidden_kl_windows = 4
+    config.align.num_steps = 20
+    config.align.batch_size = 2
+    config.align.eval_every = 10
+    config.align.checkpoint_every = 10
+    config.align.eval.max_windows = 8
+    config.qa_tune.max_documents = 4
+    config.qa_tune.steps_per_section = 1
+    config.qa_tune.batch_size = 2
+    config.qa_tune.eval.benchmarks = ""  # forgetting: dense vs final evaluation above
   return config

@@ -204,7 +204,7 @@ def _local_ranks(cfg: CompressionConfig, tiling: Tiling, svds) -> list[int]:
 def compress_layer(layer_key: str, layer_params: Mapping[str, Any], x: Optional[np.ndarray],
                    cfg: CompressionConfig, fns: Optional[StreamFunctions],
                    ranks: Optional[Mapping[str, list[int]]] = None
-                   ) -> tuple[dict, list[dict], dict[str, tuple[Tiling, list[int]]]]:
+                   ) -> tuple[dict, dict, list[dict], dict[str, tuple[Tiling, list[int]]]]:
   """Pass 2 for one layer: replaces its selected kernels by compressed leaves.
 
   Args:
@@ -217,15 +217,20 @@ def compress_layer(layer_key: str, layer_params: Mapping[str, Any], x: Optional[
     ranks: path -> per-tile ranks from `allocate_global_ranks` (global budget only).
 
   Returns:
-    (new layer params (input untouched), per-matrix stat rows, path -> (tiling, ranks)).
+    (new layer params (input untouched), the same layer with each compressed kernel
+    materialized, per-matrix stat rows, path -> (tiling, ranks)). The materialized layer has
+    the dense layer's structure, so propagating calibration activations through it reuses one
+    compiled block instead of compiling every compressed layer's unique structure; it equals
+    the compressed layer up to float rounding.
   """
   grams = fns.grams(layer_params, x) if cfg.whiten and cfg.method == "tiled" else {}
-  replace, rows, layouts = {}, [], {}
+  replace, approx, rows, layouts = {}, {}, [], {}
   for path, proj, kernel in selected_kernels(layer_key, layer_params, cfg):
     w = np.asarray(kernel, np.float32)
     if cfg.method == "rtn":
       leaf = rtn_quantize_dense(w, BITS[cfg.quantize], cfg.group_size)
-      rows.append(matrix_row(path, w, leaf))
+      w_hat = np.asarray(leaf.materialize(), np.float32)
+      rows.append(matrix_row(path, w, leaf, w_hat=w_hat))
     else:
       tiling = tiling_for(path, w.shape, cfg)
       gram = grams.get(proj)
@@ -234,9 +239,17 @@ def compress_layer(layer_key: str, layer_params: Mapping[str, Any], x: Optional[
       leaf = build_leaf(w, tiling, tile_ranks, gram, cfg.damping, cfg.spectral,
                         cfg.spectral_scope, cfg.tau, cfg.keep_energy, cfg.quantize,
                         cfg.group_size, svds=svds)
-      rows.append(matrix_row(path, w, leaf, tiling, tile_ranks, gram, damps))
+      w_hat = np.asarray(leaf.materialize(), np.float32)
+      rows.append(matrix_row(path, w, leaf, tiling, tile_ranks, gram, damps, w_hat=w_hat))
       layouts[path] = (tiling, tile_ranks)
     replace[proj] = leaf
+    approx[proj] = w_hat
+  return (_replace_kernels(layer_params, replace), _replace_kernels(layer_params, approx), rows,
+          layouts)
+
+
+def _replace_kernels(layer_params: Mapping[str, Any], replace: Mapping[str, Any]) -> dict:
+  """A copy of a layer with kernels at 'group/name' paths swapped (input untouched)."""
   new_layer = {}
   for group, modules in layer_params.items():
     if not isinstance(modules, Mapping):
@@ -249,4 +262,4 @@ def compress_layer(layer_key: str, layer_params: Mapping[str, Any], x: Optional[
         if f"{group}/{name}" in replace:
           leaves["kernel"] = replace[f"{group}/{name}"]
       new_layer[group][name] = leaves
-  return new_layer, rows, layouts
+  return new_layer

@@ -252,7 +252,8 @@ def _rank_summary(tiling: Tiling, ranks) -> dict:
 
 
 def matrix_row(path: str, w: Any, leaf: Any, tiling: Optional[Tiling] = None, ranks=None,
-               gram: Optional[np.ndarray] = None, damps=None) -> dict:
+               gram: Optional[np.ndarray] = None, damps=None,
+               w_hat: Optional[np.ndarray] = None) -> dict:
   """Per-matrix statistics of one compressed kernel (the report's per-matrix row).
 
   Args:
@@ -263,13 +264,16 @@ def matrix_row(path: str, w: Any, leaf: Any, tiling: Optional[Tiling] = None, ra
     ranks: per-tile ranks (tiled method), else None.
     gram: the activation Gram when whitening (adds out_rel_error).
     damps: Cholesky damping used per band.
+    w_hat: the leaf's materialized matrix if the caller already has it.
 
   Returns:
     Row with name, shape, params_dense, params_stored, bytes, bytes_dense, rel_fro_error,
     and ranks / tiling / damping / out_rel_error where they apply.
   """
   w64 = np.asarray(w, np.float64)
-  diff = w64 - np.asarray(jax.jit(lambda l: l.materialize())(leaf), np.float64)
+  if w_hat is None:
+    w_hat = leaf.materialize()  # eager: a jit here would compile once per leaf structure
+  diff = w64 - np.asarray(w_hat, np.float64)
   row = {"name": path, "shape": tuple(w64.shape), "params_dense": int(w64.size),
          "params_stored": int(leaf.param_count()), "bytes": int(leaf.nbytes()),
          "bytes_dense": int(w64.size * np.dtype(np.asarray(w).dtype).itemsize),

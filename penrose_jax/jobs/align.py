@@ -96,6 +96,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
   student_spec, teacher_spec = config.student, config.teacher
   teacher_cache = workdir / "model_cache"
   if not student_spec:
+    if "compress" not in config:
+      raise ValueError("config.student is empty and there is no config.compress section")
     compress.run(config.compress, workdir / "compress")
     student_spec = str(workdir / "compress" / "model")
     teacher_spec = teacher_spec or config.compress.model

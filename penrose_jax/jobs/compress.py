@@ -199,11 +199,11 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
   for i in tqdm(range(first, mcfg.num_layers), desc="compress", unit="layer",
                 initial=first, total=mcfg.num_layers):
     key = f"layers_{i}"
-    new_layer, rows, layouts = streaming.compress_layer(key, source.read_layer(i), x, cfg, fns,
-                                                       ranks)
+    new_layer, approx_layer, rows, layouts = streaming.compress_layer(
+        key, source.read_layer(i), x, cfg, fns, ranks)
     model_source.save_params_part(model_dir, key, new_layer)
     if needs_acts:
-      x = fns.forward(new_layer, x)
+      x = fns.forward(approx_layer, x)
       _save_npy_atomic(stream_dir / f"acts_{i + 1}.npy", x)
     state.values["rows"].extend(rows)
     for path in pictures:
