@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import ml_collections
 
+from penrose_jax.compression.transform import as_compression_config
 from penrose_jax.jobs import align, compress, evaluate, model_source, qa_tune
 from penrose_jax.models import generation
 from penrose_jax.reporting import markdown, plots, report_json
@@ -93,6 +94,9 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
     The report dict.
   """
   start = time.time()
+  # Validate every stage's settings before the (long) dense stage runs.
+  as_compression_config(config.compress.compression)
+  align.alignment_config(config.align)
   workdir = pathlib.Path(workdir).resolve()
   workdir.mkdir(parents=True, exist_ok=True)
   cache_dir = workdir / "model_cache"

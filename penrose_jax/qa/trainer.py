@@ -332,9 +332,9 @@ def train(model_config: ModelConfig, params: Any, tokenizer: Any, documents: Seq
   restored_step = 0
   if checkpoint_dir.exists():
     checkpoints = TrainCheckpoints(str(checkpoint_dir), async_save=False)
-    latest = checkpoints.latest_step()
-    if latest is not None:
-      state, _ = checkpoints.restore(latest, state)
+    restored = checkpoints.restore_latest(state)  # falls back when the latest is corrupt
+    if restored is not None:
+      state = restored[1]
       restored_step = int(state.step)
     checkpoints.close()
   batch_fn = lambda i: train_data.stack_batch(table, plan[i])

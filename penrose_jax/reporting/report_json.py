@@ -38,7 +38,8 @@ def write_text_atomic(path: str | pathlib.Path, text: str) -> pathlib.Path:
     The destination path.
 
   Raises:
-    PermissionError / OSError: with the destination named, when the folder is not writable.
+    PermissionError / OSError: with the destination named, when the folder is not writable
+      or a write fails (disk full); the previous file is left as it was, no temp file stays.
   """
   path = pathlib.Path(path)
   try:
@@ -52,9 +53,11 @@ def write_text_atomic(path: str | pathlib.Path, text: str) -> pathlib.Path:
       handle.flush()
       os.fsync(handle.fileno())
     os.replace(tmp, path)
-  except BaseException:
+  except BaseException as err:
     if os.path.exists(tmp):
       os.unlink(tmp)
+    if isinstance(err, OSError) and err.errno is not None:  # e.g. ENOSPC: name the file
+      raise type(err)(err.errno, f"cannot write {path}: {err.strerror or err}") from err
     raise
   return path
 

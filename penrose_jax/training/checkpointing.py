@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from typing import Any, Optional
 
 import jax
@@ -115,6 +116,41 @@ class TrainCheckpoints:
         step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
                                       meta=ocp.args.JsonRestore()))
     return restored.state, dict(restored.meta)
+
+  def restore_latest(self, target: Any) -> Optional[tuple[int, Any, dict]]:
+    """Restores the newest readable checkpoint, falling back to older ones when it is corrupt.
+
+    An unreadable step folder (truncated or garbled file, interrupted copy) is logged with a
+    warning naming the step and moved aside to `<step>.corrupt` (so a later save of the same
+    step does not collide with it), and the previous step is tried.
+
+    Args:
+      target: a state with the right tree structure (see `restore`).
+
+    Returns:
+      (step, state, meta) of the checkpoint restored, or None when there is none.
+
+    Raises:
+      ValueError: checkpoints exist but none of them can be read (the folder is named).
+    """
+    steps = self.all_steps()
+    for step in reversed(steps):
+      try:
+        state, meta = self.restore(step, target)
+      except Exception as err:  # orbax raises many types (ValueError, OSError, tensorstore...)
+        moved = self.step_directory(step) + ".corrupt"
+        logging.warning("checkpoint step %d in %s cannot be restored (%s: %s); moved it to %s "
+                        "and falling back to the previous checkpoint", step, self.directory,
+                        type(err).__name__, str(err)[:300], moved)
+        shutil.rmtree(moved, ignore_errors=True)
+        os.replace(self.step_directory(step), moved)
+        self._manager.reload()
+        continue
+      return step, state, meta
+    if steps:
+      raise ValueError(f"{self.directory}: none of the checkpoints {steps} can be restored "
+                       "(see the warnings above); move the folder away to start over")
+    return None
 
   def read_meta(self, step: int) -> dict:
     """Reads only the JSON meta of one checkpoint.

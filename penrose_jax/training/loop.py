@@ -127,9 +127,9 @@ def run_training(state: TrainState, train_step: Callable[[TrainState, Any], tupl
                                  best_metric=best_metric, best_mode=best_mode,
                                  async_save=async_checkpoints)
   log = MetricsLog(os.path.join(workdir, "metrics.jsonl"))
-  latest = checkpoints.latest_step() if resume else None
-  if latest is not None:
-    state, meta = checkpoints.restore(latest, state)
+  restored = checkpoints.restore_latest(state) if resume else None  # skips a corrupt latest
+  if restored is not None:
+    latest, state, meta = restored
     if int(meta.get("data_position", latest)) != int(state.step):
       raise ValueError(f"checkpoint {latest} has data position {meta.get('data_position')} but "
                        f"state step {int(state.step)}")

@@ -1,0 +1,40 @@
+"""Ablation: parameter ratio 0.9 -> 0.3 for Penrose+whitening and the grid / single baselines.
+
+Command (from the repo root):
+  python -m experiments.sweep --config=configs/sweep_ratio.py --workdir=workdirs/sweep_ratio
+  python -m experiments.sweep --config=configs/sweep_ratio.py:quick --workdir=/tmp/sweep_ratio_q
+
+Runs the `compress` job on SmolLM2-135M at param_ratio 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3 for
+tiling penrose, grid and single, all whitened (21 runs; everything else as configs/compress.py).
+Produces DIR/results.csv, DIR/report.md, DIR/plots/ (param_ratio vs perplexity and vs hidden
+KL, one line per method plus the dense point at 1.0; per-layer hidden-KL heatmap),
+DIR/runs/<name>/. Time on the 2-core CPU machine: not measured yet; estimate ~6-8 min per run,
+~2-2.5 h in all (a rerun continues after the last finished run). quick (tiny model, 2 runs:
+penrose at 0.6 and 0.4): ~20-40 s.
+"""
+
+import ml_collections
+
+from configs import compress as compress_config
+from configs.sweep_tiling import quick_compress_base
+from penrose_jax.jobs.sweep import make_sweep_config
+
+RATIOS = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3)
+
+
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+  """Returns the ratio sweep; `quick` runs Penrose at two ratios on the tiny model."""
+  if arg not in ("", "quick"):
+    raise ValueError(f"configs/sweep_ratio.py: unknown variant {arg!r}; expected '' or 'quick'")
+  base = quick_compress_base() if arg else compress_config.get_config()
+  base.compression.whiten = True
+  runs = [(f"{tiling}_w_{ratio}", {"compression.tiling": tiling,
+                                   "compression.param_ratio": ratio})
+          for tiling in ("penrose", "grid", "single") for ratio in RATIOS]
+  if arg:
+    runs = [runs[3], runs[5]]
+  return make_sweep_config(
+      base, "compress", runs, title="parameter ratio vs quality",
+      description="Whitened, global budget; the tiling and the target param_ratio change.",
+      method_key=("compression.tiling",), plot_x="param_ratio",
+      plot_y=("ppl_compressed", "hidden_kl", "logit_kl"))

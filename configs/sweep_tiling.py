@@ -1,0 +1,55 @@
+"""Ablation: Penrose vs grid vs single tiling at equal param_ratio, with and without whitening.
+
+Command (from the repo root):
+  python -m experiments.sweep --config=configs/sweep_tiling.py --workdir=workdirs/sweep_tiling
+  python -m experiments.sweep --config=configs/sweep_tiling.py:quick --workdir=/tmp/sweep_tiling_q
+
+Runs the `compress` job 6 times on SmolLM2-135M ('default'), param_ratio 0.6 (global budget,
+16 tiles per matrix), everything else as configs/compress.py: tiling penrose | grid | single x
+whiten True | False. Produces DIR/results.csv (one row per run: params, bytes, perplexity per
+text set, hidden / logit KL, wall_s, peak RSS), DIR/report.md (table, computed best run per
+metric, plots), DIR/plots/ (param_ratio vs perplexity and vs hidden KL per method, per-layer
+hidden-KL heatmap), the tiling pictures of every run linked from report.md, and each run's
+workdir in DIR/runs/<name>/ (a rerun skips finished runs and resumes an unfinished one).
+Time on the 2-core CPU machine: not measured yet; estimate ~6-8 min per whitened run and less
+per unwhitened one (configs/compress.py), ~35-45 min in all. quick (tiny model, 2 runs:
+penrose / grid, whitened): ~20-40 s.
+"""
+
+import ml_collections
+
+from configs import compress as compress_config
+from penrose_jax.jobs.sweep import make_sweep_config
+
+TILINGS = ("penrose", "grid", "single")
+
+
+def quick_compress_base() -> ml_collections.ConfigDict:
+  """The compress config of the quick sweeps: the tiny model, the smallest useful settings."""
+  base = compress_config.get_config("quick")
+  base.calibration.num_windows = 4
+  base.eval.text_sets = ml_collections.ConfigDict({"demo_corpus": "package:demo_corpus"})
+  base.eval.primary = "demo_corpus"
+  base.eval.max_windows = 2
+  base.eval.hidden_kl_windows = 2
+  base.tiling_pictures = "layers_0/attn/q_proj/kernel"
+  return base
+
+
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+  """Returns the tiling sweep; `quick` runs two tilings on the tiny model."""
+  if arg not in ("", "quick"):
+    raise ValueError(f"configs/sweep_tiling.py: unknown variant {arg!r}; expected '' or 'quick'")
+  base = quick_compress_base() if arg else compress_config.get_config()
+  base.compression.param_ratio = 0.6
+  runs = [(f"{tiling}_{'w' if whiten else 'nw'}",
+           {"compression.tiling": tiling, "compression.whiten": whiten})
+          for whiten in (True, False) for tiling in TILINGS]
+  if arg:
+    runs = runs[:2]
+  return make_sweep_config(
+      base, "compress", runs, title="tiling (Penrose / grid / single) x whitening",
+      description="Equal global parameter budget (param_ratio 0.6); only the tiling and the "
+                  "activation whitening change between runs.",
+      method_key=("compression.tiling", "compression.whiten"), plot_x="param_ratio",
+      plot_y=("ppl_compressed", "hidden_kl"), bar_metrics=("ppl_compressed", "hidden_kl"))
