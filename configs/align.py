@@ -18,6 +18,7 @@ Time on the 2-core CPU machine: see README; quick (tiny model): ~40 s.
 import ml_collections
 
 from configs import compress as compress_config
+from penrose_jax.parallel import default_parallel_config
 
 SOFC = "../shared/data/sofc_exp/texts"
 LAMBADA = "../shared/data/general_eval/lambada_openai.jsonl"
@@ -43,6 +44,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.optimizer.warmup_steps = 5
   config.optimizer.weight_decay = 0.0
   config.optimizer.clip_norm = 1.0
+  # 'materialize' forms each compressed W inside the step: far fewer ops to compile on CPU
+  # than 'factored' (which never forms W); gradients reach the stored factors either way.
+  config.compressed_matmul = "materialize"
   config.trainable = "compressed"  # 'compressed' | 'compressed+norms' | 'all' | a path regex
   config.num_steps = 60
   config.batch_size = 4
@@ -55,6 +59,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.eval.window = 256
   config.eval.max_windows = 16
   config.eval.batch_size = 8
+  # Mesh / sharding rules / multi-host start-up (penrose_jax.parallel; see README "Running on
+  # a TPU pod / multi-GPU"). The default is data-parallel over every device.
+  config.parallel = default_parallel_config()
   if arg == "quick":
     config.compress = compress_config.get_config("quick")
     config.num_train_windows = 8

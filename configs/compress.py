@@ -17,6 +17,7 @@ Time on the 2-core CPU machine: SmolLM2-135M at param_ratio 0.6 with whitening ~
 import ml_collections
 
 from penrose_jax.compression.transform import DEFAULT_INCLUDE
+from penrose_jax.parallel import default_parallel_config
 
 SOFC = "../shared/data/sofc_exp/texts"
 LAMBADA = "../shared/data/general_eval/lambada_openai.jsonl"
@@ -67,6 +68,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.eval.batch_size = 8
   config.eval.hidden_kl_windows = 8
   config.tiling_pictures = "layers_0/attn/q_proj/kernel,layers_0/mlp/down_proj/kernel"
+  # Mesh / sharding rules / multi-host start-up (penrose_jax.parallel; see README "Running on
+  # a TPU pod / multi-GPU"). The default is data-parallel over every device.
+  config.parallel = default_parallel_config()
   if arg == "quick":
     config.model = "tiny"
     config.compression.tiles_per_matrix = 8

@@ -14,6 +14,8 @@ Time on the 2-core CPU machine: full default run (SOFC 256-token windows capped 
 
 import ml_collections
 
+from penrose_jax.parallel import default_parallel_config
+
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
   """Returns the evaluate config; `quick` shrinks everything to a smoke run on the tiny model."""
@@ -27,6 +29,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.benchmarks = "arc_easy,piqa,copa"
   config.max_items = 500  # per benchmark; 0 = all
   config.batch_size = 8
+  # Mesh / sharding rules / multi-host start-up (penrose_jax.parallel; see README "Running on
+  # a TPU pod / multi-GPU"). The default is data-parallel over every device.
+  config.parallel = default_parallel_config()
   if arg == "quick":
     config.model = "tiny"
     config.max_windows = 4

@@ -21,6 +21,8 @@ Measured times on the 2-core CPU machine: see README ("Section-wise Q&A fine-tun
 
 import ml_collections
 
+from penrose_jax.parallel import default_parallel_config
+
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
   """Returns the qa_tune config; variants: '', 'quick', 'sofc_qa'."""
@@ -45,6 +47,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.general_text = "../shared/data/general_eval/lambada_openai.jsonl"  # '' = packaged text
   config.general_text_max = 200
   config.trainable = "lora"  # 'lora' | 'compressed' | 'all'
+  # Compressed kernels: 'materialize' forms W inside the step (compiles in a fraction of the
+  # time of 'factored' on CPU for a globally budgeted model); 'factored' never forms W.
+  config.compressed_matmul = "materialize"
   config.lora_rank = 8
   config.lora_alpha = 16.0
   config.learning_rate = 1e-3
@@ -61,6 +66,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.eval = ml_collections.ConfigDict(dict(
       enabled=True, benchmark_dir="../shared/data/general_eval", benchmarks="arc_easy,piqa,copa",
       max_items=100, batch_size=16, answer_max_new_tokens=24))
+  # Mesh / sharding rules / multi-host start-up (penrose_jax.parallel; see README "Running on
+  # a TPU pod / multi-GPU"). The default is data-parallel over every device.
+  config.parallel = default_parallel_config()
   if arg == "quick":
     config.model = "tiny"
     config.max_documents = 2

@@ -301,6 +301,83 @@ def check_mesh_validation() -> dict:
   return {"ok": ok, "messages": messages, "filled": filled, "bad_batch": bad_batch}
 
 
+def _parallel_block(mesh_shape: dict, sharded: bool, data_axes=("data", "fsdp")):
+  """A config.parallel block: the default rules over `mesh_shape`, or (sharded=False) every
+  param and batch replicated, which computes exactly what one device computes."""
+  block = parallel.default_parallel_config(mesh_shape)
+  if not sharded:
+    block.sharding_rules = parallel.rules_to_config(parallel.REPLICATED_RULES)
+    block.data_axes = []
+  else:
+    block.data_axes = list(data_axes)
+  return block
+
+
+def _quick_compress_config(block):
+  from configs import compress as compress_config  # pylint: disable=g-import-not-at-top
+  config = compress_config.get_config("quick")
+  config.tiling_pictures = ""
+  config.parallel = block
+  return config
+
+
+def _quick_align_config(student: str, block):
+  from configs import align as align_config  # pylint: disable=g-import-not-at-top
+  config = align_config.get_config("quick")
+  config.student, config.teacher = student, "tiny"
+  config.num_steps, config.eval_every, config.checkpoint_every = 1, 0, 0
+  config.num_train_windows = config.num_val_windows = 2
+  config.eval.text_sets = {"demo_corpus": "package:demo_corpus"}
+  config.eval.max_windows = 2
+  config.parallel = block
+  return config
+
+
+def check_jobs() -> dict:
+  """The compress and align jobs' quick runs on a {'data': 2, 'fsdp': 4} mesh (params by the
+  default rules, batches over the data axes) vs the same runs with everything replicated
+  (= the single-device computation): per-matrix rel_fro_error, ppl, first-step align loss."""
+  from penrose_jax.jobs import align as align_job  # pylint: disable=g-import-not-at-top
+  from penrose_jax.jobs import compress as compress_job  # pylint: disable=g-import-not-at-top
+  from penrose_jax.jobs import model_source  # pylint: disable=g-import-not-at-top
+  from penrose_jax.training.metrics_log import read_metrics  # pylint: disable=g-import-not-at-top
+  tol = 1e-4
+  out: dict = {}
+  with tempfile.TemporaryDirectory() as tmp:
+    reports, losses, specs = {}, {}, {}
+    for label, block in (("single", _parallel_block({"data": 8}, sharded=False)),
+                         ("mesh_2x4", _parallel_block({"data": 2, "fsdp": 4}, sharded=True))):
+      reports[label] = compress_job.run(_quick_compress_config(block), f"{tmp}/c_{label}")
+      mesh, rules, _ = parallel.setup_from_config(block)
+      student = model_source.load(f"{tmp}/c_{label}/model").params
+      specs[label] = {k: v for k, v in parallel.describe_specs(student, mesh, rules).items()
+                      if k.startswith(("layers_0/attn/q_proj", "layers_0/mlp/up_proj"))}
+      # Align batches have 2 rows: split them over 'data' (over data x fsdp = 8 they would
+      # fall back to replication).
+      align_block = (block if label == "single" else
+                     _parallel_block({"data": 2, "fsdp": 4}, sharded=True, data_axes=("data",)))
+      align_job.run(_quick_align_config(f"{tmp}/c_single/model", align_block),
+                    f"{tmp}/a_{label}")
+      first = [r for r in read_metrics(f"{tmp}/a_{label}/train/metrics.jsonl") if r["step"] == 1]
+      losses[label] = float(first[0]["loss"])
+    rows = {l: {r["name"]: r["rel_fro_error"] for r in reports[l]["matrices"]} for l in reports}
+    rel = lambda a, b: abs(a - b) / max(abs(b), 1e-12)
+    fro_diff = max(rel(rows["mesh_2x4"][k], v) for k, v in rows["single"].items())
+    ppl_diff = max(rel(reports["mesh_2x4"][k], reports["single"][k])
+                   for k in ("ppl_dense", "ppl_compressed"))
+    loss_diff = rel(losses["mesh_2x4"], losses["single"])
+    out.update({
+        "ok": (set(rows["single"]) == set(rows["mesh_2x4"]) and len(rows["single"]) > 0
+               and fro_diff <= tol and ppl_diff <= tol and loss_diff <= tol),
+        "tolerance_rel": tol, "matrices": len(rows["single"]),
+        "max_rel_diff_rel_fro_error": fro_diff, "max_rel_diff_ppl": ppl_diff,
+        "ppl_compressed": [reports[l]["ppl_compressed"] for l in ("single", "mesh_2x4")],
+        "align_first_loss": [losses[l] for l in ("single", "mesh_2x4")],
+        "rel_diff_align_first_loss": loss_diff, "specs": specs,
+    })
+  return out
+
+
 CHECKS: dict[str, Callable[[], dict]] = {
     "forward": check_forward,
     "awkward_sizes": check_awkward_sizes,
@@ -308,6 +385,7 @@ CHECKS: dict[str, Callable[[], dict]] = {
     "train_step": check_train_step,
     "checkpoint": check_checkpoint,
     "mesh_validation": check_mesh_validation,
+    "jobs": check_jobs,
 }
 
 

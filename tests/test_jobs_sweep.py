@@ -72,7 +72,7 @@ def test_rows_csv_and_best_per_metric():
   parsed = list(csv.DictReader(sweep.results_csv_text(rows).splitlines()))
   assert [r["run"] for r in parsed] == ["g", "h"] and parsed[1]["compression.tiling"] == ""
   best = {b["metric"]: b["run"] for b in sweep_report.best_per_metric(
-      rows, ["ppl_compressed", "heldout_f1_after", "extra", "wall_s"])}
+      rows, ["ppl_compressed", "heldout_f1_after", "heldout_f1_before", "extra", "wall_s"])}
   assert best == {"ppl_compressed": "h", "heldout_f1_after": "h", "wall_s": "g"}
 
 

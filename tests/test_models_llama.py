@@ -171,3 +171,28 @@ def test_config_validation_errors_are_clear():
     tiny_config(num_heads=6, num_kv_heads=4)
   with pytest.raises(ValueError, match="unknown ModelConfig fields"):
     ModelConfig.from_dict({**tiny_config().to_dict(), "hiden_size": 3})
+
+
+def test_materialize_mode_and_dense_equivalent_match_factored_matmul():
+  import dataclasses
+  from penrose_jax.compression import transform
+  from penrose_jax.models.linear import dense_equivalent
+  cfg = tiny_config()
+  params = _randomise(llama.init_params(cfg))
+  # One compressed matrix keeps the factored gradient's compile short.
+  compressed, _ = transform.compress(params, {"param_ratio": 0.5, "tiles_per_matrix": 4,
+                                              "include": r"layers_0/mlp/up_proj/kernel$"})
+  tokens = jnp.array([[3, 1, 4, 1, 5, 9, 2, 6]])
+  factored = llama.forward(compressed, tokens, cfg).logits
+  mat_cfg = dataclasses.replace(cfg, compressed_matmul="materialize")
+  materialized = llama.forward(compressed, tokens, mat_cfg).logits
+  dense = llama.forward(dense_equivalent(compressed), tokens, cfg).logits
+  np.testing.assert_allclose(np.asarray(materialized), np.asarray(factored), atol=2e-5)
+  np.testing.assert_allclose(np.asarray(dense), np.asarray(factored), atol=2e-5)
+  loss = lambda p, c: jnp.sum(llama.forward(p, tokens, c).logits ** 2)
+  g_fact = jax.grad(loss)(compressed, cfg)
+  g_mat = jax.grad(loss)(compressed, mat_cfg)
+  for a, b in zip(jax.tree_util.tree_leaves(g_fact), jax.tree_util.tree_leaves(g_mat)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-3, atol=1e-3)
+  with pytest.raises(ValueError, match="compressed_matmul='fast'"):
+    tiny_config(compressed_matmul="fast")

@@ -23,6 +23,7 @@ from penrose_jax.alignment.teacher_cache import (TeacherCache, logits_from_final
                                                  teacher_head_params, tokens_fingerprint)
 from penrose_jax.models import llama
 from penrose_jax.models.config import ModelConfig
+from penrose_jax.parallel.placement import place_batch
 from penrose_jax.training.checkpointing import TrainCheckpoints
 from penrose_jax.training.data_order import batch_indices
 from penrose_jax.training.loop import run_training
@@ -203,6 +204,7 @@ def make_alignment_eval(teacher_params: Any, model_config: ModelConfig, token_wi
       row_mask = np.arange(batch_size) < real
       if real < batch_size:
         chunk = np.concatenate([chunk, np.repeat(chunk[:1], batch_size - real, axis=0)])
+      chunk, row_mask = place_batch((chunk, row_mask))
       sums, count = jax.device_get(batch_sums(student_params, teacher_params, chunk, row_mask))
       total_count += float(count)
       for k, v in sums.items():
@@ -283,7 +285,7 @@ def align(student_params: Any, teacher_params: Any, model_config: ModelConfig,
     batch = {"tokens": jnp.asarray(train[rows])}
     if teacher_cache is not None:
       batch.update({k: jnp.asarray(v) for k, v in teacher_cache.batch(rows).items()})
-    return batch
+    return place_batch(batch)
 
   eval_fn = make_alignment_eval(teacher_params, model_config, token_windows_val, objective,
                                 config.eval_batch_size)

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from penrose_jax.evaluation.scoring import batched, next_token_logprobs, pad_batch
 from penrose_jax.models.config import ModelConfig
+from penrose_jax.parallel.placement import place_batch, to_host
 
 # Text placed between query and choice, per benchmark (the source package's delimiters).
 DELIMITERS = {"arc_easy": "\nAnswer: ", "piqa": "Answer: ", "copa": " ", "winogrande": " ",
@@ -126,8 +127,8 @@ def score_items(params: Any, config: ModelConfig, tokenizer: Any, items: Sequenc
   for chunk in tqdm(list(batched(order, batch_size)), desc="scoring", disable=not progress,
                     leave=False):
     tokens, _ = pad_batch([sequences[i] for i in chunk], batch_size)
-    logp, hit = next_token_logprobs(params, tokens, config)
-    logp, hit = np.asarray(logp), np.asarray(hit)
+    logp, hit = next_token_logprobs(params, place_batch(tokens), config)
+    logp, hit = to_host(logp), to_host(hit)
     for row, seq_index in enumerate(chunk):
       start, end = spans[seq_index]
       # logp[:, t] scores token t + 1, so continuation tokens start..end-1 sit at start-1..end-2.

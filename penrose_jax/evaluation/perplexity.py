@@ -11,6 +11,7 @@ from tqdm import tqdm
 from penrose_jax.data import text_sources
 from penrose_jax.evaluation.scoring import batched, next_token_logprobs, pad_batch
 from penrose_jax.models.config import ModelConfig
+from penrose_jax.parallel.placement import place_batch, to_host
 
 
 def token_windows(token_lists: Sequence[Sequence[int]], window: int,
@@ -54,8 +55,8 @@ def perplexity(params: Any, config: ModelConfig, windows: Sequence[Sequence[int]
   chunks = list(batched(list(windows), batch_size))
   for chunk in tqdm(chunks, desc="perplexity", disable=not progress, leave=False):
     tokens, lengths = pad_batch(chunk, batch_size)
-    logp, _ = next_token_logprobs(params, tokens, config)
-    logp = np.asarray(logp)
+    logp, _ = next_token_logprobs(params, place_batch(tokens), config)
+    logp = to_host(logp)
     mask = np.arange(tokens.shape[1] - 1)[None, :] < (lengths[:, None] - 1)
     total_nll -= float((logp * mask).sum())
     total_tokens += int(mask.sum())

@@ -5,10 +5,15 @@ Workdir layout:
   train/         checkpoints/ (orbax, latest + best by validation logit KL), metrics.jsonl
   model/         the aligned model checkpoint folder
   report.json    hidden/logit KL and perplexity before/after, tokens, throughput, wall time
+
+Parallelism: `config.parallel` builds the mesh at start-up; student and teacher params are
+placed with the sharding rules and every train / validation / perplexity batch is split over
+the data axes (`parallel.batch_placement`); jit propagates those shardings through the step.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 import time
 from typing import Any
@@ -16,10 +21,12 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from penrose_jax import parallel
 from penrose_jax.alignment.align import AlignmentConfig, ObjectiveConfig, align
 from penrose_jax.data import text_sources
 from penrose_jax.evaluation import perplexity
 from penrose_jax.jobs import compress, model_source
+from penrose_jax.models.linear import dense_equivalent
 from penrose_jax.reporting import report_json
 from penrose_jax.training.optimizer import OptimizerConfig
 
@@ -91,6 +98,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
     The report dict.
   """
   start = time.time()
+  mesh, rules, data_axes = parallel.setup_for_job(config)
   workdir = pathlib.Path(workdir)
   align_cfg = alignment_config(config)  # validates the objective before any work
   student_spec, teacher_spec = config.student, config.teacher
@@ -109,16 +117,31 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
   if student.config != teacher.config:
     raise ValueError(f"student {student_spec} and teacher {teacher_spec} have different "
                      f"architectures: {student.config} vs {teacher.config}")
+  student = student._replace(params=parallel.shard_params(student.params, mesh, rules))
+  teacher = teacher._replace(params=parallel.shard_params(teacher.params, mesh, rules))
+  with parallel.batch_placement(mesh, data_axes):
+    return _align_loaded(config, workdir, start, align_cfg, student, teacher, student_spec,
+                         teacher_spec)
+
+
+def _align_loaded(config: ml_collections.ConfigDict, workdir: pathlib.Path, start: float,
+                  align_cfg: AlignmentConfig, student: Any, teacher: Any, student_spec: str,
+                  teacher_spec: str) -> dict[str, Any]:
+  """The part of `run` after loading: windows, perplexities, alignment, checkpoint, report."""
+  # Execution choice for compressed kernels in training (see models.linear.linear).
+  mcfg = dataclasses.replace(student.config, compressed_matmul=config.compressed_matmul)
   tok = student.tokenizer
   train, skipped = _windows(list(config.train_sources), tok, config.num_train_windows,
                             config.window, config.seed)
   val, skipped_val = _windows(list(config.val_sources), tok, config.num_val_windows,
                               config.window, config.seed + 1)
-  ppl_before, skipped_eval = text_set_perplexities(student.params, student.config, tok,
-                                                   config.eval)
-  aligned, result = align(student.params, teacher.params, student.config, train, val,
+  # Perplexities use dense-equivalent trees: same values, the dense compiled forward.
+  ppl_before, skipped_eval = text_set_perplexities(dense_equivalent(student.params),
+                                                   student.config, tok, config.eval)
+  aligned, result = align(student.params, teacher.params, mcfg, train, val,
                           align_cfg, str(workdir / "train"))
-  ppl_after, _ = text_set_perplexities(aligned, student.config, tok, config.eval)
+  ppl_after, _ = text_set_perplexities(dense_equivalent(aligned), student.config, tok,
+                                       config.eval)
   ppl_teacher, _ = text_set_perplexities(teacher.params, teacher.config, tok, config.eval)
   model_source.save_model_checkpoint(
       workdir / "model", student.config, aligned, tok,

@@ -8,6 +8,11 @@ Workdir layout:
   report.json       params, bytes, perplexities, hidden KL, per-matrix rows, wall time, peak RSS
   tiling_*.png      pictures of a few matrices' tilings, tiles coloured by rank
 
+Parallelism: `config.parallel` (penrose_jax.parallel) builds the mesh at start-up; each layer's
+params are placed on it with the sharding rules (the jitted block forward / Gram passes follow
+them), the numpy SVD work stays on the host, and the evaluation's params and token batches are
+sharded (params by the rules, batches over the data axes).
+
 A killed run resumes at the first unfinished layer: each layer's part is written, then the
 activations it produced, then state.json (atomically), so a restart never pairs a layer with the
 wrong inputs, and the final checkpoint equals an uninterrupted run's.
@@ -36,7 +41,9 @@ from penrose_jax.compression.transform import as_compression_config, summarize_r
 from penrose_jax.data import text_sources
 from penrose_jax.evaluation import perplexity
 from penrose_jax.jobs import model_source
+from penrose_jax import parallel
 from penrose_jax.models import llama
+from penrose_jax.models.linear import dense_equivalent
 from penrose_jax.reporting import report_json
 
 
@@ -81,6 +88,7 @@ def calibration_tokens(config: ml_collections.ConfigDict, tokenizer: Any
 def _hidden_divergence(dense: Any, compressed: Any, config: Any, windows: np.ndarray
                        ) -> dict[str, Any]:
   fwd = jax.jit(lambda p, t: llama.forward(p, t, config, return_hidden=True))
+  windows = parallel.place_batch(windows)
   a, b = fwd(dense, windows), fwd(compressed, windows)
   per_layer, _ = losses.hidden_kl_per_layer(a.hidden_states, b.hidden_states)
   return {"hidden_kl": float(losses.hidden_kl(a.final_hidden, b.final_hidden)),
@@ -159,6 +167,9 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
     The report dict.
   """
   start = time.time()
+  mesh, rules, data_axes = parallel.setup_for_job(config)
+  # The host SVD reads whole kernels: on several processes keep layers replicated (readable).
+  layer_rules = rules if jax.process_count() == 1 else parallel.REPLICATED_RULES
   cfg = as_compression_config(config.compression)  # validates before any work
   workdir = pathlib.Path(workdir)
   stream_dir, model_dir = workdir / "stream", workdir / "model"
@@ -199,8 +210,9 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
   for i in tqdm(range(first, mcfg.num_layers), desc="compress", unit="layer",
                 initial=first, total=mcfg.num_layers):
     key = f"layers_{i}"
-    new_layer, approx_layer, rows, layouts = streaming.compress_layer(
-        key, source.read_layer(i), x, cfg, fns, ranks)
+    layer = parallel.shard_params({key: source.read_layer(i)}, mesh, layer_rules)[key]
+    new_layer, approx_layer, rows, layouts = streaming.compress_layer(key, layer, x, cfg, fns,
+                                                                      ranks)
     model_source.save_params_part(model_dir, key, new_layer)
     if needs_acts:
       x = fns.forward(approx_layer, x)
@@ -233,7 +245,10 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
   if config.eval.enabled:
     dense = model_source.load(config.model, cache_dir=workdir / "model_cache")
     compressed = model_source.load(str(model_dir))
-    evaluated = evaluate_pair(config, dense.params, compressed.params, mcfg, source.tokenizer)
+    with parallel.batch_placement(mesh, data_axes):
+      evaluated = evaluate_pair(config, parallel.shard_params(dense.params, mesh, rules),
+                                parallel.shard_params(compressed.params, mesh, rules), mcfg,
+                                source.tokenizer)
     skipped += evaluated.pop("skipped")
     metrics.update(evaluated)
     metrics["model_params_dense"] = llama.count_params(dense.params)

@@ -1,4 +1,8 @@
-"""The `evaluate` job: perplexity per text set and accuracy per benchmark for any checkpoint."""
+"""The `evaluate` job: perplexity per text set and accuracy per benchmark for any checkpoint.
+
+Parallelism: `config.parallel` builds the mesh at start-up; the loaded params are placed with
+the sharding rules and perplexity / scoring batches are split over the data axes.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,11 @@ from typing import Any
 import ml_collections
 from absl import logging
 
+from penrose_jax import parallel
 from penrose_jax.data import text_sources
 from penrose_jax.evaluation import multiple_choice, perplexity
 from penrose_jax.jobs import model_source
+from penrose_jax.models.linear import dense_equivalent
 from penrose_jax.reporting import report_json
 
 
@@ -30,6 +36,9 @@ def evaluate_loaded(loaded: Any, config: ml_collections.ConfigDict) -> dict[str,
     {'ppl': {set: ppl}, 'ppl_detail': {...}, 'accuracy': {bench: acc}, 'skipped': [...]}.
   """
   metrics: dict[str, Any] = {"ppl": {}, "ppl_detail": {}, "accuracy": {}, "skipped": []}
+  # Compressed leaves are scored through their dense equivalent: same values, and the model's
+  # dense compiled forward instead of a compile of the compressed structure.
+  loaded = loaded._replace(params=dense_equivalent(loaded.params))
   max_windows = config.max_windows if config.max_windows > 0 else None
   for name, spec in sorted(config.text_sets.items()):
     path = text_sources.source_path(spec)
@@ -68,9 +77,12 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
     The report dict.
   """
   start = time.time()
+  mesh, rules, data_axes = parallel.setup_for_job(config)
   workdir = pathlib.Path(workdir)
   loaded = model_source.load(config.model, cache_dir=workdir / "model_cache")
-  metrics = evaluate_loaded(loaded, config)
+  loaded = loaded._replace(params=parallel.shard_params(loaded.params, mesh, rules))
+  with parallel.batch_placement(mesh, data_axes):
+    metrics = evaluate_loaded(loaded, config)
   report = report_json.build_report("evaluate", config, loaded.name, time.time() - start, metrics)
   report_json.write_json_atomic(workdir / "report.json", report)
   return report

@@ -6,9 +6,15 @@ or sibling run with the same model and eval settings reuses it); train in `mode`
 (qa/trainer.py; resumable checkpoints, metrics.jsonl, traces.jsonl); evaluate after; save the
 tuned model (LoRA merged into dense kernels unless `save_merged` is False) as DIR/model; write
 DIR/report.json.
+
+Parallelism: `config.parallel` builds the mesh at start-up; the loaded params are placed with
+the sharding rules and training / evaluation batches are split over the data axes
+(`parallel.batch_placement`); generation runs on the sharded params as jit propagates.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import hashlib
 import json
@@ -19,6 +25,7 @@ from typing import Any
 import ml_collections
 from absl import logging
 
+from penrose_jax import parallel
 from penrose_jax.jobs import model_source
 from penrose_jax.models import lora
 from penrose_jax.qa import curated, demo_corpus, ingest, model_generate, qa_eval, train_data
@@ -114,11 +121,23 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
     The report dict.
   """
   start = time.time()
+  mesh, rules, data_axes = parallel.setup_for_job(config)
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   say = lambda text: print(f"[qa_tune {time.time() - start:7.1f}s] {text}", flush=True)
   loaded = model_source.load(config.model, cache_dir=workdir / "model_cache")
+  # How compressed kernels are applied in training / generation (see models.linear.linear).
+  loaded = loaded._replace(config=dataclasses.replace(
+      loaded.config, compressed_matmul=config.get("compressed_matmul", "factored")))
+  loaded = loaded._replace(params=parallel.shard_params(loaded.params, mesh, rules))
   say(f"loaded {loaded.name}")
+  with parallel.batch_placement(mesh, data_axes):
+    return _run_loaded(config, workdir, start, say, loaded)
+
+
+def _run_loaded(config: ml_collections.ConfigDict, workdir: pathlib.Path, start: float,
+                say: Any, loaded: Any) -> dict[str, Any]:
+  """The part of `run` after loading: Q&A pairs, evaluation, training, checkpoint, report."""
   documents, problems = load_documents(config)
   say(f"{len(documents)} documents, {sum(len(d.sections) for d in documents)} sections")
   sources = [s.strip() for s in config.qa_sources.split(",") if s.strip()]

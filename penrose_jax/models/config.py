@@ -28,6 +28,9 @@ class ModelConfig:
     max_position: context length the checkpoint was trained for.
     bos_token_id, eos_token_id: special token ids (-1 when absent).
     name: free-form model name for reports.
+    compressed_matmul: how compressed kernels are applied ('factored' | 'materialize', see
+      models.linear.linear): an execution choice, not architecture, kept here because the
+      config is the static argument every jitted model function is keyed on.
   """
 
   vocab_size: int
@@ -46,6 +49,7 @@ class ModelConfig:
   bos_token_id: int = -1
   eos_token_id: int = -1
   name: str = "llama"
+  compressed_matmul: str = "factored"
 
   def __post_init__(self):
     for field in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
@@ -56,6 +60,9 @@ class ModelConfig:
     if self.num_heads % self.num_kv_heads:
       raise ValueError(f"ModelConfig.num_heads={self.num_heads} must be a multiple of "
                        f"num_kv_heads={self.num_kv_heads}")
+    if self.compressed_matmul not in ("factored", "materialize"):
+      raise ValueError(f"ModelConfig.compressed_matmul={self.compressed_matmul!r}; expected "
+                       "'factored' or 'materialize'")
     if self.head_dim % 2:
       raise ValueError(f"ModelConfig.head_dim={self.head_dim} must be even for RoPE")
 

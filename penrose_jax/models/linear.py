@@ -45,16 +45,40 @@ def is_compressed(w: Any) -> bool:
   return hasattr(w, "matmul") and hasattr(w, "materialize")
 
 
-def linear(w: Any, x: jax.Array) -> jax.Array:
+COMPRESSED_MATMUL_MODES = ("factored", "materialize")
+
+
+def linear(w: Any, x: jax.Array, compressed_matmul: str = "factored") -> jax.Array:
   """Applies a weight leaf to activations: x @ W.
 
   Args:
     w: dense kernel (in, out) or a CompressedMatrix.
     x: activations (..., in).
+    compressed_matmul: for compressed leaves, 'factored' runs `w.matmul(x)` (never forms W;
+      fewest FLOPs) and 'materialize' forms W inside the computation and does one dense
+      matmul (far fewer ops for XLA to compile; gradients still reach the stored values).
 
   Returns:
     (..., out) activations in x's dtype.
   """
   if is_compressed(w):
+    if compressed_matmul == "materialize":
+      return jnp.matmul(x, w.materialize().astype(x.dtype))
     return w.matmul(x).astype(x.dtype)
   return jnp.matmul(x, jnp.asarray(w, x.dtype))
+
+
+def dense_equivalent(params: Any) -> Any:
+  """A copy of a params tree with every compressed leaf replaced by its dense matrix.
+
+  Materialized eagerly, once: evaluation of a compressed model's values (perplexity, KL) then
+  reuses the dense model's compiled forward instead of compiling the compressed structure.
+
+  Args:
+    params: params pytree.
+
+  Returns:
+    The same tree with dense float32 kernels.
+  """
+  return jax.tree_util.tree_map(lambda w: w.materialize() if is_compressed(w) else w, params,
+                                is_leaf=is_compressed)

@@ -59,12 +59,13 @@ class Projection(nn.Module):
 
   features: int
   use_bias: bool = False
+  compressed_matmul: str = "factored"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     kernel = _kernel(self, "kernel", (x.shape[-1], self.features),
                      nn.initializers.normal(stddev=0.02))
-    y = linear(kernel, x)
+    y = linear(kernel, x, self.compressed_matmul)
     if self.use_bias:
       y = y + self.param("bias", nn.initializers.zeros, (self.features,)).astype(y.dtype)
     return y
@@ -136,9 +137,10 @@ class Attention(nn.Module):
     cfg = self.config
     batch, length, _ = x.shape
     groups = cfg.num_heads // cfg.num_kv_heads
-    q = Projection(cfg.num_heads * cfg.head_dim, cfg.attention_bias, name="q_proj")(x)
-    k = Projection(cfg.num_kv_heads * cfg.head_dim, cfg.attention_bias, name="k_proj")(x)
-    v = Projection(cfg.num_kv_heads * cfg.head_dim, cfg.attention_bias, name="v_proj")(x)
+    mode = cfg.compressed_matmul
+    q = Projection(cfg.num_heads * cfg.head_dim, cfg.attention_bias, mode, name="q_proj")(x)
+    k = Projection(cfg.num_kv_heads * cfg.head_dim, cfg.attention_bias, mode, name="k_proj")(x)
+    v = Projection(cfg.num_kv_heads * cfg.head_dim, cfg.attention_bias, mode, name="v_proj")(x)
     q = q.reshape(batch, length, cfg.num_heads, cfg.head_dim)
     k = k.reshape(batch, length, cfg.num_kv_heads, cfg.head_dim)
     v = v.reshape(batch, length, cfg.num_kv_heads, cfg.head_dim)
@@ -166,7 +168,7 @@ class Attention(nn.Module):
     weights = jax.nn.softmax(scores, axis=-1)
     out = jnp.einsum("bkgts,bskd->btkgd", weights, v.astype(jnp.float32)).astype(x.dtype)
     out = out.reshape(batch, length, cfg.num_heads * cfg.head_dim)
-    return Projection(cfg.hidden_size, name="o_proj")(out), new_cache
+    return Projection(cfg.hidden_size, False, mode, name="o_proj")(out), new_cache
 
 
 class MLP(nn.Module):
@@ -177,9 +179,10 @@ class MLP(nn.Module):
   @nn.compact
   def __call__(self, x):
     cfg = self.config
-    gate = Projection(cfg.intermediate_size, name="gate_proj")(x)
-    up = Projection(cfg.intermediate_size, name="up_proj")(x)
-    return Projection(cfg.hidden_size, name="down_proj")(jax.nn.silu(gate) * up)
+    mode = cfg.compressed_matmul
+    gate = Projection(cfg.intermediate_size, False, mode, name="gate_proj")(x)
+    up = Projection(cfg.intermediate_size, False, mode, name="up_proj")(x)
+    return Projection(cfg.hidden_size, False, mode, name="down_proj")(jax.nn.silu(gate) * up)
 
 
 class DecoderBlock(nn.Module):

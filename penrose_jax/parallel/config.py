@@ -41,6 +41,21 @@ def default_parallel_config(mesh_shape: Optional[dict] = None) -> ml_collections
   return config
 
 
+def setup_for_job(
+    job_config: ml_collections.ConfigDict) -> tuple[jax.sharding.Mesh, list[Rule], tuple[str, ...]]:
+  """`setup_from_config(job_config.parallel)`, with the defaults when a job config has no
+  `parallel` section (configs written before it existed, hand-built test configs).
+
+  Args:
+    job_config: a job's config (compress, align, qa_tune, evaluate, ...).
+
+  Returns:
+    (mesh, rules, data_axes).
+  """
+  block = job_config.get("parallel", None) if hasattr(job_config, "get") else None
+  return setup_from_config(block if block is not None else default_parallel_config())
+
+
 def setup_from_config(
     config: ml_collections.ConfigDict) -> tuple[jax.sharding.Mesh, list[Rule], tuple[str, ...]]:
   """Start-up of a (possibly multi-host) job from its `config.parallel` block.

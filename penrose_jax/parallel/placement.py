@@ -12,15 +12,24 @@ For orbax restores, `abstract_with_shardings` gives the ShapeDtypeStruct tree th
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence
+import contextlib
+import logging
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
 from penrose_jax.parallel.rules import shardings_for
 
+_LOG = logging.getLogger(__name__)
+
 DEFAULT_DATA_AXES: tuple[str, ...] = ("data", "fsdp")
+
+# Stack of (mesh, data_axes) set by `batch_placement`; empty = `place_batch` is the identity.
+_placement_stack: list[tuple[jax.sharding.Mesh, tuple[str, ...]]] = []
+_fallback_logged: set[tuple] = set()
 
 
 def init_sharded(init_fn: Callable[..., Any], mesh: jax.sharding.Mesh, rules: Any = None,
@@ -172,3 +181,75 @@ def shardings_of(tree: Any) -> Any:
     Same structure with each leaf's `.sharding`.
   """
   return jax.tree_util.tree_map(lambda x: x.sharding, tree)
+
+
+@contextlib.contextmanager
+def batch_placement(mesh: jax.sharding.Mesh,
+                    data_axes: Sequence[str] = DEFAULT_DATA_AXES) -> Iterator[None]:
+  """Within the block, `place_batch` (called by library code that builds batches) splits
+  batches over `data_axes` of `mesh`; outside any block it does nothing.
+
+  Jobs open one block around their work, so perplexity / scoring / alignment / Q&A training
+  batches land on the mesh without threading the mesh through every library signature.
+
+  Args:
+    mesh: the device mesh.
+    data_axes: mesh axes the batch dimension is split over.
+
+  Returns:
+    A context manager.
+  """
+  _placement_stack.append((mesh, tuple(data_axes)))
+  try:
+    yield
+  finally:
+    _placement_stack.pop()
+
+
+def place_batch(batch: Any) -> Any:
+  """Places a batch built identically on every process onto the active `batch_placement` mesh.
+
+  Leaves are split along dimension 0 over the data axes; when a leaf's row count is not
+  divisible by the data-parallel size the whole batch is replicated instead (logged once per
+  shape). Unlike `shard_batch`, the input is the *global* batch (library code builds the same
+  batch on every process), so this is also correct on multi-host runs.
+
+  Args:
+    batch: pytree of arrays sharing the leading batch dimension (numpy or jax).
+
+  Returns:
+    `batch` unchanged when no `batch_placement` block is active, else the same tree of
+    `jax.Array`s sharded P(data_axes) or replicated.
+  """
+  if not _placement_stack:
+    return batch
+  mesh, data_axes = _placement_stack[-1]
+  axes = _present_axes(mesh, data_axes)
+  parts = int(np.prod([mesh.shape[a] for a in axes])) if axes else 1
+  leaves = jax.tree_util.tree_leaves(batch)
+  rows = {int(np.shape(x)[0]) if np.ndim(x) else 0 for x in leaves}
+  if parts > 1 and any(r == 0 or r % parts for r in rows):
+    key = (tuple(sorted(rows)), parts, axes)
+    if key not in _fallback_logged:
+      _fallback_logged.add(key)
+      _LOG.warning("place_batch: batch rows %s not divisible by the data-parallel size %d "
+                   "(mesh axes %s of %s); replicating this batch instead", sorted(rows), parts,
+                   axes, dict(mesh.shape))
+    sharding = replicated(mesh)
+  else:
+    sharding = batch_sharding(mesh, data_axes)
+  return jax.tree_util.tree_map(lambda x: _put_global(x, sharding), batch)
+
+
+def to_host(x: Any) -> np.ndarray:
+  """numpy value of an array, gathering shards held by other processes when needed.
+
+  Args:
+    x: a numpy array or `jax.Array` (possibly sharded over several processes).
+
+  Returns:
+    The full array as numpy.
+  """
+  if isinstance(x, jax.Array) and not x.is_fully_addressable and not x.is_fully_replicated:
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(x)

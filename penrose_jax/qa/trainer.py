@@ -34,6 +34,7 @@ import numpy as np
 
 from penrose_jax.models import generation, llama, lora
 from penrose_jax.models.config import ModelConfig
+from penrose_jax.parallel.placement import place_batch
 from penrose_jax.qa import train_data
 from penrose_jax.qa.ingest import Document, Section
 from penrose_jax.qa.records import QAPair
@@ -191,7 +192,7 @@ def mean_masked_loss(params: Any, model_config: ModelConfig,
     return None
   total = count = 0.0
   for batch in train_data.padded_batches(examples, batch_size):
-    s, c = _eval_sums(params, batch, model_config)
+    s, c = _eval_sums(params, place_batch(batch), model_config)
     total, count = total + float(s), count + float(c)
   return total / max(count, 1.0)
 
@@ -337,7 +338,7 @@ def train(model_config: ModelConfig, params: Any, tokenizer: Any, documents: Seq
       state = restored[1]
       restored_step = int(state.step)
     checkpoints.close()
-  batch_fn = lambda i: train_data.stack_batch(table, plan[i])
+  batch_fn = lambda i: place_batch(train_data.stack_batch(table, plan[i]))
   total_tokens, total_seconds, final_loss = 0, 0.0, None
   common = dict(log_every=cfg.log_every, checkpoint_every=0, max_to_keep=2, resume=False,
                 progress=progress, async_checkpoints=False)

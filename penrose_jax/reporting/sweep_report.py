@@ -81,7 +81,8 @@ def _number(value: Any) -> float | None:
 
 def best_per_metric(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str]
                     ) -> list[dict[str, Any]]:
-  """For each metric with a known direction, the run with the best value (ties: first run).
+  """For each outcome metric with a known direction, the run with the best value (ties: first
+  run); '*_before*' metrics are skipped.
 
   Args:
     rows: results.csv rows.
@@ -92,6 +93,8 @@ def best_per_metric(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str]
   """
   out = []
   for metric in metrics:
+    if "_before" in metric:  # the shared starting point, not an outcome of the run
+      continue
     sense = direction(metric)
     values = [(row["run"], _number(row.get(metric))) for row in rows]
     values = [(name, v) for name, v in values if v is not None]
@@ -261,9 +264,10 @@ def render_markdown(config: Any, rows: Sequence[Mapping[str, Any]],
   for _, overrides in config.runs:
     overridden += [k for k in (overrides or {}) if k not in overridden]
   columns = main_columns(config.job, rows)
-  headers = ["run", "method"] + [k.split(".", 1)[-1] if k.count(".") > 1 else k
-                                 for k in overridden] + columns
-  table_rows = [[row["run"], method_label(config, row["run"], row)]
+  grouped = bool(config.get("method_key") or config.get("group_labels"))
+  headers = ["run"] + ["method"] * grouped + [k.split(".", 1)[-1] if k.count(".") > 1 else k
+                                              for k in overridden] + columns
+  table_rows = [[row["run"]] + [method_label(config, row["run"], row)] * grouped
                 + [row.get(k) for k in overridden] + [row.get(k) for k in columns]
                 for row in rows]
   lines = [f"# Sweep: {config.get('title') or config.job}\n",

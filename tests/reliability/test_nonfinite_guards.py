@@ -4,10 +4,12 @@ an exploding run stops with NonFiniteLossError naming the step, and the last goo
 
 from __future__ import annotations
 
-import numpy as np
+import jax
+import jax.numpy as jnp
 import pytest
 
 from configs import qa_tune as qa_tune_config
+from penrose_jax.alignment import align as align_module
 from penrose_jax.jobs import align, qa_tune
 from penrose_jax.training import NonFiniteLossError, TrainCheckpoints
 from tests.reliability.conftest import align_quick
@@ -43,12 +45,28 @@ def test_qa_tune_exploding_learning_rate(tmp_path, tiny_model_dir):
   _assert_stopped_with_good_checkpoint(info, tmp_path, tmp_path / "checkpoints")
 
 
-def test_align_exploding_learning_rate(tmp_path, compress_reference):
+def test_align_poisoned_params_mid_run(tmp_path, compress_reference, monkeypatch):
+  """A learning rate of 1e30 does not overflow the KL objective (norms rescale everything), so
+  the 4th update is fed params holding a NaN; the guarded step must refuse it."""
   config = align_quick(str(compress_reference[0] / "model"))
-  config.optimizer.learning_rate = 1e30
-  config.optimizer.clip_norm = 0.0
-  config.optimizer.warmup_steps = 4
   config.checkpoint_every = 1
+  real_run_training = align_module.run_training
+
+  def run_training_with_poison(state, train_step, *args, **kwargs):
+    calls = {"n": 0}
+
+    def poisoned_step(state, batch):
+      calls["n"] += 1
+      if calls["n"] == 4:
+        poison = lambda x: (jnp.where(True, jnp.nan, x) if jnp.issubdtype(x.dtype, jnp.floating)
+                            else x)
+        state = state.replace(params=jax.tree_util.tree_map(poison, state.params))
+      return train_step(state, batch)
+
+    return real_run_training(state, poisoned_step, *args, **kwargs)
+
+  monkeypatch.setattr(align_module, "run_training", run_training_with_poison)
   with pytest.raises(NonFiniteLossError) as info:
     align.run(config, tmp_path)
+  assert info.value.step == 4 and info.value.last_good_checkpoint_step == 3
   _assert_stopped_with_good_checkpoint(info, tmp_path, tmp_path / "train" / "checkpoints")
