@@ -21,6 +21,7 @@ import ml_collections
 
 from penrose_jax.evaluation import multiple_choice
 from penrose_jax.models.config import ModelConfig
+from penrose_jax.models.linear import dense_equivalent
 from penrose_jax.qa import train_data, trainer
 from penrose_jax.qa.curated import HeldoutQuestion
 
@@ -138,6 +139,9 @@ def evaluate_qa_model(loaded: Any, params: Any, questions: Sequence[HeldoutQuest
     (per benchmark), 'skipped'}.
   """
   from penrose_jax.jobs import evaluate  # local: jobs import qa, not the other way round
+  # Scoring needs values only: compressed / LoRA leaves are evaluated through their dense
+  # equivalent, so no compressed structure is compiled and decoding runs at dense speed.
+  params = dense_equivalent(params)
   ll = heldout_ll_accuracy(params, loaded.config, loaded.tokenizer, questions,
                            eval_config.batch_size)
   gen = heldout_generation_scores(params, loaded.config, loaded.tokenizer, questions,
