@@ -1,4 +1,4 @@
-"""The sweep job: overrides, skip logic, CSV, and every configs/sweep_*.py quick variant end to end.
+"""The sweep job: overrides, skip logic, CSV, and each configs/sweep_*.py quick variant end to end.
 
 The end-to-end tests run each quick sweep on the session's tiny model (2 runs each), check
 results.csv / report.md / plots, then rerun the sweep and check that every run is reused.

@@ -2,7 +2,8 @@
 
 The pytest process has already initialised JAX with one device, and
 --xla_force_host_platform_device_count only works before initialisation, so all multi-device
-checks run together in one child process (~20-40 s on 2 CPU cores) and report JSON.
+checks run together in one child process (~20-40 s on 2 CPU cores, plus ~40-60 s for the
+compress + align job runs of the `jobs` check) and report JSON.
 """
 
 import json
@@ -95,3 +96,18 @@ def test_mesh_validation_messages(results):
   assert "jax.device_count()=8" in check["messages"]["3x2"]
   assert "{'data': 3, 'fsdp': 2}" in check["messages"]["3x2"]
   assert check["filled"] == {"data": 2, "fsdp": 2, "tensor": 2}
+
+
+def test_jobs_on_a_mesh_match_single_device(results):
+  """compress quick (rel_fro_error per matrix, ppl) and align's first-step loss on a
+  {'data': 2, 'fsdp': 4} mesh vs the same runs fully replicated (single-device numerics)."""
+  check = results["jobs"]
+  _ok(check)
+  tol = check["tolerance_rel"]
+  assert tol <= 1e-4
+  assert check["matrices"] > 0
+  assert check["max_rel_diff_rel_fro_error"] <= tol
+  assert check["max_rel_diff_ppl"] <= tol
+  assert check["rel_diff_align_first_loss"] <= tol
+  assert any("fsdp" in spec for spec in check["specs"]["mesh_2x4"].values())
+  assert not any("fsdp" in spec for spec in check["specs"]["single"].values())

@@ -191,6 +191,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
   if needs_acts or streaming.needs_global_pass(cfg):
     tokens, calib_used, skipped = calibration_tokens(config, source.tokenizer)
     x0 = np.asarray(llama.embed_tokens(globals_, tokens), np.float32)
+  global_keys = sorted(globals_)
+  del globals_  # embeddings / LM head are written already; streaming holds one layer only
   ranks = None
   ranks_path = stream_dir / "ranks.json"
   if streaming.needs_global_pass(cfg):
@@ -225,7 +227,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
     state.save()
     if needs_acts and (stream_dir / f"acts_{i}.npy").exists():
       os.unlink(stream_dir / f"acts_{i}.npy")
-  keys = sorted(globals_) + [f"layers_{i}" for i in range(mcfg.num_layers)]
+  keys = global_keys + [f"layers_{i}" for i in range(mcfg.num_layers)]
   model_source.finish_model_checkpoint(
       model_dir, mcfg, source.tokenizer, keys,
       provenance={"name": f"{source.name} compressed ({cfg.method}, {cfg.tiling}, "
