@@ -26,5 +26,6 @@ __all__ = [
     "describe_specs", "find_rule", "init_sharded", "make_mesh", "maybe_initialize_distributed",
     "mesh_axis_sizes", "partition_specs_for", "path_to_str", "place_batch", "replicated",
     "resolve_mesh_shape", "rules_from_config", "rules_to_config", "setup_for_job",
-    "setup_from_config", "shard_batch", "shard_params", "shardings_for", "shardings_of", "spec_for_shape", "to_host",
+    "setup_from_config", "shard_batch", "shard_params", "shardings_for", "shardings_of",
+    "spec_for_shape", "to_host",
 ]

@@ -75,12 +75,18 @@ def compress_quick() -> Any:
   return compress_config.get_config("quick")
 
 
-ALIGN_OVERRIDES = {"teacher": "tiny"}  # + student = the reference compress run's model
+def align_overrides(student: str) -> dict:
+  """align quick on a finished compress run: its model as the student, the tiny model that
+  run built as the teacher (no second build), fewer eval windows (CI time)."""
+  teacher = pathlib.Path(student).parent / "model_cache" / "tiny"
+  return {"student": student, "teacher": str(teacher), "eval.max_windows": 2}
 
 
 def align_quick(student: str) -> Any:
+  overrides = align_overrides(student)
   config = align_config.get_config("quick")
-  config.student, config.teacher = student, ALIGN_OVERRIDES["teacher"]
+  config.student, config.teacher = overrides["student"], overrides["teacher"]
+  config.eval.max_windows = overrides["eval.max_windows"]
   return config
 
 

@@ -10,6 +10,7 @@ Also: a corrupted latest training checkpoint falls back to the previous one with
 
 from __future__ import annotations
 
+import csv
 import glob
 import json
 import logging
@@ -25,7 +26,8 @@ import pytest
 from penrose_jax.training import (OptimizerConfig, TrainCheckpoints, init_train_state,
                                   make_optimizer, make_schedule, make_train_step, read_metrics,
                                   run_training, trainable_mask)
-from tests.reliability.conftest import (QA_OVERRIDES, assert_same_arrays, checkpoint_arrays,
+from tests.reliability.conftest import (QA_OVERRIDES, TIMING_KEYS, align_overrides,
+                                        assert_same_arrays, checkpoint_arrays,
                                         entrypoint_command, run_and_kill, run_to_end,
                                         without_timing)
 
@@ -61,7 +63,7 @@ def test_compress_killed_three_times_equals_uninterrupted(tmp_path, compress_ref
 def test_align_killed_twice_equals_uninterrupted(tmp_path, align_reference):
   ref_dir, ref_report, student = align_reference
   workdir = tmp_path / "align"
-  outcomes = _kill_resume_cycle("align", workdir, {"student": student, "teacher": "tiny"},
+  outcomes = _kill_resume_cycle("align", workdir, align_overrides(student),
                                 kills=2, window_s=8.0, seed=1)
   assert "killed" in outcomes, outcomes
   assert (read_metrics(str(workdir / "train" / "metrics.jsonl"), drop_timing=True)
@@ -91,10 +93,32 @@ def test_qa_tune_killed_twice_equals_uninterrupted(tmp_path, qa_tune_reference):
   assert_same_arrays(checkpoint_arrays(ref_dir / "model"), checkpoint_arrays(workdir / "model"))
 
 
-def test_sweep_runner_killed_and_resumed():
-  if not (REPO / "penrose_jax" / "jobs" / "sweep.py").exists():
-    pytest.skip("penrose_jax/jobs/sweep.py does not exist yet (no sweep runner to kill)")
-  pytest.skip("sweep runner exists but has no fault-injection test yet; add one here")
+def test_sweep_runner_killed_twice_equals_uninterrupted(tmp_path):
+  """configs/sweep_ratio.py:quick (two compress runs): killed twice, resumed, it gives the
+  same results.csv (timing columns aside) and the same checkpoints as a clean in-process run."""
+  from configs import sweep_ratio
+  from penrose_jax.jobs import sweep
+  ref_dir = tmp_path / "ref"
+  sweep.run(sweep_ratio.get_config("quick"), ref_dir)
+  workdir = tmp_path / "killed"
+  rng = random.Random(3)
+  cmd = [c.replace("configs/sweep.py:quick", "configs/sweep_ratio.py:quick")
+         for c in entrypoint_command("sweep", workdir)]
+  outcomes = [run_and_kill(cmd, workdir, rng.uniform(0.2, 6.0)) for _ in range(2)]
+  run_to_end(cmd)
+  assert "killed" in outcomes, outcomes
+
+  def rows(directory):
+    table = list(csv.DictReader((directory / "results.csv").open()))
+    return [{k: v for k, v in row.items() if k not in TIMING_KEYS and not k.endswith("_s")}
+            for row in table]
+
+  assert rows(workdir) == rows(ref_dir)
+  runs = sorted(p.name for p in (ref_dir / "runs").iterdir())
+  assert runs == sorted(p.name for p in (workdir / "runs").iterdir()) and len(runs) == 2
+  for name in runs:
+    assert_same_arrays(checkpoint_arrays(ref_dir / "runs" / name / "model"),
+                       checkpoint_arrays(workdir / "runs" / name / "model"))
 
 
 # ---- corrupted latest training checkpoint ----
