@@ -187,7 +187,9 @@ def _run_loaded(config: ml_collections.ConfigDict, workdir: pathlib.Path, start:
         "before": before["heldout_answers"], "after": after["heldout_answers"]})
   if cfg.mode != "none" and config.save_model:
     model_source.save_model_checkpoint(
-        workdir / "model", loaded.config, tuned, loaded.tokenizer,
+        # The execution mode is a run-time choice, not part of the saved model.
+        workdir / "model", dataclasses.replace(loaded.config, compressed_matmul="factored"),
+        tuned, loaded.tokenizer,
         provenance={"name": f"{loaded.name} + qa_tune {cfg.mode} ({cfg.trainable})",
                     "source_model": config.model, "job": "qa_tune", "mode": cfg.mode})
   pick = lambda metrics, key: None if metrics is None else metrics[key]
