@@ -160,3 +160,28 @@ def token_windows_from_sources(specs: Sequence[str], tokenizer, num_windows: int
   if not rows:
     raise ValueError(f"text sources {list(specs)} hold no full {window}-token window")
   return np.concatenate(rows, axis=0)
+
+
+def windows_from_existing_sources(specs: Sequence[str], tokenizer, num_windows: int, window: int,
+                                  seed: int = 0, what: str = "text"
+                                  ) -> tuple[np.ndarray, list[str], list[str]]:
+  """`token_windows_from_sources` over the specs whose paths exist; the rest are skipped.
+
+  Args:
+    specs: source specs (some may be missing, e.g. no ../shared beside a fresh clone).
+    tokenizer: a TextTokenizer.
+    num_windows: total windows wanted.
+    window: tokens per window.
+    seed: sampling seed.
+    what: what the sources are for, used in the error message.
+
+  Returns:
+    (tokens (N, window), specs used, skipped messages).
+
+  Raises:
+    FileNotFoundError: when none of the sources exists.
+  """
+  used, skipped = available_sources(list(specs))
+  if not used:
+    raise FileNotFoundError(f"none of the {what} sources exist: {list(specs)}")
+  return token_windows_from_sources(used, tokenizer, num_windows, window, seed), used, skipped

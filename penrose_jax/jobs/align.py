@@ -19,7 +19,6 @@ import time
 from typing import Any
 
 import ml_collections
-import numpy as np
 
 from penrose_jax import parallel
 from penrose_jax.alignment.align import AlignmentConfig, ObjectiveConfig, align
@@ -29,14 +28,6 @@ from penrose_jax.jobs import compress, model_source
 from penrose_jax.models.linear import dense_equivalent
 from penrose_jax.reporting import report_json
 from penrose_jax.training.optimizer import OptimizerConfig
-
-
-def _windows(specs: list[str], tokenizer: Any, count: int, window: int, seed: int
-             ) -> tuple[np.ndarray, list[str]]:
-  used, skipped = text_sources.available_sources(specs)
-  if not used:
-    raise FileNotFoundError(f"none of the text sources exist: {specs}")
-  return text_sources.token_windows_from_sources(used, tokenizer, count, window, seed), skipped
 
 
 def text_set_perplexities(params: Any, model_config: Any, tokenizer: Any,
@@ -57,9 +48,9 @@ def text_set_perplexities(params: Any, model_config: Any, tokenizer: Any,
     if not text_sources.source_path(spec).exists():
       skipped.append(f"eval text set {name}: {text_sources.source_path(spec)} not found")
       continue
-    ids = [tokenizer.encode(t) for _, t in text_sources.read_source(spec)]
-    windows = perplexity.token_windows(ids, eval_config.window, eval_config.max_windows or None)
-    out[name] = perplexity.perplexity(params, model_config, windows, eval_config.batch_size)["ppl"]
+    out[name] = perplexity.text_perplexity(params, model_config, tokenizer, spec,
+                                           eval_config.window, eval_config.max_windows or None,
+                                           eval_config.batch_size)["ppl"]
   return out, skipped
 
 
@@ -131,10 +122,10 @@ def _align_loaded(config: ml_collections.ConfigDict, workdir: pathlib.Path, star
   # Execution choice for compressed kernels in training (see models.linear.linear).
   mcfg = dataclasses.replace(student.config, compressed_matmul=config.compressed_matmul)
   tok = student.tokenizer
-  train, skipped = _windows(list(config.train_sources), tok, config.num_train_windows,
-                            config.window, config.seed)
-  val, skipped_val = _windows(list(config.val_sources), tok, config.num_val_windows,
-                              config.window, config.seed + 1)
+  train, _, skipped = text_sources.windows_from_existing_sources(
+      config.train_sources, tok, config.num_train_windows, config.window, config.seed)
+  val, _, skipped_val = text_sources.windows_from_existing_sources(
+      config.val_sources, tok, config.num_val_windows, config.window, config.seed + 1)
   # Perplexities use dense-equivalent trees: same values, the dense compiled forward.
   ppl_before, skipped_eval = text_set_perplexities(dense_equivalent(student.params),
                                                    student.config, tok, config.eval)

@@ -77,12 +77,8 @@ def calibration_tokens(config: ml_collections.ConfigDict, tokenizer: Any
     (tokens (N, T), sources used, skipped messages).
   """
   cal = config.calibration
-  used, skipped = text_sources.available_sources(list(cal.sources))
-  if not used:
-    raise FileNotFoundError(f"none of the calibration sources exist: {list(cal.sources)}")
-  tokens = text_sources.token_windows_from_sources(used, tokenizer, cal.num_windows, cal.window,
-                                                   cal.seed)
-  return tokens, used, skipped
+  return text_sources.windows_from_existing_sources(cal.sources, tokenizer, cal.num_windows,
+                                                    cal.window, cal.seed, what="calibration")
 
 
 def _hidden_divergence(dense: Any, compressed: Any, config: Any, windows: np.ndarray
