@@ -36,6 +36,10 @@ def compression_section() -> ml_collections.ConfigDict:
   c.rank_policy = "budget"      # 'budget' | 'fixed' | 'energy'
   c.budget_scope = "global"     # one budget over every matrix of the model, or per 'matrix'
   c.param_ratio = 0.6
+  # Rank floor per tile: without it the global greedy zeroed whole matrices (layers_0 v_proj
+  # of SmolLM2 at 0.6), which alignment cannot revive. The README's first compression table
+  # was measured with min_rank=0 (its commands say so).
+  c.min_rank = 1
   c.energy = 0.9
   c.whiten = True
   c.damping = 1e-2

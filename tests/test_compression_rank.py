@@ -115,3 +115,19 @@ def test_rank_deficient_activations_do_not_crash(case):
   np.testing.assert_allclose(_reconstruct(w, t, full, gram), w, atol=1e-8)
   u, v = rank_blocks.truncate_tile(svds[0], 2)
   assert np.all(np.isfinite(u)) and np.all(np.isfinite(v))
+
+
+def test_min_rank_floor_keeps_every_tile_alive_within_budget():
+  rng = np.random.default_rng(3)
+  # One strong matrix and one weak one: without a floor the greedy zeroes the weak one.
+  strong = rank_blocks.tile_spectra_for_matrix(10 * _low_rank_plus_noise(rng, 48, 64), penrose_layout(48, 64, 4))
+  weak = rank_blocks.tile_spectra_for_matrix(0.01 * rng.normal(size=(48, 64)), penrose_layout(48, 64, 4))
+  spectra = strong + weak
+  budget = 0.15 * 2 * 48 * 64
+  plain = ra.allocate_ranks(spectra, budget)
+  assert min(plain[len(strong):]) == 0
+  floored = ra.allocate_ranks(spectra, budget, min_rank=1)
+  assert min(floored) >= 1
+  assert ra.allocation_cost(spectra, floored) <= budget
+  with pytest.raises(ValueError, match="min_rank"):
+    ra.allocate_ranks(spectra, budget, min_rank=-1)

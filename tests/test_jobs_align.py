@@ -20,7 +20,12 @@ def test_quick_align_writes_report_metrics_and_model(tmp_path):
     assert key in on_disk, key
   assert report["train_tokens"] == 4 * config.batch_size * config.window
   assert (tmp_path / "train" / "metrics.jsonl").read_text().count("\n") >= 4
-  assert report["logit_kl_after"] <= report["logit_kl_before"] + 1e-6  # best checkpoint kept
+  # The quick compression keeps every matrix alive (min_rank): gradients flow and the
+  # held-out KL goes down (before the rank floor, whole matrices were zero and it stayed put).
+  records = [json.loads(line) for line in
+             (tmp_path / "train" / "metrics.jsonl").read_text().splitlines()]
+  assert all(r["grad_norm"] > 0 for r in records)
+  assert report["logit_kl_after"] < report["logit_kl_before"]
   loaded = model_source.load(str(tmp_path / "model"))
   assert loaded.config.num_layers == 2
 

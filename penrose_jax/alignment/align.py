@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from penrose_jax.alignment import losses
+from penrose_jax.compression.packing import pack_compressed, unpack_compressed
 from penrose_jax.alignment.teacher_cache import (TeacherCache, logits_from_final_hidden,
                                                  teacher_head_params, tokens_fingerprint)
 from penrose_jax.models import llama
@@ -263,6 +264,8 @@ def align(student_params: Any, teacher_params: Any, model_config: ModelConfig,
   objective = config.objective
   mask = trainable_mask(student_params, config.trainable)
   trainable_info = describe_trainable(student_params, mask)
+  # One flat vector per compressed leaf: ~3,400 factor arrays -> ~210 (see packing.py).
+  student_params, mask = pack_compressed(student_params, mask)
   if trainable_info["trainable_params"] == 0:
     raise ValueError(f"selector {config.trainable!r} selects no float arrays to train")
   mask_leaves, mask_def = jax.tree_util.tree_flatten(mask)
@@ -305,6 +308,7 @@ def align(student_params: Any, teacher_params: Any, model_config: ModelConfig,
     store.close()
     params, chosen_step = best_state.params, result.best_step
   after = eval_fn(params)
+  params = unpack_compressed(params)
   report: dict[str, Any] = {}
   for key in before:
     report[f"{key}_before"] = before[key]

@@ -101,7 +101,7 @@ def factor_budget(dense_params: float, param_ratio: float, num_tiles: int) -> fl
 
 
 def allocate_ranks(spectra: Sequence[TileSpectrum], budget_params: float,
-                   weights: Optional[Sequence[float]] = None) -> list[int]:
+                   weights: Optional[Sequence[float]] = None, min_rank: int = 0) -> list[int]:
   """Greedy global rank allocation under a parameter budget.
 
   Each tile offers at each state either one more rank (gain w * sigma_r^2, cost h + w) or,
@@ -117,6 +117,9 @@ def allocate_ranks(spectra: Sequence[TileSpectrum], budget_params: float,
     spectra: TileSpectrum per tile (whitened singular values when whitening).
     budget_params: total stored numbers allowed across all tiles.
     weights: optional per-tile multipliers (default each spectrum's .weight).
+    min_rank: rank every tile gets before the greedy runs (as far as the budget allows, in
+      tile order). Without a floor the greedy can zero whole matrices (SmolLM2 at 0.6:
+      layers_0 v_proj went to rank 0), which no later training can revive.
 
   Returns:
     Canonical rank per tile (min(h, w) means stored dense).
@@ -128,6 +131,13 @@ def allocate_ranks(spectra: Sequence[TileSpectrum], budget_params: float,
   tails = [np.concatenate([np.cumsum(s[::-1])[::-1], [0.0]]) for s in sig2]  # tail[r] = sum_{j>=r}
   remaining = float(budget_params)
   dense = [False] * n
+  if min_rank < 0:
+    raise ValueError(f"min_rank must be >= 0, got {min_rank}")
+  for i, sp in enumerate(spectra):
+    floor = min(min_rank, sig2[i].size)
+    if floor > 0 and not is_dense_rank(sp.h, sp.w, floor) and floor * (sp.h + sp.w) <= remaining:
+      ranks[i] = floor
+      remaining -= floor * (sp.h + sp.w)
 
   def options(i):
     sp, r = spectra[i], ranks[i]

@@ -168,12 +168,13 @@ def scan_spectra(layers: Iterable[tuple[str, Any]], x: np.ndarray, cfg: Compress
 
 
 def allocate_global_ranks(spectra: Mapping[str, list[rank_blocks.TileSpectrum]],
-                          param_ratio: float) -> dict[str, list[int]]:
+                          param_ratio: float, min_rank: int = 0) -> dict[str, list[int]]:
   """Global greedy allocation over all tiles of all matrices (budget = ratio x dense params).
 
   Args:
     spectra: from `scan_spectra`.
     param_ratio: stored / dense target over the selected matrices.
+    min_rank: rank floor per tile (see rank_allocation.allocate_ranks).
 
   Returns:
     Param path -> canonical rank per tile.
@@ -182,7 +183,7 @@ def allocate_global_ranks(spectra: Mapping[str, list[rank_blocks.TileSpectrum]],
   flat = [sp for p in paths for sp in spectra[p]]
   dense = sum(sp.h * sp.w for sp in flat)
   ranks = rank_allocation.allocate_ranks(
-      flat, rank_allocation.factor_budget(dense, param_ratio, len(flat)))
+      flat, rank_allocation.factor_budget(dense, param_ratio, len(flat)), min_rank=min_rank)
   out, k = {}, 0
   for p in paths:
     out[p] = [int(r) for r in ranks[k:k + len(spectra[p])]]
@@ -198,7 +199,7 @@ def _local_ranks(cfg: CompressionConfig, tiling: Tiling, svds) -> list[int]:
     return rank_allocation.energy_ranks(spectra, cfg.energy)
   return rank_allocation.allocate_ranks(
       spectra, rank_allocation.factor_budget(tiling.m * tiling.n, cfg.param_ratio,
-                                             tiling.num_tiles))
+                                             tiling.num_tiles), min_rank=cfg.min_rank)
 
 
 def compress_layer(layer_key: str, layer_params: Mapping[str, Any], x: Optional[np.ndarray],

@@ -69,6 +69,7 @@ class CompressionConfig:
   rank_policy: str = "budget"
   budget_scope: str = "global"
   param_ratio: float = 0.5
+  min_rank: int = 0
   energy: float = 0.9
   fixed_ranks: Any = None
   whiten: bool = False
@@ -127,6 +128,8 @@ def validate_config(cfg: CompressionConfig) -> None:
   _choice("quantize", cfg.quantize, ("none",) + tuple(BITS))
   if not (isinstance(cfg.param_ratio, (int, float)) and 0.0 < cfg.param_ratio <= 1.0):
     raise ValueError(f"config.param_ratio={cfg.param_ratio!r} must be in (0, 1]")
+  if not isinstance(cfg.min_rank, int) or cfg.min_rank < 0:
+    raise ValueError(f"config.min_rank={cfg.min_rank!r} must be an int >= 0")
   if not 0.0 < cfg.energy <= 1.0:
     raise ValueError(f"config.energy={cfg.energy!r} must be in (0, 1]")
   if cfg.tau is not None and cfg.tau < 0:
@@ -366,13 +369,14 @@ def compress(params: Any, config: Any) -> tuple[dict, dict]:
       all_ranks = [rank_allocation.energy_ranks(f[2], cfg.energy) for f in factored]
     elif cfg.budget_scope == "matrix":
       all_ranks = [rank_allocation.allocate_ranks(
-          f[2], rank_allocation.factor_budget(p[2].m * p[2].n, cfg.param_ratio, p[2].num_tiles))
+          f[2], rank_allocation.factor_budget(p[2].m * p[2].n, cfg.param_ratio, p[2].num_tiles),
+          min_rank=cfg.min_rank)
                    for p, f in zip(plan, factored)]
     else:
       flat = [sp for f in factored for sp in f[2]]
       budget = rank_allocation.factor_budget(sum(p[2].m * p[2].n for p in plan), cfg.param_ratio,
                                              len(flat))
-      flat_ranks = rank_allocation.allocate_ranks(flat, budget)
+      flat_ranks = rank_allocation.allocate_ranks(flat, budget, min_rank=cfg.min_rank)
       all_ranks, k = [], 0
       for p in plan:
         all_ranks.append(flat_ranks[k:k + p[2].num_tiles])

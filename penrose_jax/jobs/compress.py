@@ -198,7 +198,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
       layers = ((f"layers_{i}", source.read_layer(i)) for i in
                 tqdm(range(mcfg.num_layers), desc="pass 1: spectra", unit="layer"))
       spectra = streaming.scan_spectra(layers, x0, cfg, fns)
-      ranks = streaming.allocate_global_ranks(spectra, cfg.param_ratio)
+      ranks = streaming.allocate_global_ranks(spectra, cfg.param_ratio, cfg.min_rank)
       report_json.write_json_atomic(ranks_path, ranks)
   first = state.values["next_layer"]
   x = None

@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from penrose_jax.compression.packing import pack_compressed, unpack_compressed
 from penrose_jax.models import generation, llama, lora
 from penrose_jax.models.config import ModelConfig
 from penrose_jax.models.linear import dense_equivalent
@@ -285,8 +286,11 @@ def train(model_config: ModelConfig, params: Any, tokenizer: Any, documents: Seq
   summary = {k: v for k, v in describe_trainable(train_params, mask).items()
              if k != "trainable_paths"}
   summary["selector"] = selector
+  # Compressed leaves train as one flat vector each (compile time; see compression/packing.py).
+  train_params, mask = pack_compressed(train_params, mask)
   if cfg.mode == "none":
-    return TrainOutcome(train_params, 0, 0, 0, 0.0, None, 0, {}, summary, ["mode none: no training"])
+    return TrainOutcome(unpack_compressed(train_params), 0, 0, 0, 0.0, None, 0, {}, summary,
+                        ["mode none: no training"])
 
   eot = train_data.end_of_turn(tokenizer)
   max_windows = cfg.max_section_windows or None
@@ -356,8 +360,8 @@ def train(model_config: ModelConfig, params: Any, tokenizer: Any, documents: Seq
   if cfg.mode == "onepass":
     if restored_step < num_steps:
       run_until(num_steps)
-    return TrainOutcome(state.params, num_steps, num_steps * cfg.batch_size * cfg.seq_len,
-                        loss_tokens, total_tokens / max(total_seconds, 1e-9), final_loss, 0,
+    return TrainOutcome(unpack_compressed(state.params), num_steps,
+                        num_steps * cfg.batch_size * cfg.seq_len, loss_tokens, total_tokens / max(total_seconds, 1e-9), final_loss, 0,
                         row_counts, summary, notes)
 
   traces_path = workdir / "traces.jsonl"
@@ -397,6 +401,6 @@ def train(model_config: ModelConfig, params: Any, tokenizer: Any, documents: Seq
     _append_jsonl(traces_path, record)
     if on_section_end is not None:
       on_section_end(j, record)
-  return TrainOutcome(state.params, num_steps, num_steps * cfg.batch_size * cfg.seq_len,
-                      loss_tokens, total_tokens / max(total_seconds, 1e-9), final_loss,
+  return TrainOutcome(unpack_compressed(state.params), num_steps,
+                      num_steps * cfg.batch_size * cfg.seq_len, loss_tokens, total_tokens / max(total_seconds, 1e-9), final_loss,
                       len(sections), row_counts, summary, notes)

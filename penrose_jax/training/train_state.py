@@ -47,13 +47,40 @@ def init_train_state(params: Any, optimizer: optax.GradientTransformation, mask:
     seed: base seed for per-step randomness.
 
   Returns:
-    TrainState with step 0. Its params are copies: the train step donates the state, and
+    TrainState with step 0; arrays without a mesh sharding are replicated on the params' mesh
+    (when the params carry one). Its params are copies: the train step donates the state, and
     the caller's arrays (often shared with a teacher model) must stay valid.
   """
   params = jax.tree_util.tree_map(jnp.copy, params)
   trainable, _ = partition(params, mask)
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    opt_state=optimizer.init(trainable), rng=jax.random.PRNGKey(seed))
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                     opt_state=optimizer.init(trainable), rng=jax.random.PRNGKey(seed))
+  return _replicate_unplaced(state)
+
+
+def _replicate_unplaced(state: TrainState) -> TrainState:
+  """Puts arrays without a mesh sharding (step, rng, optimizer counts) on the params' mesh.
+
+  The jitted step returns every output on the mesh; an input state whose scalars sit on one
+  default device has a different sharding signature, so the second step would recompile the
+  whole update (minutes for a compressed model).
+  """
+  mesh = None
+  for leaf in jax.tree_util.tree_leaves(state.params):
+    sharding = getattr(leaf, "sharding", None)
+    if isinstance(sharding, jax.sharding.NamedSharding):
+      mesh = sharding.mesh
+      break
+  if mesh is None:
+    return state
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+  def place(x):
+    if isinstance(getattr(x, "sharding", None), jax.sharding.NamedSharding):
+      return x
+    return jax.device_put(x, replicated)
+
+  return jax.tree_util.tree_map(place, state)
 
 
 def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, mask: Any,
