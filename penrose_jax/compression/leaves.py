@@ -6,10 +6,15 @@
 * `SpectralMatrix`: every tile stored as truncated 2-D transform coefficients (block scope).
 * `QuantizedDense`: the plain RTN int8/int4 baseline of the whole kernel.
 
-matmul never forms the (in, out) matrix: per group it gathers the input slices of its tiles
-via static index arrays -> (..., g, h), contracts with u then v (or with the block), and
-scatter-adds into the output columns. Tile coordinates are static (`StaticArray`), so jit
-specialises the gathers and grads flow only through the stored float values.
+matmul never forms the (in, out) matrix. Every tiling we build (penrose, grid, single) is a set
+of row bands whose tiles cut the band's columns into intervals, so the default "band" path
+uses static slices only: per band, one dot of x[..., r0:r0+h] with the band's u factors and
+dense blocks concatenated along the rank axis, then one small dot per low-rank tile with its
+v, and a concatenation of the tile outputs (zeros for rank-0 gaps) along the output axis;
+band outputs are summed. Gathers/scatters (slow on CPU, and a scatter-add per group) are
+kept only as the fallback for leaves whose tiles are not band-structured (custom layouts),
+detected statically. Tile coordinates are static (`StaticArray`), so jit specialises the
+slices and grads flow only through the stored float values.
 
 Registration: every leaf is put in LEAF_TYPES here and, when `penrose_jax.io.checkpoint`
 provides `register_leaf_type`, registered there too (try-import: no hard dependency either
@@ -19,7 +24,7 @@ way; io.checkpoint may also consult LEAF_TYPES directly).
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
@@ -186,6 +191,89 @@ class DenseGroup:
     return stored_count(self.data) + coords, stored_bytes(self.data) + 4 * coords
 
 
+def band_plan(shape, groups) -> Optional[tuple]:
+  """The static band structure of a grouped leaf, or None when it has none.
+
+  A leaf is band-structured when tiles sharing a row0 share their height, bands do not
+  overlap in rows, and tiles of a band do not overlap in columns. Gaps (rank-0 tiles are not
+  stored; whole bands may be missing) are allowed: they contribute zeros, as in materialize.
+
+  Args:
+    shape: dense (in, out) shape.
+    groups: the leaf's LowRankGroup / DenseGroup tuple.
+
+  Returns:
+    Tuple of (row0, h, tiles) per band sorted by row0, tiles = ((col0, w, group index, k,
+    rank or None for dense), ...) sorted by col0; or None.
+  """
+  m, n = shape
+  bands: dict[int, list] = {}
+  heights: dict[int, int] = {}
+  for gi, grp in enumerate(groups):
+    rank = grp.rank if isinstance(grp, LowRankGroup) else None
+    for k, (r0, c0) in enumerate(zip(grp.row0.array.tolist(), grp.col0.array.tolist())):
+      if heights.setdefault(r0, grp.h) != grp.h:
+        return None
+      bands.setdefault(r0, []).append((c0, grp.w, gi, k, rank))
+  plan, row_end = [], 0
+  for r0 in sorted(bands):
+    h = heights[r0]
+    if r0 < row_end or r0 + h > m:
+      return None
+    row_end = r0 + h
+    tiles = sorted(bands[r0])
+    col_end = 0
+    for c0, w, *_ in tiles:
+      if c0 < col_end or c0 + w > n:
+        return None
+      col_end = c0 + w
+    plan.append((r0, h, tuple(tiles)))
+  return tuple(plan)
+
+
+def _band_matmul(shape, groups, bands, x: jax.Array, dtype) -> jax.Array:
+  """x @ W over row bands with static slices and concatenations only (see module doc)."""
+  n = shape[1]
+  # Decode every group once (quantized / spectral codecs), then take tiles by static index.
+  decoded = [(as_dense(g.u, dtype), as_dense(g.v, dtype)) if isinstance(g, LowRankGroup)
+             else (as_dense(g.data, dtype), None) for g in groups]
+  zeros = lambda width: jnp.zeros(x.shape[:-1] + (width,), dtype)
+  out = None
+  for r0, h, tiles in bands:
+    xb = jax.lax.slice_in_dim(x, r0, r0 + h, axis=x.ndim - 1)
+    # Low-rank u (h, r) and dense blocks (h, w) side by side: one dot serves the whole band.
+    cols = [decoded[gi][0][k] for _, _, gi, k, _ in tiles]
+    t = xb @ (cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=1))
+    pieces, pos, off = [], 0, 0
+    for c0, w, gi, k, rank in tiles:
+      if c0 > pos:
+        pieces.append(zeros(c0 - pos))
+      width = w if rank is None else rank
+      tk = jax.lax.slice_in_dim(t, off, off + width, axis=t.ndim - 1)
+      pieces.append(tk if rank is None else tk @ decoded[gi][1][k].T)
+      off += width
+      pos = c0 + w
+    if pos < n:
+      pieces.append(zeros(n - pos))
+    yb = pieces[0] if len(pieces) == 1 else jnp.concatenate(pieces, axis=-1)
+    out = yb if out is None else out + yb
+  return zeros(n) if out is None else out
+
+
+def _gather_matmul(shape, groups, x: jax.Array, dtype) -> jax.Array:
+  """x @ W by per-group gathers and scatter-adds (any tile layout; the fallback)."""
+  out = jnp.zeros(x.shape[:-1] + (shape[1],), dtype)
+  lowrank = [grp for grp in groups if isinstance(grp, LowRankGroup)]
+  for bucket, rmax, h, w, row0, col0, pad in _merge_lowrank(lowrank):
+    u = jnp.concatenate([pad(as_dense(grp.u, dtype), grp.rank) for grp in bucket])
+    v = jnp.concatenate([pad(as_dense(grp.v, dtype), grp.rank) for grp in bucket])
+    out = LowRankGroup(u, v, row0, col0, h, w, rmax).apply(x, out)
+  for group in groups:
+    if not isinstance(group, LowRankGroup):
+      out = group.apply(x, out)
+  return out
+
+
 class _GroupedLeaf(_CheckpointMixin):
   """Shared matmul / materialize / counting over `self.groups()`."""
 
@@ -193,22 +281,24 @@ class _GroupedLeaf(_CheckpointMixin):
     raise NotImplementedError
 
   def matmul(self, x: jax.Array) -> jax.Array:
-    """x (..., in) -> (..., out) without forming the dense matrix."""
+    """x (..., in) -> (..., out) without forming the dense matrix.
+
+    Args:
+      x: activations (..., in); integer inputs are computed in float32.
+
+    Returns:
+      (..., out) in x's float dtype.
+    """
     x = jnp.asarray(x)
     if x.shape[-1] != self.shape[0]:
       raise ValueError(f"matmul input width {x.shape[-1]} != leaf in-dim {self.shape[0]}")
     dtype = x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.float32
     x = x.astype(dtype)
-    out = jnp.zeros(x.shape[:-1] + (self.shape[1],), dtype)
-    lowrank = [grp for grp in self.groups() if isinstance(grp, LowRankGroup)]
-    for bucket, rmax, h, w, row0, col0, pad in _merge_lowrank(lowrank):
-      u = jnp.concatenate([pad(as_dense(grp.u, dtype), grp.rank) for grp in bucket])
-      v = jnp.concatenate([pad(as_dense(grp.v, dtype), grp.rank) for grp in bucket])
-      out = LowRankGroup(u, v, row0, col0, h, w, rmax).apply(x, out)
-    for group in self.groups():
-      if not isinstance(group, LowRankGroup):
-        out = group.apply(x, out)
-    return out
+    groups = self.groups()
+    bands = band_plan(self.shape, groups)
+    if bands is None:
+      return _gather_matmul(self.shape, groups, x, dtype)
+    return _band_matmul(self.shape, groups, bands, x, dtype)
 
   def materialize(self) -> jax.Array:
     """The dense (in, out) float32 matrix."""
