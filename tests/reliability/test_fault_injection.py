@@ -70,8 +70,11 @@ def test_align_killed_twice_equals_uninterrupted(tmp_path, align_reference):
           == read_metrics(str(ref_dir / "train" / "metrics.jsonl"), drop_timing=True))
   assert_same_arrays(checkpoint_arrays(ref_dir / "model"), checkpoint_arrays(workdir / "model"))
   report = json.loads((workdir / "report.json").read_text())
-  assert without_timing(report, workdir) == without_timing(
-      json.loads(json.dumps(ref_report)), ref_dir)
+  # start_step records where the last process resumed (a kill can land after the final step,
+  # before the report); everything else must match.
+  clean = lambda r, w: {k: v for k, v in without_timing(r, w).items() if k != "start_step"}
+  assert clean(report, workdir) == clean(json.loads(json.dumps(ref_report)), ref_dir)
+  assert 0 <= report["start_step"] <= report["num_steps"]
 
 
 def test_qa_tune_killed_twice_equals_uninterrupted(tmp_path, qa_tune_reference):
