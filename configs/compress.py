@@ -43,6 +43,7 @@ def compression_section() -> ml_collections.ConfigDict:
   c.energy = 0.9
   c.whiten = True
   c.damping = 1e-2
+  c.svd_method = "exact"        # 'exact' | 'randomized' (leading break-even rank; large matrices)
   c.spectral = "none"           # 'none' | 'dct' | 'fft'
   c.spectral_scope = "factor"   # 'factor' | 'block'
   c.tau = ml_collections.config_dict.placeholder(float)  # magnitude threshold, or

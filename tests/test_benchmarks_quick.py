@@ -47,3 +47,18 @@ def test_train_throughput_quick(tmp_path):
   for row in result["rows"]:
     _positive(row, ["tokens_per_s", "step_s", "flops_per_step", "achieved_gflops",
                     "fraction_of_peak"])
+
+
+def test_compression_speed_quick(tmp_path):
+  result = _run("compression_speed.py", tmp_path / "compression.json")
+  assert [r["svd_method"] for r in result["stages"]] == ["exact", "randomized"]
+  for run in result["stages"]:
+    assert {"load", "calibrate", "factor", "write"} <= set(run["stage_s"]), run["stage_s"]
+    assert 0.5 < run["param_ratio"] < 0.7
+  # The randomized SVD costs (almost) nothing in quality on the tiny model.
+  cmp = result["randomized_vs_exact"]
+  assert cmp["mean_rel_fro_error_randomized"] < cmp["mean_rel_fro_error_exact"] * 1.05
+  assert len(result["scaling"]) == 2 * 2 * 2  # 2 sizes x 2 shapes x 2 ranks
+  for row in result["scaling"]:
+    assert row["exact_s"] > 0 and row["randomized_s"] > 0
+    assert row["sigma_max_rel_err"] < 0.05 and row["excess_trunc_err"] < 0.05

@@ -131,3 +131,47 @@ def test_min_rank_floor_keeps_every_tile_alive_within_budget():
   assert ra.allocation_cost(spectra, floored) <= budget
   with pytest.raises(ValueError, match="min_rank"):
     ra.allocate_ranks(spectra, budget, min_rank=-1)
+
+
+def _decaying(rng, m, n, decay=0.9):
+  u, _ = np.linalg.qr(rng.normal(size=(m, m)))
+  v, _ = np.linalg.qr(rng.normal(size=(n, n)))
+  k = min(m, n)
+  return (u[:, :k] * decay ** np.arange(k)) @ v[:, :k].T
+
+
+def test_randomized_svd_matches_exact_leading_values():
+  rng = np.random.default_rng(3)
+  a = _decaying(rng, 200, 150)
+  u, s, vt = rank_blocks.randomized_svd(a, 40)
+  exact = np.linalg.svd(a, compute_uv=False)
+  assert u.shape == (200, 40) and s.shape == (40,) and vt.shape == (40, 150)
+  np.testing.assert_allclose(s, exact[:40], rtol=1e-4)
+  # Its rank-40 approximation is as good as the exact truncation.
+  best = np.sqrt(np.sum(exact[40:] ** 2))
+  assert np.linalg.norm(a - (u * s) @ vt) <= best * (1 + 1e-4)
+  with pytest.raises(ValueError, match="rank 0"):
+    rank_blocks.randomized_svd(a, 0)
+
+
+def test_randomized_tile_svds_keep_break_even_values_and_tail_energy():
+  rng = np.random.default_rng(4)
+  w = _decaying(rng, 96, 160, decay=0.95)
+  t = penrose_layout(96, 160, 8)
+  exact, _ = rank_blocks.tile_svds(w, t)
+  fast, _ = rank_blocks.tile_svds(w, t, svd_method="randomized")
+  for (_, _, h, ww, _), e, f in zip(t.tiles, exact, fast):
+    k = rank_blocks.break_even_rank(h, ww)
+    assert f.s.shape[0] == min(k, min(h, ww))
+    np.testing.assert_allclose(f.s, e.s[:f.s.shape[0]], rtol=1e-3)
+    assert np.isclose(f.tail_energy + np.sum(f.s ** 2), np.sum(e.s ** 2), rtol=1e-9)
+  # Allocation and its error accounting are unchanged by the shorter (approximate) spectra.
+  spec_e = rank_blocks.tile_spectra_for_matrix(w, t)
+  spec_f = rank_blocks.tile_spectra_for_matrix(w, t, svd_method="randomized")
+  for ratio in (0.2, 0.5, 0.9):
+    re_, rf = ra.allocate_ranks(spec_e, ratio * w.size), ra.allocate_ranks(spec_f, ratio * w.size)
+    assert sum(abs(a - b) for a, b in zip(re_, rf)) <= 2, (re_, rf)
+    assert np.isclose(ra.allocation_error(spec_e, re_), ra.allocation_error(spec_f, rf), rtol=1e-3)
+  assert ra.energy_ranks(spec_e, 0.8) == ra.energy_ranks(spec_f, 0.8)
+  with pytest.raises(ValueError, match="svd_method"):
+    rank_blocks.tile_svds(w, t, svd_method="lanczos")

@@ -70,7 +70,7 @@ def test_error_falls_with_budget_and_exact_at_one():
     ({"tiling": "hexagon"}, "tiling.*hexagon"), ({"tau": -1.0}, "tau"),
     ({"tiling": "penrose", "tile_lengths": ((7, 5), (16, 8))}, "tile_lengths"),
     ({"tiling": "grid", "tile_lengths": (5, 16)}, "tile_lengths"),
-    ({"spectral": "wavelet"}, "spectral"), ({"bogus": 1}, "bogus"),
+    ({"spectral": "wavelet"}, "spectral"), ({"bogus": 1}, "bogus"), ({"svd_method": "qr"}, "svd_method"),
     ({"whiten": True}, "grams"), ({"rank_policy": "fixed"}, "fixed_ranks"),
 ])
 def test_validation_names_field(override, match):

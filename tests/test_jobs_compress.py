@@ -39,6 +39,12 @@ def test_quick_compress_writes_checkpoint_report_and_pictures(tmp_path, four_lay
               "hidden_kl_per_layer", "matrices", "peak_rss_mib"):
     assert key in on_disk, key
   assert on_disk["job"] == "compress"
+  # Where the time went: every streaming stage ran and the stages fit inside the wall time.
+  stages = on_disk["stage_s"]
+  assert {"load", "calibrate", "pass1_calibrate", "pass1_factor", "factor", "build_leaves",
+          "write", "eval"} <= set(stages), stages
+  assert all(v >= 0 for v in stages.values())
+  assert sum(stages.values()) <= on_disk["wall_s"] + 1e-6
   # Global budget: stored parameters hit the target within one tile's rank step.
   max_step = max(sum(r["shape"]) for r in report["matrices"])
   assert abs(report["params_compressed"] - 0.6 * report["params_dense"]) <= max_step

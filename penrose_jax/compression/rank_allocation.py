@@ -70,10 +70,13 @@ def energy_ranks(spectra: Sequence[TileSpectrum], energy: float) -> list[int]:
   out = []
   for sp in spectra:
     e = np.cumsum(np.asarray(sp.sigma, np.float64) ** 2)
-    if e.size == 0 or e[-1] <= 0:
+    total = (e[-1] if e.size else 0.0) + sp.tail_energy
+    if e.size == 0 or total <= 0:
       out.append(0)
       continue
-    r = min(int(np.searchsorted(e, energy * e[-1] * (1 - 1e-12))) + 1, e.size)
+    r = int(np.searchsorted(e, energy * total * (1 - 1e-12))) + 1
+    if r > e.size:  # the listed values (randomized SVD) do not reach it: store dense
+      r = min(sp.h, sp.w)
     out.append(canonical_rank(sp.h, sp.w, r))
   return out
 
@@ -128,7 +131,9 @@ def allocate_ranks(spectra: Sequence[TileSpectrum], budget_params: float,
   ranks = [0] * n
   wts = [sp.weight for sp in spectra] if weights is None else list(weights)
   sig2 = [np.asarray(sp.sigma, np.float64) ** 2 for sp in spectra]
-  tails = [np.concatenate([np.cumsum(s[::-1])[::-1], [0.0]]) for s in sig2]  # tail[r] = sum_{j>=r}
+  # tail[r] = sum_{j>=r} sigma_j^2, including energy beyond the listed values (randomized SVD).
+  tails = [np.concatenate([np.cumsum(s[::-1])[::-1], [0.0]]) + sp.tail_energy
+           for s, sp in zip(sig2, spectra)]
   remaining = float(budget_params)
   dense = [False] * n
   if min_rank < 0:
@@ -188,5 +193,6 @@ def allocation_error(spectra: Sequence[TileSpectrum], ranks: Sequence[int]) -> f
   for sp, r in zip(spectra, ranks):
     if is_dense_rank(sp.h, sp.w, r):
       continue
-    total += sp.weight * float(np.sum(np.asarray(sp.sigma[r:], np.float64) ** 2))
+    total += sp.weight * (float(np.sum(np.asarray(sp.sigma[r:], np.float64) ** 2))
+                          + sp.tail_energy)
   return total

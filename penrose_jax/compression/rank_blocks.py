@@ -4,6 +4,11 @@ Storage convention: a rank-r tile B (h, w) is stored as u (h, r) = U_r sqrt(s_r)
 v (w, r) = V_r sqrt(s_r), so B_hat = u v^T. The balanced split keeps both factors at the same
 dynamic range, which matters for group-wise quantization of the factors. With whitening,
 u = L^{-T} U_r sqrt(s_r) where U_r, s_r, V_r come from the SVD of L^T B.
+
+SVD methods: 'exact' (LAPACK, every singular value) or 'randomized' (Halko, Martinsson & Tropp
+2011, subspace iteration), which computes only the leading break-even rank h*w/(h+w) (any rank
+at or above it is stored dense from the original block, so later values are never used) and
+records the energy of the rest as `tail_energy`, which the allocators add to the dropped error.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ class TileSpectrum:
   sigma: np.ndarray
   weight: float = 1.0
   key: tuple = ()
+  tail_energy: float = 0.0  # sum of squared singular values beyond `sigma` (randomized SVD)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -46,12 +52,53 @@ class TileSVD:
     s: (p,) singular values.
     vt: (p, w) right singular vectors.
     chol: band Cholesky L (h, h) or None when not whitened.
+    tail_energy: squared singular values beyond `s` (0 for an exact SVD).
   """
 
   u: np.ndarray
   s: np.ndarray
   vt: np.ndarray
   chol: Optional[np.ndarray] = None
+  tail_energy: float = 0.0
+
+
+SVD_METHODS = ("exact", "randomized")
+
+
+def break_even_rank(h: int, w: int) -> int:
+  """Smallest rank at which an (h, w) tile is cheaper stored dense (r * (h + w) >= h * w)."""
+  return min(-(-h * w // (h + w)), min(h, w))
+
+
+def randomized_svd(a: np.ndarray, rank: int, oversample: int = 10, power_iters: int = 2,
+                   seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Leading `rank` singular triplets of `a` by randomized subspace iteration.
+
+  Halko, Martinsson & Tropp (2011), "Finding structure with randomness", Alg. 4.4: sample the
+  range with a Gaussian test matrix, sharpen it with `power_iters` QR-stabilised passes of
+  (A A^T), then take the exact SVD of the small projected matrix.
+
+  Args:
+    a: (h, w) matrix.
+    rank: triplets wanted (<= min(h, w)).
+    oversample: extra sampled directions (accuracy of the last kept values).
+    power_iters: subspace iterations (accuracy when the spectrum decays slowly).
+    seed: test-matrix seed (the result is deterministic for a seed).
+
+  Returns:
+    (u (h, rank), s (rank,), vt (rank, w)).
+  """
+  h, w = a.shape
+  if not 0 < rank <= min(h, w):
+    raise ValueError(f"randomized_svd: rank {rank} must be in [1, {min(h, w)}] for shape {a.shape}")
+  k = min(rank + oversample, min(h, w))
+  omega = np.random.default_rng(seed).standard_normal((w, k))
+  q, _ = np.linalg.qr(a @ omega)
+  for _ in range(power_iters):
+    z, _ = np.linalg.qr(a.T @ q)
+    q, _ = np.linalg.qr(a @ z)
+  ub, s, vt = np.linalg.svd(q.T @ a, full_matrices=False)
+  return (q @ ub)[:, :rank], s[:rank], vt[:rank]
 
 
 def tile_blocks(w: np.ndarray, tiling: Tiling) -> list[np.ndarray]:
@@ -63,7 +110,8 @@ def tile_blocks(w: np.ndarray, tiling: Tiling) -> list[np.ndarray]:
 
 
 def tile_svds(w, tiling: Tiling, gram: Optional[np.ndarray] = None,
-              damping: float = 1e-2) -> tuple[list[TileSVD], list[float]]:
+              damping: float = 1e-2, svd_method: str = "exact"
+              ) -> tuple[list[TileSVD], list[float]]:
   """SVD of every tile, in the band-whitened basis when gram is given.
 
   Args:
@@ -71,10 +119,14 @@ def tile_svds(w, tiling: Tiling, gram: Optional[np.ndarray] = None,
     tiling: its tiling.
     gram: optional (in, in) activation Gram of the layer input.
     damping: relative Cholesky damping.
+    svd_method: 'exact' or 'randomized' (leading break-even rank only; tiles whose
+      break-even rank is their full rank use the exact SVD).
 
   Returns:
     (per-tile TileSVD list, damping used per band ([] without gram)).
   """
+  if svd_method not in SVD_METHODS:
+    raise ValueError(f"svd_method={svd_method!r} is invalid; allowed: {list(SVD_METHODS)}")
   w = np.asarray(w, np.float64)
   blocks = tile_blocks(w, tiling)
   chols, damps = {}, []
@@ -87,14 +139,21 @@ def tile_svds(w, tiling: Tiling, gram: Optional[np.ndarray] = None,
   for (r0, _, _, _, _), block in zip(tiling.tiles, blocks):
     chol = chols.get(r0)
     target = block if chol is None else chol.T @ block
-    u, s, vt = np.linalg.svd(target, full_matrices=False)
-    out.append(TileSVD(u, s, vt, chol))
+    k = break_even_rank(*target.shape)
+    if svd_method == "randomized" and k < min(target.shape):
+      u, s, vt = randomized_svd(target, k)
+      tail = max(float(np.sum(target * target)) - float(np.sum(s * s)), 0.0)
+      out.append(TileSVD(u, s, vt, chol, tail))
+    else:
+      u, s, vt = np.linalg.svd(target, full_matrices=False)
+      out.append(TileSVD(u, s, vt, chol))
   return out, damps
 
 
 def tile_spectra_for_matrix(w, tiling: Tiling, gram: Optional[np.ndarray] = None,
                             damping: float = 1e-2, name: str = "",
-                            weight: float = 1.0) -> list[TileSpectrum]:
+                            weight: float = 1.0, svd_method: str = "exact"
+                            ) -> list[TileSpectrum]:
   """Singular values of every tile (for streaming allocation: spectra now, ranks later).
 
   Args:
@@ -104,12 +163,13 @@ def tile_spectra_for_matrix(w, tiling: Tiling, gram: Optional[np.ndarray] = None
     damping: relative Cholesky damping.
     name: matrix name stored in each spectrum's key.
     weight: error weight of this matrix in a global allocation.
+    svd_method: 'exact' or 'randomized' (see `tile_svds`).
 
   Returns:
     One TileSpectrum per tile, in tiling order.
   """
-  svds, _ = tile_svds(w, tiling, gram, damping)
-  return [TileSpectrum(t[2], t[3], sv.s.copy(), weight, (name, i))
+  svds, _ = tile_svds(w, tiling, gram, damping, svd_method)
+  return [TileSpectrum(t[2], t[3], sv.s.copy(), weight, (name, i), sv.tail_energy)
           for i, (t, sv) in enumerate(zip(tiling.tiles, svds))]
 
 

@@ -27,6 +27,7 @@ from penrose_jax.compression.tiling import Tiling, make_tiling
 from penrose_jax.compression.transform import CompressionConfig, build_leaf, matrix_row
 from penrose_jax.models import llama
 from penrose_jax.models.config import ModelConfig
+from penrose_jax.reporting.stage_timer import StageTimer, maybe_stage
 
 # Calibration activations are pushed through a block in chunks of this many sequences, which
 # bounds the attention / MLP intermediates whatever the calibration set size.
@@ -142,7 +143,8 @@ class StreamFunctions:
 
 
 def scan_spectra(layers: Iterable[tuple[str, Any]], x: np.ndarray, cfg: CompressionConfig,
-                 fns: StreamFunctions) -> dict[str, list[rank_blocks.TileSpectrum]]:
+                 fns: StreamFunctions, timer: Optional[StageTimer] = None
+                 ) -> dict[str, list[rank_blocks.TileSpectrum]]:
   """Pass 1: singular values of every tile of every selected kernel, streaming dense layers.
 
   Args:
@@ -151,19 +153,25 @@ def scan_spectra(layers: Iterable[tuple[str, Any]], x: np.ndarray, cfg: Compress
     x: (N, T, D) calibration embeddings (input of layer 0).
     cfg: compression config.
     fns: jitted block functions.
+    timer: optional StageTimer: Grams and propagation count as 'pass1_calibrate', SVDs as
+      'pass1_factor'.
 
   Returns:
     Param path -> TileSpectrum list (tiling order). Only these small arrays are kept.
   """
   spectra: dict[str, list[rank_blocks.TileSpectrum]] = {}
   for layer_key, layer_params in layers:
-    grams = fns.grams(layer_params, x) if cfg.whiten else {}
-    for path, proj, kernel in selected_kernels(layer_key, layer_params, cfg):
-      w = np.asarray(kernel, np.float64)
-      tiling = tiling_for(path, w.shape, cfg)
-      spectra[path] = rank_blocks.tile_spectra_for_matrix(w, tiling, grams.get(proj),
-                                                          cfg.damping, name=path)
-    x = fns.forward(layer_params, x)
+    with maybe_stage(timer, "pass1_calibrate"):
+      grams = fns.grams(layer_params, x) if cfg.whiten else {}
+    with maybe_stage(timer, "pass1_factor"):
+      for path, proj, kernel in selected_kernels(layer_key, layer_params, cfg):
+        w = np.asarray(kernel, np.float64)
+        tiling = tiling_for(path, w.shape, cfg)
+        spectra[path] = rank_blocks.tile_spectra_for_matrix(w, tiling, grams.get(proj),
+                                                            cfg.damping, name=path,
+                                                            svd_method=cfg.svd_method)
+    with maybe_stage(timer, "pass1_calibrate"):
+      x = fns.forward(layer_params, x)
   return spectra
 
 
@@ -192,7 +200,8 @@ def allocate_global_ranks(spectra: Mapping[str, list[rank_blocks.TileSpectrum]],
 
 
 def _local_ranks(cfg: CompressionConfig, tiling: Tiling, svds) -> list[int]:
-  spectra = [rank_blocks.TileSpectrum(t[2], t[3], sv.s, 1.0) for t, sv in zip(tiling.tiles, svds)]
+  spectra = [rank_blocks.TileSpectrum(t[2], t[3], sv.s, 1.0, (), sv.tail_energy)
+             for t, sv in zip(tiling.tiles, svds)]
   if cfg.rank_policy == "fixed":
     return rank_allocation.fixed_ranks(tiling, cfg.fixed_ranks)
   if cfg.rank_policy == "energy":
@@ -204,7 +213,8 @@ def _local_ranks(cfg: CompressionConfig, tiling: Tiling, svds) -> list[int]:
 
 def compress_layer(layer_key: str, layer_params: Mapping[str, Any], x: Optional[np.ndarray],
                    cfg: CompressionConfig, fns: Optional[StreamFunctions],
-                   ranks: Optional[Mapping[str, list[int]]] = None
+                   ranks: Optional[Mapping[str, list[int]]] = None,
+                   timer: Optional[StageTimer] = None
                    ) -> tuple[dict, dict, list[dict], dict[str, tuple[Tiling, list[int]]]]:
   """Pass 2 for one layer: replaces its selected kernels by compressed leaves.
 
@@ -216,6 +226,8 @@ def compress_layer(layer_key: str, layer_params: Mapping[str, Any], x: Optional[
     cfg: compression config.
     fns: jitted block functions (needed when whitening).
     ranks: path -> per-tile ranks from `allocate_global_ranks` (global budget only).
+    timer: optional StageTimer: Grams count as 'calibrate', SVDs as 'factor', building the
+      leaves (truncation, spectral coding, quantization, error rows) as 'build_leaves'.
 
   Returns:
     (new layer params (input untouched), the same layer with each compressed kernel
@@ -224,24 +236,28 @@ def compress_layer(layer_key: str, layer_params: Mapping[str, Any], x: Optional[
     compiled block instead of compiling every compressed layer's unique structure; it equals
     the compressed layer up to float rounding.
   """
-  grams = fns.grams(layer_params, x) if cfg.whiten and cfg.method == "tiled" else {}
+  with maybe_stage(timer, "calibrate"):
+    grams = fns.grams(layer_params, x) if cfg.whiten and cfg.method == "tiled" else {}
   replace, approx, rows, layouts = {}, {}, [], {}
   for path, proj, kernel in selected_kernels(layer_key, layer_params, cfg):
     w = np.asarray(kernel, np.float32)
     if cfg.method == "rtn":
-      leaf = rtn_quantize_dense(w, BITS[cfg.quantize], cfg.group_size)
-      w_hat = np.asarray(leaf.materialize(), np.float32)
-      rows.append(matrix_row(path, w, leaf, w_hat=w_hat))
+      with maybe_stage(timer, "build_leaves"):
+        leaf = rtn_quantize_dense(w, BITS[cfg.quantize], cfg.group_size)
+        w_hat = np.asarray(leaf.materialize(), np.float32)
+        rows.append(matrix_row(path, w, leaf, w_hat=w_hat))
     else:
       tiling = tiling_for(path, w.shape, cfg)
       gram = grams.get(proj)
-      svds, damps = rank_blocks.tile_svds(w, tiling, gram, cfg.damping)
+      with maybe_stage(timer, "factor"):
+        svds, damps = rank_blocks.tile_svds(w, tiling, gram, cfg.damping, cfg.svd_method)
       tile_ranks = list(ranks[path]) if ranks is not None else _local_ranks(cfg, tiling, svds)
-      leaf = build_leaf(w, tiling, tile_ranks, gram, cfg.damping, cfg.spectral,
-                        cfg.spectral_scope, cfg.tau, cfg.keep_energy, cfg.quantize,
-                        cfg.group_size, svds=svds)
-      w_hat = np.asarray(leaf.materialize(), np.float32)
-      rows.append(matrix_row(path, w, leaf, tiling, tile_ranks, gram, damps, w_hat=w_hat))
+      with maybe_stage(timer, "build_leaves"):
+        leaf = build_leaf(w, tiling, tile_ranks, gram, cfg.damping, cfg.spectral,
+                          cfg.spectral_scope, cfg.tau, cfg.keep_energy, cfg.quantize,
+                          cfg.group_size, svds=svds)
+        w_hat = np.asarray(leaf.materialize(), np.float32)
+        rows.append(matrix_row(path, w, leaf, tiling, tile_ranks, gram, damps, w_hat=w_hat))
       layouts[path] = (tiling, tile_ranks)
     replace[proj] = leaf
     approx[proj] = w_hat

@@ -51,6 +51,7 @@ class CompressionConfig:
     whiten: factor in the activation-whitened basis (needs grams).
     grams: path -> (in, in) activation Gram of that kernel's input.
     damping: relative Cholesky damping.
+    svd_method: 'exact' or 'randomized' (per-tile SVD; see rank_blocks).
     spectral: 'none' | 'dct' | 'fft' (orthonormal Hartley).
     spectral_scope: 'factor' (1-D along factors' long axis) or 'block' (2-D per tile).
     tau: coefficient magnitude threshold (alternative to keep_energy).
@@ -75,6 +76,7 @@ class CompressionConfig:
   whiten: bool = False
   grams: Optional[Mapping[str, Any]] = None
   damping: float = 1e-2
+  svd_method: str = "exact"
   spectral: str = "none"
   spectral_scope: str = "factor"
   tau: Optional[float] = None
@@ -123,6 +125,7 @@ def validate_config(cfg: CompressionConfig) -> None:
   _choice("tiling", cfg.tiling, TILING_KINDS)
   _choice("rank_policy", cfg.rank_policy, RANK_POLICIES)
   _choice("budget_scope", cfg.budget_scope, ("global", "matrix"))
+  _choice("svd_method", cfg.svd_method, rank_blocks.SVD_METHODS)
   _choice("spectral", cfg.spectral, spectral_lib.SPECTRAL_KINDS)
   _choice("spectral_scope", cfg.spectral_scope, ("factor", "block"))
   _choice("quantize", cfg.quantize, ("none",) + tuple(BITS))
@@ -358,8 +361,8 @@ def compress(params: Any, config: Any) -> tuple[dict, dict]:
     # ---- factor.
     factored = []
     for path, leaf, tiling, gram, fixed in plan:
-      svds, damps = rank_blocks.tile_svds(leaf, tiling, gram, cfg.damping)
-      spectra = [rank_blocks.TileSpectrum(t[2], t[3], sv.s, 1.0, (path, i))
+      svds, damps = rank_blocks.tile_svds(leaf, tiling, gram, cfg.damping, cfg.svd_method)
+      spectra = [rank_blocks.TileSpectrum(t[2], t[3], sv.s, 1.0, (path, i), sv.tail_energy)
                  for i, (t, sv) in enumerate(zip(tiling.tiles, svds))]
       factored.append((svds, damps, spectra))
     # ---- allocate.

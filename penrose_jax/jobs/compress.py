@@ -45,6 +45,7 @@ from penrose_jax import parallel
 from penrose_jax.models import llama
 from penrose_jax.models.linear import dense_equivalent
 from penrose_jax.reporting import report_json
+from penrose_jax.reporting.stage_timer import StageTimer
 
 
 def peak_rss_mib() -> float:
@@ -163,6 +164,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
     The report dict.
   """
   start = time.time()
+  timer = StageTimer()  # this process's seconds per stage (a resumed run counts its own part)
   mesh, rules, data_axes = parallel.setup_for_job(config)
   # The host SVD reads whole kernels: on several processes keep layers replicated (readable).
   layer_rules = rules if jax.process_count() == 1 else parallel.REPLICATED_RULES
@@ -170,23 +172,27 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
   workdir = pathlib.Path(workdir)
   stream_dir, model_dir = workdir / "stream", workdir / "model"
   stream_dir.mkdir(parents=True, exist_ok=True)
-  source = model_source.open_stream(config.model, cache_dir=workdir / "model_cache")
+  with timer.stage("load"):
+    source = model_source.open_stream(config.model, cache_dir=workdir / "model_cache")
   mcfg = source.config
   fingerprint = json.dumps({"model": config.model, "compression": config.compression.to_dict(),
                             "calibration": config.calibration.to_dict()}, sort_keys=True)
   state = _State(stream_dir, fingerprint)
-  globals_ = source.read_globals()
-  for key, subtree in globals_.items():
-    if not model_source.has_params_part(model_dir, key):
-      model_source.save_params_part(model_dir, key, subtree)
+  with timer.stage("load"):
+    globals_ = source.read_globals()
+  with timer.stage("write"):
+    for key, subtree in globals_.items():
+      if not model_source.has_params_part(model_dir, key):
+        model_source.save_params_part(model_dir, key, subtree)
   fns = streaming.StreamFunctions(mcfg)
   needs_acts = cfg.whiten and cfg.method == "tiled"
   skipped: list[str] = []
   calib_used: list[str] = []
   x0 = None
   if needs_acts or streaming.needs_global_pass(cfg):
-    tokens, calib_used, skipped = calibration_tokens(config, source.tokenizer)
-    x0 = np.asarray(llama.embed_tokens(globals_, tokens), np.float32)
+    with timer.stage("calibrate"):
+      tokens, calib_used, skipped = calibration_tokens(config, source.tokenizer)
+      x0 = np.asarray(llama.embed_tokens(globals_, tokens), np.float32)
   global_keys = sorted(globals_)
   del globals_  # embeddings / LM head are written already; streaming holds one layer only
   ranks = None
@@ -195,9 +201,12 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
     if ranks_path.exists():
       ranks = json.loads(ranks_path.read_text())
     else:
-      layers = ((f"layers_{i}", source.read_layer(i)) for i in
+      def read_timed(i):
+        with timer.stage("pass1_load"):
+          return source.read_layer(i)
+      layers = ((f"layers_{i}", read_timed(i)) for i in
                 tqdm(range(mcfg.num_layers), desc="pass 1: spectra", unit="layer"))
-      spectra = streaming.scan_spectra(layers, x0, cfg, fns)
+      spectra = streaming.scan_spectra(layers, x0, cfg, fns, timer)
       ranks = streaming.allocate_global_ranks(spectra, cfg.param_ratio, cfg.min_rank)
       report_json.write_json_atomic(ranks_path, ranks)
   first = state.values["next_layer"]
@@ -205,30 +214,37 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
   if needs_acts:
     x = x0 if first == 0 else np.load(stream_dir / f"acts_{first}.npy")
   pictures = [p.strip() for p in config.tiling_pictures.split(",") if p.strip()]
+  rss_after_layer: dict[str, float] = {}  # peak RSS so far after each layer (memory profile)
   for i in tqdm(range(first, mcfg.num_layers), desc="compress", unit="layer",
                 initial=first, total=mcfg.num_layers):
     key = f"layers_{i}"
-    layer = parallel.shard_params({key: source.read_layer(i)}, mesh, layer_rules)[key]
+    with timer.stage("load"):
+      layer = parallel.shard_params({key: source.read_layer(i)}, mesh, layer_rules)[key]
     new_layer, approx_layer, rows, layouts = streaming.compress_layer(key, layer, x, cfg, fns,
-                                                                      ranks)
-    model_source.save_params_part(model_dir, key, new_layer)
+                                                                      ranks, timer)
+    with timer.stage("write"):
+      model_source.save_params_part(model_dir, key, new_layer)
     if needs_acts:
-      x = fns.forward(approx_layer, x)
-      _save_npy_atomic(stream_dir / f"acts_{i + 1}.npy", x)
+      with timer.stage("calibrate"):
+        x = fns.forward(approx_layer, x)
+      with timer.stage("write"):
+        _save_npy_atomic(stream_dir / f"acts_{i + 1}.npy", x)
     state.values["rows"].extend(rows)
     for path in pictures:
       if path in layouts:
         state.values["layouts"][path] = layouts[path][1]
     state.values["next_layer"] = i + 1
     state.save()
+    rss_after_layer[key] = round(peak_rss_mib(), 1)
     if needs_acts and (stream_dir / f"acts_{i}.npy").exists():
       os.unlink(stream_dir / f"acts_{i}.npy")
   keys = global_keys + [f"layers_{i}" for i in range(mcfg.num_layers)]
-  model_source.finish_model_checkpoint(
-      model_dir, mcfg, source.tokenizer, keys,
-      provenance={"name": f"{source.name} compressed ({cfg.method}, {cfg.tiling}, "
-                          f"ratio {cfg.param_ratio})", "source_model": config.model,
-                  "compression": config.compression.to_dict()})
+  with timer.stage("write"):
+    model_source.finish_model_checkpoint(
+        model_dir, mcfg, source.tokenizer, keys,
+        provenance={"name": f"{source.name} compressed ({cfg.method}, {cfg.tiling}, "
+                            f"ratio {cfg.param_ratio})", "source_model": config.model,
+                    "compression": config.compression.to_dict()})
   rows = state.values["rows"]
   metrics: dict[str, Any] = {**summarize_rows(rows), "calibration_sources": calib_used,
                              "calibration_windows": 0 if x0 is None else int(x0.shape[0])}
@@ -237,15 +253,21 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
     row = next(r for r in rows if r["name"] == path)
     tiling = streaming.tiling_for(path, tuple(row["shape"]), cfg)
     file = workdir / f"tiling_{path.replace('/', '_')}.png"
-    render_tiling_png(tiling, str(file), tile_ranks, title=f"{path} ({cfg.tiling}, ranks)")
+    with timer.stage("plot"):
+      render_tiling_png(tiling, str(file), tile_ranks, title=f"{path} ({cfg.tiling}, ranks)")
     picture_files.append(file.name)
   metrics["tiling_pictures"] = picture_files
   if config.eval.enabled:
-    dense = model_source.load(config.model, cache_dir=workdir / "model_cache")
-    compressed = model_source.load(str(model_dir))
-    with parallel.batch_placement(mesh, data_axes):
+    with timer.stage("eval"):
+      dense = model_source.load(config.model, cache_dir=workdir / "model_cache")
+      compressed = model_source.load(str(model_dir))
+      # Evaluate the compressed values through the dense structure: one compiled forward
+      # serves both models (the compressed tree's ~3,400 arrays compiled anew for every
+      # forward variant: 400 of the demo's 546 s were this evaluation before).
+      compressed_dense = dense_equivalent(compressed.params)
+    with timer.stage("eval"), parallel.batch_placement(mesh, data_axes):
       evaluated = evaluate_pair(config, parallel.shard_params(dense.params, mesh, rules),
-                                parallel.shard_params(compressed.params, mesh, rules), mcfg,
+                                parallel.shard_params(compressed_dense, mesh, rules), mcfg,
                                 source.tokenizer)
     skipped += evaluated.pop("skipped")
     metrics.update(evaluated)
@@ -254,6 +276,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
   metrics["skipped"] = skipped
   metrics["matrices"] = rows
   metrics["peak_rss_mib"] = round(peak_rss_mib(), 1)
+  metrics["stage_s"] = timer.rounded()
+  metrics["peak_rss_mib_after_layer"] = rss_after_layer
   metrics["checkpoint"] = str(model_dir)
   report = report_json.build_report("compress", config, source.name, time.time() - start, metrics)
   report_json.write_json_atomic(workdir / "report.json", report)

@@ -27,7 +27,8 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 # Report keys that measure the machine, not the computation.
 TIMING_KEYS = {"wall_s", "tokens_per_s", "tokens_per_s_steady", "peak_rss_mib",
                "qa_generation_s", "train_wall_s", "train_s", "elapsed_s", "wall_time",
-               "generate_s", "peak_memory_mib", "timing"}
+               "generate_s", "peak_memory_mib", "timing", "stage_s",
+               "peak_rss_mib_after_layer"}
 
 
 def without_timing(value: Any, workdir: Optional[pathlib.Path] = None) -> Any:
