@@ -24,6 +24,7 @@ from penrose_jax.alignment.teacher_cache import (TeacherCache, logits_from_final
                                                  teacher_head_params, tokens_fingerprint)
 from penrose_jax.models import llama
 from penrose_jax.models.config import ModelConfig
+from penrose_jax.reporting.stage_timer import StageTimer, maybe_stage
 from penrose_jax.parallel.placement import place_batch
 from penrose_jax.training.checkpointing import TrainCheckpoints
 from penrose_jax.training.data_order import batch_indices
@@ -237,7 +238,8 @@ def _alignment_step(model_config: ModelConfig, objective: ObjectiveConfig,
 def align(student_params: Any, teacher_params: Any, model_config: ModelConfig,
           token_windows_train: np.ndarray, token_windows_val: np.ndarray,
           config: AlignmentConfig, workdir: str,
-          teacher_cache: Optional[TeacherCache] = None) -> tuple[Any, dict[str, Any]]:
+          teacher_cache: Optional[TeacherCache] = None,
+          timer: Optional[StageTimer] = None) -> tuple[Any, dict[str, Any]]:
   """Aligns a compressed student to its dense teacher; resumable from `workdir`.
 
   Args:
@@ -252,6 +254,7 @@ def align(student_params: Any, teacher_params: Any, model_config: ModelConfig,
       after a kill resumes and reproduces the uninterrupted result.
     teacher_cache: optional cache built from exactly `token_windows_train` with the
       objective's layers (`cache_teacher_outputs`); then no teacher forward runs in training.
+    timer: optional StageTimer (stages pack, eval_before, train, eval_after, unpack).
 
   Returns:
     (aligned_params, report) with report keys logit_kl_before/after, hidden_kl_before/after,
@@ -265,7 +268,8 @@ def align(student_params: Any, teacher_params: Any, model_config: ModelConfig,
   mask = trainable_mask(student_params, config.trainable)
   trainable_info = describe_trainable(student_params, mask)
   # One flat vector per compressed leaf: ~3,400 factor arrays -> ~210 (see packing.py).
-  student_params, mask = pack_compressed(student_params, mask)
+  with maybe_stage(timer, "pack"):
+    student_params, mask = pack_compressed(student_params, mask)
   if trainable_info["trainable_params"] == 0:
     raise ValueError(f"selector {config.trainable!r} selects no float arrays to train")
   mask_leaves, mask_def = jax.tree_util.tree_flatten(mask)
@@ -292,13 +296,15 @@ def align(student_params: Any, teacher_params: Any, model_config: ModelConfig,
 
   eval_fn = make_alignment_eval(teacher_params, model_config, token_windows_val, objective,
                                 config.eval_batch_size)
-  before = eval_fn(student_params)
-  state = init_train_state(student_params, optimizer, mask, config.seed)
-  result = run_training(
-      state, functools.partial(step, constants=constants), batch_fn, config.num_steps, workdir,
-      eval_fn=eval_fn, log_every=config.log_every, eval_every=config.eval_every,
-      checkpoint_every=config.checkpoint_every, max_to_keep=config.max_to_keep,
-      best_metric=config.best_metric, best_mode="min", progress=config.progress)
+  with maybe_stage(timer, "eval_before"):  # includes compiling the validation function
+    before = eval_fn(student_params)
+  with maybe_stage(timer, "train"):
+    state = init_train_state(student_params, optimizer, mask, config.seed)
+    result = run_training(
+        state, functools.partial(step, constants=constants), batch_fn, config.num_steps, workdir,
+        eval_fn=eval_fn, log_every=config.log_every, eval_every=config.eval_every,
+        checkpoint_every=config.checkpoint_every, max_to_keep=config.max_to_keep,
+        best_metric=config.best_metric, best_mode="min", progress=config.progress)
   params = result.state.params
   chosen_step = result.final_step
   if (config.restore_best and result.best_step is not None
@@ -307,8 +313,10 @@ def align(student_params: Any, teacher_params: Any, model_config: ModelConfig,
     best_state, _ = store.restore(result.best_step, result.state)
     store.close()
     params, chosen_step = best_state.params, result.best_step
-  after = eval_fn(params)
-  params = unpack_compressed(params)
+  with maybe_stage(timer, "eval_after"):
+    after = eval_fn(params)
+  with maybe_stage(timer, "unpack"):
+    params = jax.block_until_ready(unpack_compressed(params))
   report: dict[str, Any] = {}
   for key in before:
     report[f"{key}_before"] = before[key]

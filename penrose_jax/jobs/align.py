@@ -27,6 +27,7 @@ from penrose_jax.evaluation import perplexity
 from penrose_jax.jobs import compress, model_source
 from penrose_jax.models.linear import dense_equivalent
 from penrose_jax.reporting import report_json
+from penrose_jax.reporting.stage_timer import StageTimer
 from penrose_jax.training.optimizer import OptimizerConfig
 
 
@@ -89,6 +90,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
     The report dict.
   """
   start = time.time()
+  timer = StageTimer()  # this process's seconds per stage, in the report as stage_s
   mesh, rules, data_axes = parallel.setup_for_job(config)
   workdir = pathlib.Path(workdir)
   align_cfg = alignment_config(config)  # validates the objective before any work
@@ -103,21 +105,23 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
     teacher_cache = workdir / "compress" / "model_cache"
   if not teacher_spec:
     raise ValueError("config.teacher is empty; name the original model the student came from")
-  student = model_source.load(student_spec)
-  teacher = model_source.load(teacher_spec, cache_dir=teacher_cache)
+  with timer.stage("load"):
+    student = model_source.load(student_spec)
+    teacher = model_source.load(teacher_spec, cache_dir=teacher_cache)
   if student.config != teacher.config:
     raise ValueError(f"student {student_spec} and teacher {teacher_spec} have different "
                      f"architectures: {student.config} vs {teacher.config}")
-  student = student._replace(params=parallel.shard_params(student.params, mesh, rules))
-  teacher = teacher._replace(params=parallel.shard_params(teacher.params, mesh, rules))
+  with timer.stage("load"):
+    student = student._replace(params=parallel.shard_params(student.params, mesh, rules))
+    teacher = teacher._replace(params=parallel.shard_params(teacher.params, mesh, rules))
   with parallel.batch_placement(mesh, data_axes):
     return _align_loaded(config, workdir, start, align_cfg, student, teacher, student_spec,
-                         teacher_spec)
+                         teacher_spec, timer)
 
 
 def _align_loaded(config: ml_collections.ConfigDict, workdir: pathlib.Path, start: float,
                   align_cfg: AlignmentConfig, student: Any, teacher: Any, student_spec: str,
-                  teacher_spec: str) -> dict[str, Any]:
+                  teacher_spec: str, timer: StageTimer) -> dict[str, Any]:
   """The part of `run` after loading: windows, perplexities, alignment, checkpoint, report."""
   # Execution choice for compressed kernels in training (see models.linear.linear).
   mcfg = dataclasses.replace(student.config, compressed_matmul=config.compressed_matmul)
@@ -127,18 +131,22 @@ def _align_loaded(config: ml_collections.ConfigDict, workdir: pathlib.Path, star
   val, _, skipped_val = text_sources.windows_from_existing_sources(
       config.val_sources, tok, config.num_val_windows, config.window, config.seed + 1)
   # Perplexities use dense-equivalent trees: same values, the dense compiled forward.
-  ppl_before, skipped_eval = text_set_perplexities(dense_equivalent(student.params),
-                                                   student.config, tok, config.eval)
+  with timer.stage("ppl"):
+    ppl_before, skipped_eval = text_set_perplexities(dense_equivalent(student.params),
+                                                     student.config, tok, config.eval)
   aligned, result = align(student.params, teacher.params, mcfg, train, val,
-                          align_cfg, str(workdir / "train"))
-  ppl_after, _ = text_set_perplexities(dense_equivalent(aligned), student.config, tok,
-                                       config.eval)
-  ppl_teacher, _ = text_set_perplexities(teacher.params, teacher.config, tok, config.eval)
-  model_source.save_model_checkpoint(
-      workdir / "model", student.config, aligned, tok,
-      provenance={"name": f"{student.name} + KL alignment", "source_model": teacher_spec,
-                  "student": student_spec})
-  metrics = {**result, "ppl_before": ppl_before, "ppl_after": ppl_after,
+                          align_cfg, str(workdir / "train"), timer=timer)
+  with timer.stage("ppl"):
+    ppl_after, _ = text_set_perplexities(dense_equivalent(aligned), student.config, tok,
+                                         config.eval)
+    ppl_teacher, _ = text_set_perplexities(teacher.params, teacher.config, tok, config.eval)
+  with timer.stage("write"):
+    model_source.save_model_checkpoint(
+        workdir / "model", student.config, aligned, tok,
+        provenance={"name": f"{student.name} + KL alignment", "source_model": teacher_spec,
+                    "student": student_spec})
+  metrics = {**result, "stage_s": timer.rounded(), "ppl_before": ppl_before,
+             "ppl_after": ppl_after,
              "ppl_teacher": ppl_teacher,
              "skipped": skipped + skipped_val + skipped_eval, "checkpoint": str(workdir / "model"),
              "student": student_spec, "teacher": teacher_spec}

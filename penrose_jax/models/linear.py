@@ -71,8 +71,10 @@ def linear(w: Any, x: jax.Array, compressed_matmul: str = "factored") -> jax.Arr
 def dense_equivalent(params: Any) -> Any:
   """A copy of a params tree with every compressed leaf replaced by its dense matrix.
 
-  Materialized eagerly, once: evaluation of a compressed model's values (perplexity, KL) then
-  reuses the dense model's compiled forward instead of compiling the compressed structure.
+  Materialized once, in one jitted program over all compressed leaves: evaluation of a
+  compressed model's values (perplexity, KL) then reuses the dense model's compiled forward
+  instead of compiling the compressed structure. (Eagerly, every op of every leaf compiled its
+  own small program: thousands for SmolLM2, and the demo ran out of memory in LLVM.)
 
   Args:
     params: params pytree.
@@ -80,5 +82,15 @@ def dense_equivalent(params: Any) -> Any:
   Returns:
     The same tree with dense float32 kernels.
   """
-  return jax.tree_util.tree_map(lambda w: w.materialize() if is_compressed(w) else w, params,
-                                is_leaf=is_compressed)
+  leaves, treedef = jax.tree_util.tree_flatten(params, is_leaf=is_compressed)
+  compressed = [leaf for leaf in leaves if is_compressed(leaf)]
+  if not compressed:
+    return params
+  dense = iter(_materialize_all(compressed))
+  return jax.tree_util.tree_unflatten(
+      treedef, [next(dense) if is_compressed(leaf) else leaf for leaf in leaves])
+
+
+@jax.jit
+def _materialize_all(leaves: list) -> list:
+  return [leaf.materialize() for leaf in leaves]
