@@ -75,6 +75,30 @@ class PackedLeaf:
     return self.unpack().nbytes()
 
 
+def _host_readable(arrays: list) -> bool:
+  """True when every array is concrete and fully on this process (not a tracer)."""
+  return all(isinstance(a, np.ndarray) or (isinstance(a, jax.Array)
+                                           and not isinstance(a, jax.core.Tracer)
+                                           and a.is_fully_addressable) for a in arrays)
+
+
+def _replicated_like(value: np.ndarray, like: Any) -> jax.Array:
+  """`value` on the same mesh as `like`, replicated (the flat vector has no natural split)."""
+  sharding = getattr(like, "sharding", None)
+  if isinstance(sharding, jax.sharding.NamedSharding):
+    return jax.device_put(value, jax.sharding.NamedSharding(sharding.mesh,
+                                                            jax.sharding.PartitionSpec()))
+  return jnp.asarray(value)
+
+
+def _concatenate(floats: list) -> jax.Array:
+  # Concrete single-process arrays are joined on the host: eagerly on device, each leaf's
+  # concatenate compiled its own program (39 s for SmolLM2's 210 matrices).
+  if _host_readable(floats):
+    return _replicated_like(np.concatenate([np.ravel(np.asarray(a)) for a in floats]), floats[0])
+  return jnp.concatenate([jnp.ravel(a) for a in floats])
+
+
 def pack_leaf(leaf: Any) -> Optional[PackedLeaf]:
   """Packs one compressed leaf; None when its float arrays do not share one dtype.
 
@@ -95,7 +119,7 @@ def pack_leaf(leaf: Any) -> Optional[PackedLeaf]:
       offset += int(np.prod(a.shape, dtype=np.int64))
     else:
       layout.append((False, tuple(int(s) for s in np.shape(a)), -1))
-  flat = jnp.concatenate([jnp.ravel(a) for a in floats])
+  flat = _concatenate(floats)
   others = tuple(a for a in leaves if not _is_float(a))
   return PackedLeaf(flat, others, treedef, tuple(layout))
 
@@ -150,11 +174,28 @@ def unpack_compressed(params: Any) -> Any:
   packed = [leaf for leaf in leaves if is_packed(leaf)]
   if not packed:
     return params
-  # One jitted program for every slice: eagerly, each of the ~3,400 slices of a SmolLM2 tree
-  # compiled its own tiny program (minutes, and once a segfault inside XLA's compiler).
+  if _host_readable([leaf.flat for leaf in packed]):
+    host = iter([_unpack_on_host(leaf) for leaf in packed])
+    return jax.tree_util.tree_unflatten(
+        treedef, [next(host) if is_packed(leaf) else leaf for leaf in leaves])
+  # Otherwise one jitted program for every slice: eagerly, each of the ~3,400 slices of a
+  # SmolLM2 tree compiled its own tiny program (minutes, and once a segfault inside XLA).
   unpacked = iter(_unpack_all(packed))
   return jax.tree_util.tree_unflatten(
       treedef, [next(unpacked) if is_packed(leaf) else leaf for leaf in leaves])
+
+
+def _unpack_on_host(leaf: PackedLeaf) -> Any:
+  """PackedLeaf.unpack with numpy slices (no compiles), arrays placed like the flat vector."""
+  flat = np.asarray(leaf.flat)
+  arrays, others = [], iter(leaf.others)
+  for is_float, shape, offset in leaf.layout:
+    if is_float:
+      size = int(np.prod(shape, dtype=np.int64))
+      arrays.append(_replicated_like(flat[offset:offset + size].reshape(shape), leaf.flat))
+    else:
+      arrays.append(next(others))
+  return jax.tree_util.tree_unflatten(leaf.treedef, arrays)
 
 
 @jax.jit
