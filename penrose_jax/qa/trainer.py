@@ -214,8 +214,9 @@ def greedy_answer(params: Any, model_config: ModelConfig, tokenizer: Any, questi
     The answer text (the 'Reasoning:' part and later lines dropped).
   """
   # Values only: the dense equivalent decodes at dense speed and compiles once per model shape.
-  reply = generation.chat(dense_equivalent(params), model_config, tokenizer, question,
-                          max_new_tokens=max_new_tokens)
+  # Unpacking first is free on the host (packing.py) and keeps this compile to the stored leaves.
+  reply = generation.chat(dense_equivalent(unpack_compressed(params)), model_config, tokenizer,
+                          question, max_new_tokens=max_new_tokens)
   reply = reply.split("Reasoning:")[0].strip()
   return reply.splitlines()[0].strip() if reply else ""
 
