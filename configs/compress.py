@@ -8,11 +8,13 @@ Command (from the repo root, inside .venv):
 
 Produces DIR/model (compressed checkpoint folder), DIR/report.json (params_dense,
 params_compressed, param_ratio, bytes_compressed, ppl_dense, ppl_compressed, hidden_kl,
-hidden_kl_per_layer, per-matrix rows, wall_s, peak_rss_mib) and DIR/tiling_*.png.
+hidden_kl_per_layer, per-matrix rows, wall_s, peak_rss_mib, stage_s: seconds per stage,
+peak_rss_mib_after_layer) and DIR/tiling_*.png.
 Rerunning with the same workdir resumes after the last finished layer.
-Time on the 2-core CPU machine (shared with other jobs, load 4-10): SmolLM2-135M at
-param_ratio 0.6 with whitening 13.5-15.5 min including evaluation (810-925 s; README table);
-quick (tiny model): ~20 s.
+Time on the 2-core CPU machine: SmolLM2-135M at param_ratio 0.6 with whitening took 13.5-15.5
+min including evaluation when the evaluation compiled the compressed forward (810-925 s under
+load 4-10; README table); without evaluation 307 s (randomized SVD, partly under load;
+benchmarks/compression_speed.py). quick (tiny model): ~20 s.
 """
 
 import ml_collections
