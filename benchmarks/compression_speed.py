@@ -41,6 +41,7 @@ import numpy as np  # noqa: E402
 from configs import compress as compress_config  # noqa: E402
 from penrose_jax.compression import rank_blocks  # noqa: E402
 from penrose_jax.jobs import compress  # noqa: E402
+from penrose_jax.reporting import markdown  # noqa: E402
 
 
 def power_law_matrix(m: int, n: int, seed: int = 0, exponent: float = 0.5) -> np.ndarray:
@@ -135,14 +136,6 @@ def stage_run(quick: bool, svd_method: str, workdir: pathlib.Path) -> dict[str, 
           "peak_rss_mib_so_far": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> str:
-  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-  for row in rows:
-    lines.append("| " + " | ".join(f"{v:.3g}" if isinstance(v, float) else str(v)
-                                   for v in row) + " |")
-  return "\n".join(lines)
-
-
 def main(argv: Optional[list[str]] = None) -> dict:
   """Runs both parts, prints the tables and writes the JSON.
 
@@ -190,13 +183,13 @@ def main(argv: Optional[list[str]] = None) -> dict:
   if result["stages"]:
     names = sorted({k for run in result["stages"] for k in run["stage_s"]})
     print("\nCompress job stages (seconds; evaluation off)\n")
-    print(_table(["svd", "wall"] + names + ["param_ratio", "mean rel err"],
+    print(markdown.table(["svd", "wall"] + names + ["param_ratio", "mean rel err"],
                  [[r["svd_method"], r["wall_s"]] + [r["stage_s"].get(n, 0.0) for n in names]
                   + [r["param_ratio"], r["mean_rel_fro_error"]] for r in result["stages"]]))
     print(f"\nrandomized vs exact: {result['randomized_vs_exact']}")
   print("\nSVD scaling (power-law spectrum; best of "
         f"{args.repeats})\n")
-  print(_table(["shape", "rank", "rule", "exact s", "randomized s", "speed-up",
+  print(markdown.table(["shape", "rank", "rule", "exact s", "randomized s", "speed-up",
                 "sigma rel err", "excess trunc err"],
                [[f"{r['shape'][0]}x{r['shape'][1]}", r["rank"], r["rank_rule"], r["exact_s"],
                  r["randomized_s"], r["speedup"], r["sigma_max_rel_err"],

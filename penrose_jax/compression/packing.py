@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from penrose_jax.models.linear import is_compressed
+from penrose_jax.models.linear import is_compressed, map_selected_leaves
 
 
 def _is_float(x: Any) -> bool:
@@ -49,11 +49,22 @@ class PackedLeaf:
 
   def unpack(self) -> Any:
     """Returns the original compressed leaf (float arrays as slices of `flat`)."""
+    return self.rebuild(lambda start, stop, shape:
+                        jax.lax.slice_in_dim(self.flat, start, stop).reshape(shape))
+
+  def rebuild(self, take: Any) -> Any:
+    """The original leaf with each float array given by `take(start, stop, shape)`.
+
+    Args:
+      take: returns the float array stored at flat[start:stop] with this shape.
+
+    Returns:
+      The compressed leaf.
+    """
     leaves, others = [], iter(self.others)
     for is_float, shape, offset in self.layout:
       if is_float:
-        size = int(np.prod(shape, dtype=np.int64))
-        leaves.append(jax.lax.slice_in_dim(self.flat, offset, offset + size).reshape(shape))
+        leaves.append(take(offset, offset + int(np.prod(shape, dtype=np.int64)), shape))
       else:
         leaves.append(next(others))
     return jax.tree_util.tree_unflatten(self.treedef, leaves)
@@ -169,33 +180,22 @@ def unpack_compressed(params: Any) -> Any:
   Returns:
     The tree with the original compressed leaves.
   """
-  is_packed = lambda x: isinstance(x, PackedLeaf)
-  leaves, treedef = jax.tree_util.tree_flatten(params, is_leaf=is_packed)
-  packed = [leaf for leaf in leaves if is_packed(leaf)]
-  if not packed:
-    return params
+  return map_selected_leaves(params, lambda x: isinstance(x, PackedLeaf), _unpack_leaves)
+
+
+def _unpack_leaves(packed: list) -> list:
   if _host_readable([leaf.flat for leaf in packed]):
-    host = iter([_unpack_on_host(leaf) for leaf in packed])
-    return jax.tree_util.tree_unflatten(
-        treedef, [next(host) if is_packed(leaf) else leaf for leaf in leaves])
+    return [_unpack_on_host(leaf) for leaf in packed]
   # Otherwise one jitted program for every slice: eagerly, each of the ~3,400 slices of a
   # SmolLM2 tree compiled its own tiny program (minutes, and once a segfault inside XLA).
-  unpacked = iter(_unpack_all(packed))
-  return jax.tree_util.tree_unflatten(
-      treedef, [next(unpacked) if is_packed(leaf) else leaf for leaf in leaves])
+  return _unpack_all(packed)
 
 
 def _unpack_on_host(leaf: PackedLeaf) -> Any:
   """PackedLeaf.unpack with numpy slices (no compiles), arrays placed like the flat vector."""
   flat = np.asarray(leaf.flat)
-  arrays, others = [], iter(leaf.others)
-  for is_float, shape, offset in leaf.layout:
-    if is_float:
-      size = int(np.prod(shape, dtype=np.int64))
-      arrays.append(_replicated_like(flat[offset:offset + size].reshape(shape), leaf.flat))
-    else:
-      arrays.append(next(others))
-  return jax.tree_util.tree_unflatten(leaf.treedef, arrays)
+  return leaf.rebuild(lambda start, stop, shape:
+                      _replicated_like(flat[start:stop].reshape(shape), leaf.flat))
 
 
 @jax.jit

@@ -8,7 +8,7 @@ under `jax.jit` without materialising the dense matrix.
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Callable, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
@@ -82,13 +82,31 @@ def dense_equivalent(params: Any) -> Any:
   Returns:
     The same tree with dense float32 kernels.
   """
-  leaves, treedef = jax.tree_util.tree_flatten(params, is_leaf=is_compressed)
-  compressed = [leaf for leaf in leaves if is_compressed(leaf)]
-  if not compressed:
-    return params
-  dense = iter(_materialize_all(compressed))
+  return map_selected_leaves(params, is_compressed, _materialize_all)
+
+
+def map_selected_leaves(tree: Any, select: Callable[[Any], bool],
+                        transform: Callable[[list], list]) -> Any:
+  """Replaces the subtrees where `select` holds by `transform` of all of them at once.
+
+  One call over the whole list lets `transform` be a single jitted program (or one host pass)
+  instead of one small compile per subtree.
+
+  Args:
+    tree: a pytree.
+    select: picks subtrees (used as tree_flatten's is_leaf).
+    transform: list of selected subtrees -> list of replacements, same length and order.
+
+  Returns:
+    A new tree (the input itself when nothing is selected).
+  """
+  leaves, treedef = jax.tree_util.tree_flatten(tree, is_leaf=select)
+  chosen = [leaf for leaf in leaves if select(leaf)]
+  if not chosen:
+    return tree
+  replaced = iter(transform(chosen))
   return jax.tree_util.tree_unflatten(
-      treedef, [next(dense) if is_compressed(leaf) else leaf for leaf in leaves])
+      treedef, [next(replaced) if select(leaf) else leaf for leaf in leaves])
 
 
 @jax.jit
