@@ -55,6 +55,23 @@ def test_matmul_matches_materialize(leaf):
   assert 0 < leaf.nbytes() and 0 < leaf.param_count()
 
 
+def test_materialize_host_matches_jitted_materialize(leaf):
+  host = leaf.materialize_host()
+  assert isinstance(host, np.ndarray) and host.dtype == np.float32 and host.shape == (M, N)
+  np.testing.assert_allclose(host, _MATERIALIZE(leaf), atol=1e-6, rtol=1e-5)
+
+
+def test_building_and_host_materializing_compiles_nothing(caplog):
+  # Eager jnp ops (jnp.asarray included, in JAX 0.10) compile one program per new shape and
+  # keep it cached: compressing a 1.5 B model grew ~100 MiB per layer that way.
+  ranks = [(i % 7) + 3 for i in range(TILING.num_tiles)]  # shapes no other test used
+  with jax.log_compiles(True), caplog.at_level("WARNING"):
+    leaf = build_leaf(W, TILING, ranks)
+    leaf.materialize_host()
+    build_leaf(W, TILING, ranks, quantize="int8", group_size=8).materialize_host()
+  assert [r.getMessage() for r in caplog.records if "Compiling" in r.getMessage()] == []
+
+
 def test_checkpoint_contract_roundtrip(leaf):
   arrays = {k: np.asarray(v) for k, v in leaf.checkpoint_arrays().items()}
   meta = json.loads(json.dumps(leaf.checkpoint_meta()))

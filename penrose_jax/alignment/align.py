@@ -201,8 +201,10 @@ def make_alignment_eval(teacher_params: Any, model_config: ModelConfig, token_wi
 
   def eval_fn(student_params):
     # The dense-equivalent tree runs the dense compiled forward: compiling the metrics on the
-    # packed compressed tree took 87 s for SmolLM2, materializing it once ~25 s.
-    student_params = dense_equivalent(student_params)
+    # packed compressed tree took 87 s for SmolLM2, materializing it once ~25 s. Unpacking
+    # on the host first gives the materialization the unpacked tree structure, which the
+    # job's perplexities already compiled (a packed tree compiled a second program).
+    student_params = dense_equivalent(unpack_compressed(student_params))
     totals, total_count = {}, 0.0
     for start in range(0, windows.shape[0], batch_size):
       chunk = windows[start:start + batch_size]

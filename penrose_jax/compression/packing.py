@@ -99,7 +99,7 @@ def _replicated_like(value: np.ndarray, like: Any) -> jax.Array:
   if isinstance(sharding, jax.sharding.NamedSharding):
     return jax.device_put(value, jax.sharding.NamedSharding(sharding.mesh,
                                                             jax.sharding.PartitionSpec()))
-  return jnp.asarray(value)
+  return jax.device_put(value)
 
 
 def _concatenate(floats: list) -> jax.Array:

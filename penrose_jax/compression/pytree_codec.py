@@ -131,7 +131,7 @@ def decode(meta: Any, prefix: str, arrays: dict) -> Any:
   if kind == "static":
     return StaticArray(np.asarray(arrays[prefix]))
   if kind == "array":
-    return jax.numpy.asarray(arrays[prefix])
+    return jax.device_put(arrays[prefix])  # no per-shape compile, unlike jnp.asarray
   if kind == "value":
     return _tupled(meta["v"])
   if kind == "seq":

@@ -43,13 +43,24 @@ class QuantizedArray:
   axis: int = struct.field(pytree_node=False)
   bits: int = struct.field(pytree_node=False)
 
-  def dense(self) -> jax.Array:
-    """Dequantized float32 array of the original shape."""
-    x = self.q.astype(jnp.float32) * self.scale.astype(jnp.float32)
+  def _dequantize(self, xp, q, scale):
+    x = q.astype(xp.float32) * scale.astype(xp.float32)
     moved = list(self.shape)
     length = moved.pop(self.axis)
     x = x.reshape(tuple(moved) + (-1,))[..., :length]
-    return jnp.moveaxis(x, -1, self.axis)
+    return xp.moveaxis(x, -1, self.axis)
+
+  def dense(self) -> jax.Array:
+    """Dequantized float32 array of the original shape."""
+    return self._dequantize(jnp, self.q, self.scale)
+
+  def dense_host(self) -> np.ndarray:
+    """`dense()` computed in numpy (eager callers: compiles nothing).
+
+    Returns:
+      float32 numpy array of the original shape.
+    """
+    return self._dequantize(np, np.asarray(self.q), np.asarray(self.scale))
 
   def param_count(self) -> int:
     return int(self.q.size + self.scale.size)
@@ -87,7 +98,7 @@ def quantize_array(x, bits: int, group_size: int = 64, axis: int = -1) -> Quanti
   scale32 = scale.astype(np.float32)
   safe = np.where(scale32 > 0, scale32, 1.0)
   q = np.clip(np.rint(grouped / safe), -QMAX[bits] - 1, QMAX[bits]).astype(np.int8)
-  return QuantizedArray(jnp.asarray(q), jnp.asarray(scale), tuple(int(s) for s in x.shape),
+  return QuantizedArray(jax.device_put(q), jax.device_put(scale), tuple(int(s) for s in x.shape),
                         int(axis), int(bits))
 
 
@@ -101,7 +112,8 @@ def quantization_error(x, qa: QuantizedArray) -> float:
 def maybe_quantize(x, quantize: str, group_size: int, axis: int = -1):
   """Returns x as float32 jax array ('none') or a QuantizedArray ('int8'/'int4')."""
   if quantize == "none":
-    return jnp.asarray(np.asarray(x, np.float32))
+    # device_put, not jnp.asarray: the latter compiles one program per new shape (JAX 0.10).
+    return jax.device_put(np.asarray(x, np.float32))
   if quantize not in BITS:
     raise ValueError(f"unknown quantize {quantize!r}; allowed: ['none', 'int8', 'int4']")
   return quantize_array(x, BITS[quantize], group_size, axis)

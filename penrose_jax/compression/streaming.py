@@ -244,7 +244,7 @@ def compress_layer(layer_key: str, layer_params: Mapping[str, Any], x: Optional[
     if cfg.method == "rtn":
       with maybe_stage(timer, "build_leaves"):
         leaf = rtn_quantize_dense(w, BITS[cfg.quantize], cfg.group_size)
-        w_hat = np.asarray(leaf.materialize(), np.float32)
+        w_hat = leaf.materialize_host()
         rows.append(matrix_row(path, w, leaf, w_hat=w_hat))
     else:
       tiling = tiling_for(path, w.shape, cfg)
@@ -256,7 +256,7 @@ def compress_layer(layer_key: str, layer_params: Mapping[str, Any], x: Optional[
         leaf = build_leaf(w, tiling, tile_ranks, gram, cfg.damping, cfg.spectral,
                           cfg.spectral_scope, cfg.tau, cfg.keep_energy, cfg.quantize,
                           cfg.group_size, svds=svds)
-        w_hat = np.asarray(leaf.materialize(), np.float32)
+        w_hat = leaf.materialize_host()
         rows.append(matrix_row(path, w, leaf, tiling, tile_ranks, gram, damps, w_hat=w_hat))
       layouts[path] = (tiling, tile_ranks)
     replace[proj] = leaf

@@ -278,7 +278,7 @@ def matrix_row(path: str, w: Any, leaf: Any, tiling: Optional[Tiling] = None, ra
   """
   w64 = np.asarray(w, np.float64)
   if w_hat is None:
-    w_hat = leaf.materialize()  # eager: a jit here would compile once per leaf structure
+    w_hat = leaf.materialize_host()  # numpy: eager jnp compiled one program per leaf shape
   diff = w64 - np.asarray(w_hat, np.float64)
   row = {"name": path, "shape": tuple(w64.shape), "params_dense": int(w64.size),
          "params_stored": int(leaf.param_count()), "bytes": int(leaf.nbytes()),

@@ -13,7 +13,7 @@ import dataclasses
 import pathlib
 from typing import Any, Optional
 
-import jax.numpy as jnp
+import jax
 import numpy as np
 
 from penrose_jax.io.errors import CheckpointFormatError
@@ -153,7 +153,7 @@ class ModelReader(abc.ABC):
         array = unpermute_rope_rows(array, spec.rope_heads)
       if spec.transpose:
         array = array.T
-      set_path(tree, spec.path, jnp.asarray(np.ascontiguousarray(array)))
+      set_path(tree, spec.path, jax.device_put(np.ascontiguousarray(array)))
     return tree
 
   def read_globals(self) -> dict:

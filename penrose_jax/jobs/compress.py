@@ -238,6 +238,9 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
     rss_after_layer[key] = round(peak_rss_mib(), 1)
     if needs_acts and (stream_dir / f"acts_{i}.npy").exists():
       os.unlink(stream_dir / f"acts_{i}.npy")
+    # Drop this layer before reading the next: otherwise two layers (dense, compressed and
+    # materialized copies) are alive while layer i + 1 loads and factors.
+    del layer, new_layer, approx_layer
   keys = global_keys + [f"layers_{i}" for i in range(mcfg.num_layers)]
   with timer.stage("write"):
     model_source.finish_model_checkpoint(
