@@ -10,7 +10,7 @@ spectral='dct' on the factors (spectral_scope 'factor') keeping 1.0 / 0.99 / 0.9
 of the coefficient energy, and spectral='fft' at 0.95. The stored ratio falls below 0.6 as
 coefficients are dropped, so the plots (achieved param_ratio vs perplexity and vs hidden KL)
 show where the knee is. Produces DIR/results.csv, DIR/report.md, DIR/plots/, DIR/runs/<name>/.
-Time on the 2-core CPU machine (2026-11-23): 813-866 s per run (leaf building 275-371 s and
+Time on the 2-core CPU machine (2026-11-23): 813-1,061 s per run (leaf building 275-604 s and
 evaluation 201-293 s of it: spectral leaves compile per shape), ~1.4 h for all 6.
 quick (tiny model, MLP kernels only, 2 runs: dct keep 1.0 and 0.9): measured 24-40 s.
 """
