@@ -69,6 +69,8 @@ def test_building_and_host_materializing_compiles_nothing(caplog):
     leaf = build_leaf(W, TILING, ranks)
     leaf.materialize_host()
     build_leaf(W, TILING, ranks, quantize="int8", group_size=8).materialize_host()
+    build_leaf(W, TILING, ranks, spectral="dct", keep_energy=0.9, quantize="int8",
+               group_size=8).materialize_host()
   assert [r.getMessage() for r in caplog.records if "Compiling" in r.getMessage()] == []
 
 

@@ -35,8 +35,8 @@ from flax import struct
 # their codecs, so restoring a checkpoint in a fresh process (which imports only this module)
 # can decode them.
 from penrose_jax.compression import pytree_codec, quantization, spectral  # noqa: F401
-from penrose_jax.compression.pytree_codec import (StaticArray, as_dense, register_codec,
-                                                  stored_bytes, stored_count)
+from penrose_jax.compression.pytree_codec import (StaticArray, as_dense, host_dense,
+                                                  register_codec, stored_bytes, stored_count)
 
 LEAF_TYPES: dict[str, type] = {}
 
@@ -87,13 +87,6 @@ def _scatter_add(out: jax.Array, y: jax.Array, col0: StaticArray, w: int) -> jax
   return out.at[..., idx].add(y.reshape(y.shape[:-2] + (-1,)))
 
 
-def _host_dense(x) -> np.ndarray:
-  """A stored field as a float32 numpy array (codecs without a host decoder use their jnp one)."""
-  if hasattr(x, "dense_host"):
-    return x.dense_host()
-  return np.asarray(x.dense() if hasattr(x, "dense") else x, np.float32)
-
-
 def _materialize_groups_host(shape, groups) -> np.ndarray:
   """Dense (m, n) float32 numpy matrix from grouped blocks, computed on the host.
 
@@ -104,9 +97,9 @@ def _materialize_groups_host(shape, groups) -> np.ndarray:
   out = np.zeros(shape, np.float32)
   for group in groups:
     if isinstance(group, LowRankGroup):
-      blocks = np.einsum("ghr,gwr->ghw", _host_dense(group.u), _host_dense(group.v))
+      blocks = np.einsum("ghr,gwr->ghw", host_dense(group.u), host_dense(group.v))
     else:
-      blocks = _host_dense(group.data)
+      blocks = host_dense(group.data)
     for k, (r0, c0) in enumerate(zip(group.row0.array.tolist(), group.col0.array.tolist())):
       out[r0:r0 + group.h, c0:c0 + group.w] = blocks[k]
   return out
@@ -416,7 +409,7 @@ class QuantizedDense(_CheckpointMixin):
     Returns:
       (in, out) float32 numpy array.
     """
-    return _host_dense(self.weight)
+    return host_dense(self.weight)
 
   def param_count(self) -> int:
     return int(self.weight.param_count())

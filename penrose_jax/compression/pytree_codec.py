@@ -155,6 +155,18 @@ def as_dense(x, dtype=None) -> jax.Array:
   return x if dtype is None else x.astype(dtype)
 
 
+def host_dense(x) -> np.ndarray:
+  """`as_dense` on the host: a float32 numpy array, codecs decoded by their `dense_host`.
+
+  Eager callers use this instead of `as_dense`: in JAX 0.10 eager jnp ops (jnp.asarray
+  included) compile one program per new shape and keep it, which grew the streaming
+  compressor ~100 MiB per layer of a 1.5 B model.
+  """
+  if hasattr(x, "dense_host"):
+    return x.dense_host()
+  return np.asarray(x, np.float32)
+
+
 def stored_count(x) -> int:
   """Stored numbers of a field (codecs count their indices/scales)."""
   if hasattr(x, "param_count"):

@@ -24,7 +24,8 @@ import numpy as np
 import scipy.fft
 from flax import struct
 
-from penrose_jax.compression.pytree_codec import StaticArray, register_codec, as_dense
+from penrose_jax.compression.pytree_codec import (StaticArray, as_dense, host_dense,
+                                                  register_codec)
 
 SPECTRAL_KINDS = ("none", "dct", "fft")
 
@@ -61,11 +62,12 @@ def forward(x: np.ndarray, kind: str, axes: tuple[int, ...]) -> np.ndarray:
   return out
 
 
-def _inverse_jax(coef: jax.Array, kind: str, axes: tuple[int, ...]) -> jax.Array:
+def _inverse(xp, coef, kind: str, axes: tuple[int, ...]):
+  """Inverse transform in float32 with xp = jnp (jittable) or np (host, compiles nothing)."""
   out = coef
   for ax in axes:
-    c = jnp.asarray(basis_matrix(kind, out.shape[ax]), jnp.float32)
-    out = jnp.moveaxis(jnp.tensordot(c.T, jnp.moveaxis(out, ax, 0), axes=(1, 0)), 0, ax)
+    c = xp.asarray(basis_matrix(kind, out.shape[ax]), xp.float32)
+    out = xp.moveaxis(xp.tensordot(c.T, xp.moveaxis(out, ax, 0), axes=(1, 0)), 0, ax)
   return out
 
 
@@ -129,17 +131,26 @@ class SpectralArray:
     block = np.repeat(np.arange(g, dtype=np.int64), self.counts.array)
     return block * (a * b) + self.index.array.astype(np.int64)
 
-  def dense(self) -> jax.Array:
-    """The reconstructed float32 (g, a, b) array (scatter + inverse transform)."""
-    vals = as_dense(self.values, jnp.float32)
+  def _reconstruct(self, xp, vals):
     # Static gather instead of a scatter: every coefficient slot points at its kept value
     # or at an appended zero (gathers compile and run faster than scatters, eager or jit).
     size = int(np.prod(self.shape))
     slots = np.full(size, vals.shape[0], np.int64)
     slots[self._flat_index()] = np.arange(vals.shape[0])
-    coef = jnp.take(jnp.concatenate([vals, jnp.zeros((1,), jnp.float32)]), slots)
-    coef = coef.reshape(self.shape)
-    return _inverse_jax(coef, self.kind, self.axes)
+    coef = xp.take(xp.concatenate([vals, xp.zeros((1,), xp.float32)]), slots)
+    return _inverse(xp, coef.reshape(self.shape), self.kind, self.axes)
+
+  def dense(self) -> jax.Array:
+    """The reconstructed float32 (g, a, b) array (scatter + inverse transform)."""
+    return self._reconstruct(jnp, as_dense(self.values, jnp.float32))
+
+  def dense_host(self) -> np.ndarray:
+    """`dense()` computed in numpy (eager callers: compiles nothing).
+
+    Returns:
+      float32 numpy array of shape (g, a, b).
+    """
+    return self._reconstruct(np, host_dense(self.values))
 
   def param_count(self) -> int:
     from penrose_jax.compression.pytree_codec import stored_count
