@@ -232,6 +232,21 @@ def _section_text(section: Section) -> str:
   return f"{section.title}\n\n{section.text}"
 
 
+def _logged_loss(metrics_path: pathlib.Path, step: int) -> Optional[float]:
+  """The train loss metrics.jsonl logged at `step` (None when not logged or step is 0)."""
+  if step <= 0 or not metrics_path.exists():
+    return None
+  loss = None
+  for line in metrics_path.read_text(encoding="utf-8").splitlines():
+    try:  # a kill can leave the last line half-written
+      record = json.loads(line)
+    except json.JSONDecodeError:
+      continue
+    if int(record.get("step", -1)) == step:
+      loss = record.get("loss")
+  return loss
+
+
 def _read_traces(path: pathlib.Path, keep_until_step: int) -> list[dict]:
   """Existing trace lines of sections that ended at or before the restored step."""
   if not path.exists():
@@ -346,7 +361,10 @@ def train(model_config: ModelConfig, params: Any, tokenizer: Any, documents: Seq
       restored_step = int(state.step)
     checkpoints.close()
   batch_fn = lambda i: place_batch(train_data.stack_batch(table, plan[i]))
-  total_tokens, total_seconds, final_loss = 0, 0.0, None
+  # A run killed after its last update resumes with no steps left: the loss it reports is the
+  # one logged at the restored step, so the report equals an uninterrupted run's.
+  total_tokens, total_seconds = 0, 0.0
+  final_loss = _logged_loss(workdir / "metrics.jsonl", restored_step)
   common = dict(log_every=cfg.log_every, checkpoint_every=0, max_to_keep=2, resume=False,
                 progress=progress, async_checkpoints=False)
 
