@@ -61,6 +61,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.eval.window = 256
   config.eval.max_windows = 16
   config.eval.batch_size = 8
+  # A compress report.json whose perplexities (dense and compressed, same windows) stand in for
+  # the teacher's and the student's before alignment; '' = measure them. The pipeline sets it.
+  config.eval.compress_report = ""
   # Mesh / sharding rules / multi-host start-up (penrose_jax.parallel; see README "Running on
   # a TPU pod / multi-GPU"). The default is data-parallel over every device.
   config.parallel = default_parallel_config()

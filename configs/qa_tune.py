@@ -61,6 +61,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.trace_max_new_tokens = 24
   config.max_section_windows = 0
   config.log_every = 1
+  config.checkpoint_every_sections = 1  # full train-state checkpoints (params + Adam moments)
   config.save_model = True
   config.save_merged = True  # merge LoRA into dense kernels before saving / evaluating
   config.eval = ml_collections.ConfigDict(dict(

@@ -4,12 +4,13 @@ import json
 import math
 import pathlib
 
+import ml_collections
 import pytest
 
 from configs import evaluate as evaluate_config
 from configs import generate as generate_config
 from configs import pipeline as pipeline_config
-from penrose_jax.jobs import evaluate, generate, model_source, pipeline
+from penrose_jax.jobs import align, evaluate, generate, model_source, pipeline
 
 SHARED = pathlib.Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
@@ -60,6 +61,26 @@ def test_pipeline_quick_writes_markdown_and_plots(tmp_path):
   assert "# penrose-jax pipeline report" in text
   assert list((tmp_path / "plots").glob("*.png"))
   assert math.isfinite(report["wall_s"])
+  # Alignment takes the student's and teacher's perplexities from the compress stage (same
+  # windows) instead of measuring them again; the values are the compress report's.
+  compress_report = json.loads((tmp_path / "compress" / "report.json").read_text())
+  align_report = report["stages"]["align"]
+  assert align_report["ppl_reused_from_compress"] == ["demo_corpus", "lambada"]
+  for name in align_report["ppl_reused_from_compress"]:
+    assert align_report["ppl_before"][name] == compress_report["ppl_compressed_by_set"][name]
+    assert align_report["ppl_teacher"][name] == compress_report["ppl_dense_by_set"][name]
+  # Other windows, or another student, and nothing is reused.
+  eval_config = ml_collections.ConfigDict(config.align.eval.to_dict())
+  report_path = str(tmp_path / "compress" / "report.json")
+  student = str(tmp_path / "compress" / "model")
+  teacher = compress_report["config"]["model"]
+  assert align.measured_by_compress(report_path, eval_config, student, teacher)[0]
+  eval_config.max_windows = 5
+  assert align.measured_by_compress(report_path, eval_config, student, teacher) == ({}, {})
+  eval_config.max_windows = config.align.eval.max_windows
+  assert align.measured_by_compress(report_path, eval_config, str(tmp_path), teacher) == ({}, {})
+  with pytest.raises(ValueError, match="eval.compress_report=.*nothing.json"):
+    align.measured_by_compress(str(tmp_path / "nothing.json"), eval_config, student, teacher)
 
 
 def test_unknown_config_variant_is_a_clear_error():

@@ -113,6 +113,28 @@ def test_resume_matches_uninterrupted_and_onepass_budget(tiny, tmp_path):
   # Only the LoRA adapters were trained.
   assert full.trainable["selector"].endswith("(a|b)$")
 
+  # Checkpointing every 2 sections: killed after section 0 (not saved: the rerun redoes it)
+  # and again after section 1 (saved), it still ends where the uninterrupted run ends.
+  sparse = trainer.CurriculumConfig(**{**CFG.__dict__, "checkpoint_every_sections": 2})
+  sparse_args = args[:-1] + (sparse,)
+  for stop_after in (0, 1):
+    chex.clear_trace_counter()
+    with pytest.raises(_Killed):
+      trainer.train(*sparse_args, tmp_path / "sparse",
+                    on_section_end=lambda i, r, k=stop_after: (_ for _ in ()).throw(_Killed())
+                    if i == k else None)
+  assert sorted(p.name for p in (tmp_path / "sparse" / "checkpoints").iterdir()
+                if p.name.isdigit()) == [str(2 * CFG.steps_per_section)]
+  assert [json.loads(line)["section_index"]
+          for line in (tmp_path / "sparse" / "traces.jsonl").open()] == [0, 1]
+  chex.clear_trace_counter()
+  sparse_run = trainer.train(*sparse_args, tmp_path / "sparse")
+  jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(full.params),
+                         jax.device_get(sparse_run.params))
+  assert sparse_run.final_loss == full.final_loss
+  assert [json.loads(line)["section_index"]
+          for line in (tmp_path / "sparse" / "traces.jsonl").open()] == [0, 1, 2]
+
   chex.clear_trace_counter()
   onepass = trainer.train(*args[:-1], trainer.CurriculumConfig(
       **{**CFG.__dict__, "mode": "onepass"}), tmp_path / "onepass")

@@ -14,6 +14,7 @@ the data axes (`parallel.batch_placement`); jit propagates those shardings throu
 from __future__ import annotations
 
 import dataclasses
+import json
 import pathlib
 import time
 from typing import Any
@@ -53,6 +54,60 @@ def text_set_perplexities(params: Any, model_config: Any, tokenizer: Any,
                                            eval_config.window, eval_config.max_windows or None,
                                            eval_config.batch_size)["ppl"]
   return out, skipped
+
+
+def measured_by_compress(report_path: str, eval_config: ml_collections.ConfigDict,
+                         student_spec: str, teacher_spec: str) -> tuple[dict, dict]:
+  """Perplexities a compress report already measured on the same windows.
+
+  The compress job evaluates the dense and the compressed model on its text sets; when its
+  student checkpoint, teacher and window settings are the ones alignment would use, those
+  numbers are the alignment's "before" and "teacher" perplexities (no need to run them again).
+
+  Args:
+    report_path: the compress job's report.json ('' = nothing to reuse).
+    eval_config: alignment's eval config (text_sets, window, max_windows).
+    student_spec: the student checkpoint alignment loads.
+    teacher_spec: the teacher alignment loads.
+
+  Returns:
+    ({set: student ppl}, {set: teacher ppl}) for the sets that match; empty dicts otherwise.
+
+  Raises:
+    ValueError: report_path is set but is not a readable compress report.
+  """
+  if not report_path:
+    return {}, {}
+  path = pathlib.Path(report_path)
+  try:
+    report = json.loads(path.read_text(encoding="utf-8"))
+    used = report["config"]["eval"]
+    checkpoint, source = report["checkpoint"], report["config"]["model"]
+  except (OSError, ValueError, KeyError, TypeError) as err:
+    raise ValueError(f"eval.compress_report={report_path}: expected a compress job's "
+                     f"report.json with config.eval, config.model and checkpoint ({err!r})"
+                     ) from err
+  same_models = (pathlib.Path(checkpoint).resolve() == pathlib.Path(student_spec).resolve()
+                 and source == teacher_spec)
+  same_windows = all(used.get(k) == eval_config[k] for k in ("window", "max_windows"))
+  if not (same_models and same_windows):
+    return {}, {}
+  sets = [name for name, spec in eval_config.text_sets.items()
+          if used.get("text_sets", {}).get(name) == spec
+          and name in report.get("ppl_compressed_by_set", {})
+          and name in report.get("ppl_dense_by_set", {})]
+  return ({n: report["ppl_compressed_by_set"][n] for n in sets},
+          {n: report["ppl_dense_by_set"][n] for n in sets})
+
+
+def _perplexities_except(known: dict, params: Any, model_config: Any, tokenizer: Any,
+                         eval_config: ml_collections.ConfigDict) -> tuple[dict, list[str]]:
+  """text_set_perplexities for the sets not in `known`, merged with `known`."""
+  todo = ml_collections.ConfigDict(eval_config.to_dict())
+  todo.text_sets = {k: v for k, v in eval_config.text_sets.items() if k not in known}
+  measured, skipped = (text_set_perplexities(params(), model_config, tokenizer, todo)
+                       if todo.text_sets else ({}, []))
+  return {**known, **measured}, skipped
 
 
 def alignment_config(config: ml_collections.ConfigDict) -> AlignmentConfig:
@@ -131,15 +186,19 @@ def _align_loaded(config: ml_collections.ConfigDict, workdir: pathlib.Path, star
   val, _, skipped_val = text_sources.windows_from_existing_sources(
       config.val_sources, tok, config.num_val_windows, config.window, config.seed + 1)
   # Perplexities use dense-equivalent trees: same values, the dense compiled forward.
+  known_before, known_teacher = measured_by_compress(
+      config.eval.get("compress_report", ""), config.eval, student_spec, teacher_spec)
   with timer.stage("ppl"):
-    ppl_before, skipped_eval = text_set_perplexities(dense_equivalent(student.params),
-                                                     student.config, tok, config.eval)
+    ppl_before, skipped_eval = _perplexities_except(
+        known_before, lambda: dense_equivalent(student.params), student.config, tok,
+        config.eval)
   aligned, result = align(student.params, teacher.params, mcfg, train, val,
                           align_cfg, str(workdir / "train"), timer=timer)
   with timer.stage("ppl"):
     ppl_after, _ = text_set_perplexities(dense_equivalent(aligned), student.config, tok,
                                          config.eval)
-    ppl_teacher, _ = text_set_perplexities(teacher.params, teacher.config, tok, config.eval)
+    ppl_teacher, _ = _perplexities_except(known_teacher, lambda: teacher.params,
+                                          teacher.config, tok, config.eval)
   with timer.stage("write"):
     model_source.save_model_checkpoint(
         workdir / "model", student.config, aligned, tok,
@@ -148,6 +207,7 @@ def _align_loaded(config: ml_collections.ConfigDict, workdir: pathlib.Path, star
   metrics = {**result, "stage_s": timer.rounded(), "ppl_before": ppl_before,
              "ppl_after": ppl_after,
              "ppl_teacher": ppl_teacher,
+             "ppl_reused_from_compress": sorted(known_before),
              "skipped": skipped + skipped_val + skipped_eval, "checkpoint": str(workdir / "model"),
              "student": student_spec, "teacher": teacher_spec}
   report = report_json.build_report("align", config, student.name, time.time() - start, metrics)

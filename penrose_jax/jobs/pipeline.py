@@ -85,6 +85,7 @@ def _stage_configs(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> 
   align_cfg = ml_collections.ConfigDict(config.align.to_dict())
   align_cfg.student = str(workdir / "compress" / "model")
   align_cfg.teacher = config.model
+  align_cfg.eval.compress_report = str(workdir / "compress" / "report.json")
   qa_cfg = ml_collections.ConfigDict(config.qa_tune.to_dict())
   qa_cfg.model = str(workdir / "align" / "model")
   return {"compress": compress_cfg, "align": align_cfg, "qa_tune": qa_cfg}

@@ -70,6 +70,8 @@ class CurriculumConfig:
     max_section_windows: at most this many text windows per section (0 = all).
     log_every: metrics.jsonl interval.
     max_traces: fail if the train step compiles more than this many times (None = no check).
+    checkpoint_every_sections: sectionwise mode checkpoints after every this many sections
+      and after the last (a resumed run redoes the sections after the latest checkpoint).
   """
 
   mode: str = "sectionwise"
@@ -91,6 +93,7 @@ class CurriculumConfig:
   max_section_windows: int = 0
   log_every: int = 1
   max_traces: Optional[int] = None
+  checkpoint_every_sections: int = 1
 
 
 @dataclasses.dataclass
@@ -368,9 +371,10 @@ def train(model_config: ModelConfig, params: Any, tokenizer: Any, documents: Seq
   common = dict(log_every=cfg.log_every, checkpoint_every=0, max_to_keep=2, resume=False,
                 progress=progress, async_checkpoints=False)
 
-  def run_until(end: int):
+  def run_until(end: int, checkpoint: bool = True):
     nonlocal state, total_tokens, total_seconds, final_loss
-    result = run_training(state, step_fn, batch_fn, end, str(workdir), **common)
+    result = run_training(state, step_fn, batch_fn, end, str(workdir),
+                          checkpoint_at_end=checkpoint, **common)
     state = result.state
     total_tokens += result.train_tokens
     total_seconds += result.train_tokens / max(result.tokens_per_s, 1e-9)
@@ -389,32 +393,48 @@ def train(model_config: ModelConfig, params: Any, tokenizer: Any, documents: Seq
   tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept),
                  encoding="utf-8")
   os.replace(tmp, traces_path)
+  # The section traces score values only: each state's dense equivalent is materialized once
+  # (one compiled program) and shared by its losses and answers, instead of every loss batch
+  # materializing the stored blocks again inside the compressed forward. A section's "after"
+  # state is the next section's "before" state, so that one is reused.
+  values_cache: dict[int, Any] = {}
+
+  def values_at_step(step: int) -> Any:
+    if step not in values_cache:
+      values_cache.clear()
+      values_cache[step] = dense_equivalent(unpack_compressed(state.params))
+    return values_cache[step]
+
   for j, section in enumerate(sections):
     start, end = j * cfg.steps_per_section, (j + 1) * cfg.steps_per_section
     if end <= restored_step:
       continue
     qa = section_qa[j]
     traced = qa[:cfg.trace_questions]
+    qa_examples = [ex for _, ex in qa]
     text_examples = [ex for ex in section_examples[j] if ex.kind == "section"]
     answer = lambda p, q: greedy_answer(p, model_config, tokenizer, q, cfg.trace_max_new_tokens)
-    before = [answer(state.params, pair.question) for pair, _ in traced]
-    qa_before = mean_masked_loss(state.params, model_config, [ex for _, ex in qa],
-                                 cfg.batch_size)
-    text_before = mean_masked_loss(state.params, model_config, text_examples, cfg.batch_size)
+    values = values_at_step(int(state.step))
+    before = [answer(values, pair.question) for pair, _ in traced]
+    qa_before = mean_masked_loss(values, model_config, qa_examples, cfg.batch_size)
+    text_before = mean_masked_loss(values, model_config, text_examples, cfg.batch_size)
     t0 = time.time()
-    run_until(end)
+    # Checkpoints are full train states (params + Adam moments: ~0.75 GB for SmolLM2); one
+    # every few sections is a fair trade against redoing those sections after a kill.
+    run_until(end, checkpoint=((j + 1) % max(cfg.checkpoint_every_sections, 1) == 0
+                               or j == len(sections) - 1))
+    values = values_at_step(int(state.step))
     record = {
         "section_index": j, "doc_id": section.doc_id, "section": section.title,
         "section_order": section.order, "start_step": start, "end_step": end,
         "qa_pairs": len(qa), "text_windows": len(text_examples),
         "questions": [{"question": pair.question, "gold": pair.answer, "source": pair.source,
-                       "before": b, "after": answer(state.params, pair.question)}
+                       "before": b, "after": answer(values, pair.question)}
                       for (pair, _), b in zip(traced, before)],
         "qa_loss_before": qa_before,
-        "qa_loss_after": mean_masked_loss(state.params, model_config, [ex for _, ex in qa],
-                                          cfg.batch_size),
+        "qa_loss_after": mean_masked_loss(values, model_config, qa_examples, cfg.batch_size),
         "text_loss_before": text_before,
-        "text_loss_after": mean_masked_loss(state.params, model_config, text_examples,
+        "text_loss_after": mean_masked_loss(values, model_config, text_examples,
                                             cfg.batch_size),
         "train_loss_last": final_loss, "train_s": time.time() - t0}
     _append_jsonl(traces_path, record)

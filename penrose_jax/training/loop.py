@@ -86,7 +86,8 @@ def run_training(state: TrainState, train_step: Callable[[TrainState, Any], tupl
                  eval_every: int = 0, checkpoint_every: int = 100, max_to_keep: int = 2,
                  best_metric: Optional[str] = None, best_mode: str = "min",
                  tokens_in_batch: Callable[[Any], int] = _count_tokens, resume: bool = True,
-                 progress: bool = True, async_checkpoints: bool = True) -> TrainingResult:
+                 progress: bool = True, async_checkpoints: bool = True,
+                 checkpoint_at_end: bool = True) -> TrainingResult:
   """Trains until `num_steps` updates are done, resuming from `workdir` when possible.
 
   Per update i (0-based): batch = batch_fn(i); state, metrics, finite = train_step(state,
@@ -114,6 +115,8 @@ def run_training(state: TrainState, train_step: Callable[[TrainState, Any], tupl
     resume: restore the latest checkpoint of `workdir` if there is one.
     progress: show a tqdm bar.
     async_checkpoints: write checkpoints in the background.
+    checkpoint_at_end: also checkpoint after the last update (a caller that trains in pieces
+      and checkpoints only some piece ends turns it off for the others).
 
   Returns:
     TrainingResult.
@@ -185,7 +188,8 @@ def run_training(state: TrainState, train_step: Callable[[TrainState, Any], tupl
         log.append(record)
         bar.set_postfix(loss=f"{last_metrics['loss']:.4g}")
         tokens_since_log, seconds_since_log = 0, 0.0
-      if is_last or do_eval or (checkpoint_every > 0 and done % checkpoint_every == 0):
+      if ((is_last and checkpoint_at_end) or do_eval
+          or (checkpoint_every > 0 and done % checkpoint_every == 0)):
         checkpoints.save(done, state, meta={"data_position": done}, eval_metrics=eval_metrics)
     if not last_metrics and start < num_steps:
       last_metrics = _floats(metrics)
