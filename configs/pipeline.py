@@ -10,9 +10,9 @@ evaluation.
 Produces DIR/report.md (tables + plots), DIR/report.json, DIR/plots/*.png and one subfolder per
 stage (each with its own report.json). A rerun continues after the last finished stage.
 The demo variant uses small calibration / evaluation sets, 8 tiles per matrix and short
-alignment and fine-tuning. Measured on the 2-core machine (quiet, 2026-11-23): 987 s
-(dense eval 41, compress 159, align 282, Q&A 421, final eval 69), peak RSS 12.4 GiB: over the
-15-minute goal by ~10 % (see README "The main job").
+alignment and fine-tuning. Measured on the 2-core machine (quiet, 2026-11-24): 869 s = 14.5 min
+(dense eval 44, compress 168, align 282, Q&A 297, final eval 56), peak RSS 10.7 GiB (see README
+"The main job").
 Time of quick (tiny model): ~1-2 min.
 """
 
