@@ -17,8 +17,9 @@ top-1 agreement before / after, perplexity before / after per text set, tokens/s
 DIR/report.md, DIR/plots/ (bars of the after-metrics, training loss per run),
 DIR/runs/<name>/. Time on the 2-core CPU machine (2026-11-24): 2,268 s for the 4 aligns
 (none 157 s, 60-step runs 610-870 s, the slowest with the tests beside it) plus one compress
-(~6-8 min; reused from sweep_tiling's identical penrose_w run for the README table). quick (tiny model, 2 runs: none and both, 4 steps): measured
-46 s inside the test run, 46-110 s as a command depending on the machine's load.
+(~6-8 min; reused from sweep_tiling's identical penrose_w run for the README table).
+quick (tiny model, 2 runs: none and both, 4 steps): measured 46 s inside the test run,
+46-110 s as a command depending on the machine's load.
 """
 
 import ml_collections

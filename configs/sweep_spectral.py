@@ -8,8 +8,9 @@ Command (from the repo root):
 Runs the `compress` job on SmolLM2-135M: Penrose tiles, whitened, param_ratio 0.6 budget, then
 spectral='dct' on the factors (spectral_scope 'factor') keeping 1.0 / 0.99 / 0.95 / 0.9 / 0.8
 of the coefficient energy, and spectral='fft' at 0.95. Indices are counted, so the stored ratio
-starts above 0.6 (0.845 at keep 1.0, measured) and falls as coefficients are dropped; the plots (achieved param_ratio vs perplexity and vs hidden KL)
-show where the knee is. Produces DIR/results.csv, DIR/report.md, DIR/plots/, DIR/runs/<name>/.
+starts above 0.6 (0.845 at keep 1.0, measured) and falls as coefficients are dropped; the
+plots (achieved param_ratio vs perplexity and vs hidden KL) show where the knee is.
+Produces DIR/results.csv, DIR/report.md, DIR/plots/, DIR/runs/<name>/.
 Time on the 2-core CPU machine (2026-11-23/24): 562-1,061 s per run, ~1.2 h for all 6 (the
 first 3 built leaves in 275-604 s; after SpectralArray.dense_host the last 3 took 23-33 s, so
 a rerun now takes ~10 min per run, mostly evaluation).

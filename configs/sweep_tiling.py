@@ -12,9 +12,10 @@ metric, plots), DIR/plots/ (param_ratio vs perplexity and vs hidden KL per metho
 hidden-KL heatmap), the tiling pictures of every run linked from report.md, and each run's
 workdir in DIR/runs/<name>/ (a rerun skips finished runs and resumes an unfinished one).
 Time on the 2-core CPU machine: measured 1,963 s (32.7 min, 2026-11-23; whitened runs 362-437 s,
-unwhitened 212-286 s, the last four with the test suite running beside them), peak RSS 12.4 GB. quick (tiny model, 2 runs:
-penrose / grid, whitened; per-matrix budget and 4 tiles per matrix, see quick_compress_base):
-measured 25 s inside the test run, ~35-45 s as a command (startup, tiny model build).
+unwhitened 212-286 s, the last four with the test suite running beside them), peak RSS
+12.4 GB. quick (tiny model, 2 runs: penrose / grid, whitened; per-matrix budget and 4 tiles
+per matrix, see quick_compress_base): measured 25 s inside the test run, ~35-45 s as a command
+(startup, tiny model build).
 """
 
 import ml_collections

@@ -176,6 +176,8 @@ def test_metrics_log_truncation(tmp_path):
     log.append({"step": step, "loss": np.float32(step) / 2, "bad": float("nan")})
   with open(log.path, "a") as f:
     f.write('{"step": 5, "lo')  # torn line from a kill mid-write
+  assert log.logged_at(3)["loss"] == 1.5
+  assert log.logged_at(5) is None and MetricsLog(str(tmp_path / "none.jsonl")).logged_at(1) is None
   assert log.truncate_after(2) == 2
   assert [r["step"] for r in read_metrics(log.path)] == [1, 2]
   assert read_metrics(log.path)[0] == {"step": 1, "loss": 0.5, "bad": "nan"}

@@ -40,9 +40,9 @@ from penrose_jax.parallel.placement import place_batch
 from penrose_jax.qa import train_data
 from penrose_jax.qa.ingest import Document, Section
 from penrose_jax.qa.records import QAPair
-from penrose_jax.training import (OptimizerConfig, TrainCheckpoints, describe_trainable,
-                                  init_train_state, make_optimizer, make_schedule,
-                                  make_train_step, run_training, trainable_mask)
+from penrose_jax.training import (MetricsLog, OptimizerConfig, TrainCheckpoints,
+                                  describe_trainable, init_train_state, make_optimizer,
+                                  make_schedule, make_train_step, run_training, trainable_mask)
 
 MODES = ("sectionwise", "onepass", "none")
 TRAINABLE = ("lora", "compressed", "all")
@@ -235,21 +235,6 @@ def _section_text(section: Section) -> str:
   return f"{section.title}\n\n{section.text}"
 
 
-def _logged_loss(metrics_path: pathlib.Path, step: int) -> Optional[float]:
-  """The train loss metrics.jsonl logged at `step` (None when not logged or step is 0)."""
-  if step <= 0 or not metrics_path.exists():
-    return None
-  loss = None
-  for line in metrics_path.read_text(encoding="utf-8").splitlines():
-    try:  # a kill can leave the last line half-written
-      record = json.loads(line)
-    except json.JSONDecodeError:
-      continue
-    if int(record.get("step", -1)) == step:
-      loss = record.get("loss")
-  return loss
-
-
 def _read_traces(path: pathlib.Path, keep_until_step: int) -> list[dict]:
   """Existing trace lines of sections that ended at or before the restored step."""
   if not path.exists():
@@ -367,7 +352,8 @@ def train(model_config: ModelConfig, params: Any, tokenizer: Any, documents: Seq
   # A run killed after its last update resumes with no steps left: the loss it reports is the
   # one logged at the restored step, so the report equals an uninterrupted run's.
   total_tokens, total_seconds = 0, 0.0
-  final_loss = _logged_loss(workdir / "metrics.jsonl", restored_step)
+  logged = MetricsLog(str(workdir / "metrics.jsonl")).logged_at(restored_step)
+  final_loss = logged.get("loss") if logged and restored_step > 0 else None
   common = dict(log_every=cfg.log_every, checkpoint_every=0, max_to_keep=2, resume=False,
                 progress=progress, async_checkpoints=False)
 
@@ -396,15 +382,8 @@ def train(model_config: ModelConfig, params: Any, tokenizer: Any, documents: Seq
   # The section traces score values only: each state's dense equivalent is materialized once
   # (one compiled program) and shared by its losses and answers, instead of every loss batch
   # materializing the stored blocks again inside the compressed forward. A section's "after"
-  # state is the next section's "before" state, so that one is reused.
-  values_cache: dict[int, Any] = {}
-
-  def values_at_step(step: int) -> Any:
-    if step not in values_cache:
-      values_cache.clear()
-      values_cache[step] = dense_equivalent(unpack_compressed(state.params))
-    return values_cache[step]
-
+  # values are the next section's "before" values.
+  values = None
   for j, section in enumerate(sections):
     start, end = j * cfg.steps_per_section, (j + 1) * cfg.steps_per_section
     if end <= restored_step:
@@ -414,7 +393,8 @@ def train(model_config: ModelConfig, params: Any, tokenizer: Any, documents: Seq
     qa_examples = [ex for _, ex in qa]
     text_examples = [ex for ex in section_examples[j] if ex.kind == "section"]
     answer = lambda p, q: greedy_answer(p, model_config, tokenizer, q, cfg.trace_max_new_tokens)
-    values = values_at_step(int(state.step))
+    if values is None:
+      values = dense_equivalent(unpack_compressed(state.params))
     before = [answer(values, pair.question) for pair, _ in traced]
     qa_before = mean_masked_loss(values, model_config, qa_examples, cfg.batch_size)
     text_before = mean_masked_loss(values, model_config, text_examples, cfg.batch_size)
@@ -423,7 +403,7 @@ def train(model_config: ModelConfig, params: Any, tokenizer: Any, documents: Seq
     # every few sections is a fair trade against redoing those sections after a kill.
     run_until(end, checkpoint=((j + 1) % max(cfg.checkpoint_every_sections, 1) == 0
                                or j == len(sections) - 1))
-    values = values_at_step(int(state.step))
+    values = dense_equivalent(unpack_compressed(state.params))
     record = {
         "section_index": j, "doc_id": section.doc_id, "section": section.title,
         "section_order": section.order, "start_step": start, "end_step": end,

@@ -56,20 +56,40 @@ class MetricsLog:
     """
     if not os.path.exists(self.path):
       return 0
-    kept = []
-    with open(self.path, encoding="utf-8") as f:
-      for line in f:
-        try:
-          record = json.loads(line)
-        except json.JSONDecodeError:
-          continue
-        if int(record.get("step", 0)) <= step:
-          kept.append(line if line.endswith("\n") else line + "\n")
+    kept = [line if line.endswith("\n") else line + "\n"
+            for line, record in self._whole_lines() if int(record.get("step", 0)) <= step]
     tmp = self.path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
       f.writelines(kept)
     os.replace(tmp, self.path)
     return len(kept)
+
+
+  def logged_at(self, step: int) -> dict[str, Any] | None:
+    """The record logged at `step` (the last one when logged twice), or None.
+
+    Args:
+      step: the step to look up.
+
+    Returns:
+      The record dict, or None when the file or the step is missing.
+    """
+    if not os.path.exists(self.path):
+      return None
+    found = None
+    for _, record in self._whole_lines():
+      if int(record.get("step", -1)) == step:
+        found = record
+    return found
+
+  def _whole_lines(self):
+    """(line, record) for every line that parses (a kill can leave the last one torn)."""
+    with open(self.path, encoding="utf-8") as f:
+      for line in f:
+        try:
+          yield line, json.loads(line)
+        except json.JSONDecodeError:
+          continue
 
 
 def read_metrics(path: str, drop_timing: bool = False) -> list[dict[str, Any]]:
