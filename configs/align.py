@@ -38,7 +38,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.num_val_windows = 8
   config.window = 128
   config.objective = ml_collections.ConfigDict()
-  config.objective.weights = ml_collections.ConfigDict({"logit_kl": 1.0, "hidden_kl": 1.0})
+  # Logit KL only: sweep_alignment on SmolLM2-135M (README) measured SOFC dev ppl 354 with it,
+  # 909 with hidden KL added 1:1 and 116,299 with hidden KL alone. hidden_kl stays a key so
+  # --config.objective.weights.hidden_kl=1.0 restores the preprint's objective.
+  config.objective.weights = ml_collections.ConfigDict({"logit_kl": 1.0, "hidden_kl": 0.0})
   config.objective.temperature = 1.0
   config.objective.layers = ()  # () = all layers for hidden_kl
   config.optimizer = ml_collections.ConfigDict()

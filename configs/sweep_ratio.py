@@ -28,11 +28,12 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     raise ValueError(f"configs/sweep_ratio.py: unknown variant {arg!r}; expected '' or 'quick'")
   base = quick_compress_base() if arg else compress_config.get_config()
   base.compression.whiten = True
+  # Ratio-major order: an interrupted sweep has every method at the ratios it reached.
   runs = [(f"{tiling}_w_{ratio}", {"compression.tiling": tiling,
                                    "compression.param_ratio": ratio})
-          for tiling in ("penrose", "grid", "single") for ratio in RATIOS]
+          for ratio in RATIOS for tiling in ("penrose", "grid", "single")]
   if arg:
-    runs = [runs[3], runs[5]]
+    runs = [run for run in runs if run[0] in ("penrose_w_0.6", "penrose_w_0.4")]
   return make_sweep_config(
       base, "compress", runs, title="parameter ratio vs quality",
       description="Whitened, global budget; the tiling and the target param_ratio change.",

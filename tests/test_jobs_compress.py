@@ -99,3 +99,26 @@ def test_rtn_baseline_and_plain_svd_variants(tmp_path, four_layer_model):
   single = compress.run(_config(four_layer_model, tiling="single", whiten=False,
                                 param_ratio=0.5), tmp_path / "single")
   assert single["param_ratio"] == pytest.approx(0.5, abs=0.05)
+
+
+def test_spectra_cache_skips_pass1_and_gives_the_same_model(tmp_path, four_layer_model):
+  """A run at another param_ratio reuses pass-1 spectra and equals an uncached run."""
+  cache = tmp_path / "cache"
+  first = compress.run(_config(four_layer_model, param_ratio=0.6), tmp_path / "a",
+                       spectra_cache_dir=cache)
+  assert first["spectra_reused_from"] == "" and len(list(cache.glob("spectra_*.npz"))) == 1
+  cached = compress.run(_config(four_layer_model, param_ratio=0.4, quantize="int8"),
+                        tmp_path / "b", spectra_cache_dir=cache)
+  assert cached["spectra_reused_from"].startswith(str(cache))
+  assert "pass1_calibrate" not in cached["stage_s"]
+  plain = compress.run(_config(four_layer_model, param_ratio=0.4, quantize="int8"), tmp_path / "c")
+  assert json.loads((tmp_path / "b/stream/ranks.json").read_text()) == json.loads(
+      (tmp_path / "c/stream/ranks.json").read_text())
+  assert cached["params_compressed"] == plain["params_compressed"]
+  for x, y in zip(_arrays(tmp_path / "b/model"), _arrays(tmp_path / "c/model")):
+    np.testing.assert_array_equal(x, y)
+  # Another tiling is another cache file, not a stale hit.
+  grid_config = _config(four_layer_model, tiling="grid")
+  grid_config.eval.enabled = False
+  grid = compress.run(grid_config, tmp_path / "d", spectra_cache_dir=cache)
+  assert grid["spectra_reused_from"] == "" and len(list(cache.glob("spectra_*.npz"))) == 2

@@ -99,7 +99,7 @@ def test_quick_sweep_end_to_end_and_rerun_skips(name, tiny_model_dir, tmp_path):
     assert key in rows[0]
   assert "wall_s" in rows[0]
   markdown = (tmp_path / "report.md").read_text()
-  assert "## Honest reading" in markdown and "best " in markdown
+  assert "## Reading" in markdown and "Not written yet" in markdown and "best " in markdown
   for plot in report["plots"]:
     assert (tmp_path / plot).is_file() and plot in markdown
   for plot in EXPECTED_PLOTS[name]:
@@ -113,3 +113,18 @@ def test_quick_sweep_end_to_end_and_rerun_skips(name, tiny_model_dir, tmp_path):
   assert time.time() - start < 30
   assert {n: os.path.getmtime(tmp_path / "runs" / n / "report.json") for n in names} == mtimes
   assert json.loads((tmp_path / "report.json").read_text())["status"] == again["status"]
+  # A person's reading.md goes into report.md; with the time budget spent, a run added to the
+  # config is listed as not run (no row), and the finished ones are still reused.
+  (tmp_path / "reading.md").write_text("Nothing helped here.\n")
+  extra_name, extra_overrides = config.runs[0]
+  config.runs = list(config.runs) + [(extra_name + "_again", dict(extra_overrides))]
+  config.time_budget_s = 1e-9
+  budgeted = sweep.run(config, tmp_path)
+  assert budgeted["status"] == {**{n: "reused" for n in names},
+                                extra_name + "_again": "not run (time budget)"}
+  assert not (tmp_path / "runs" / (extra_name + "_again") / "report.json").exists()
+  markdown = (tmp_path / "report.md").read_text()
+  assert "Nothing helped here." in markdown and "Not written yet" not in markdown
+  assert "Not run yet (1; the time budget ran out" in markdown and extra_name + "_again" in markdown
+  with open(tmp_path / "results.csv", encoding="utf-8") as handle:
+    assert [r["run"] for r in csv.DictReader(handle)] == names

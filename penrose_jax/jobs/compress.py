@@ -35,7 +35,7 @@ from absl import logging
 from tqdm import tqdm
 
 from penrose_jax.alignment import losses
-from penrose_jax.compression import streaming
+from penrose_jax.compression import spectra_cache, streaming
 from penrose_jax.compression.tiling_plot import render_tiling_png
 from penrose_jax.compression.transform import as_compression_config, summarize_rows
 from penrose_jax.data import text_sources
@@ -153,12 +153,16 @@ class _State:
     report_json.write_json_atomic(self.path, self.values)
 
 
-def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:
+def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
+        spectra_cache_dir: str | pathlib.Path | None = None) -> dict[str, Any]:
   """Compresses config.model layer by layer and writes the checkpoint and report.
 
   Args:
     config: see configs/compress.py.
     workdir: output folder (a rerun with the same config resumes).
+    spectra_cache_dir: optional folder of pass-1 spectra (`compression.spectra_cache`): a run
+      whose model, calibration and spectra-relevant compression fields match a cached file
+      skips pass 1 (the sweep job passes DIR/spectra_cache); None = always compute.
 
   Returns:
     The report dict.
@@ -196,6 +200,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
   global_keys = sorted(globals_)
   del globals_  # embeddings / LM head are written already; streaming holds one layer only
   ranks = None
+  spectra_reused = ""
   ranks_path = stream_dir / "ranks.json"
   if streaming.needs_global_pass(cfg):
     if ranks_path.exists():
@@ -204,9 +209,19 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
       def read_timed(i):
         with timer.stage("pass1_load"):
           return source.read_layer(i)
-      layers = ((f"layers_{i}", read_timed(i)) for i in
-                tqdm(range(mcfg.num_layers), desc="pass 1: spectra", unit="layer"))
-      spectra = streaming.scan_spectra(layers, x0, cfg, fns, timer)
+      cache_file = None if spectra_cache_dir is None else spectra_cache.cache_path(
+          spectra_cache_dir, spectra_cache.cache_key(config.model, config.calibration.to_dict(),
+                                                     cfg))
+      if cache_file is not None and cache_file.exists():
+        with timer.stage("pass1_load"):
+          spectra = spectra_cache.load(cache_file)
+        spectra_reused = str(cache_file)
+      else:
+        layers = ((f"layers_{i}", read_timed(i)) for i in
+                  tqdm(range(mcfg.num_layers), desc="pass 1: spectra", unit="layer"))
+        spectra = streaming.scan_spectra(layers, x0, cfg, fns, timer)
+        if cache_file is not None:
+          spectra_cache.save(cache_file, spectra)
       ranks = streaming.allocate_global_ranks(spectra, cfg.param_ratio, cfg.min_rank)
       report_json.write_json_atomic(ranks_path, ranks)
   first = state.values["next_layer"]
@@ -250,7 +265,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
                     "compression": config.compression.to_dict()})
   rows = state.values["rows"]
   metrics: dict[str, Any] = {**summarize_rows(rows), "calibration_sources": calib_used,
-                             "calibration_windows": 0 if x0 is None else int(x0.shape[0])}
+                             "calibration_windows": 0 if x0 is None else int(x0.shape[0]),
+                             "spectra_reused_from": spectra_reused}
   picture_files = []
   for path, tile_ranks in state.values["layouts"].items():
     row = next(r for r in rows if r["name"] == path)

@@ -6,15 +6,20 @@ A sweep config (configs/sweep_*.py) holds
   runs        [(name, {dotted.key: value, ...}), ...]: each run is a copy of `base` with these
               keys replaced; everything else is held fixed,
 and optional presentation fields (see `sweep_report`): method_key, group_labels, columns,
-plot_x, plot_y, bar_metrics.
+plot_x, plot_y, bar_metrics, and `time_budget_s` (0 = none): once this invocation has run that
+long, no further run is started; the report covers the finished runs and lists the rest as not
+run, and rerunning the command continues with them.
 
 Workdir layout:
   runs/<name>/   the job's own workdir for that run (so the job's own resume works)
   compress/      align sweeps only: the compressed student shared by every run (made once, when
                  no run overrides a `compress.*` key and base.student is empty)
   model_cache/   the 'tiny' model, built once and shared by every run
+  spectra_cache/ compress sweeps: pass-1 tile spectra shared by runs that differ only after
+                 pass 1 (param_ratio, quantize, spectral coding; see compression.spectra_cache)
   results.csv    one row per finished run (rewritten atomically after each run)
   report.md      table, computed best-per-metric list, plots; report.json: the sweep's summary
+  reading.md     optional, written by a person: included in report.md as its "Reading"
   plots/         PNGs
 
 A run whose runs/<name>/report.json holds the same resolved config is not rerun, so an
@@ -54,7 +59,8 @@ DEFAULT_COLUMNS = {
 # Report fields that are not per-run metrics (kept out of results.csv).
 _NOT_METRICS = ("job", "config", "matrices", "checkpoint", "skipped", "workdir", "student",
                 "teacher", "notes", "tiling_pictures", "calibration_sources", "row_counts",
-                "hidden_kl_per_layer", "qa_pairs_by_source", "pairs_per_section_by_source")
+                "hidden_kl_per_layer", "qa_pairs_by_source", "pairs_per_section_by_source",
+                "spectra_reused_from")
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
@@ -63,7 +69,8 @@ def make_sweep_config(base: ml_collections.ConfigDict, job: str,
                       description: str = "", method_key: tuple[str, ...] = (),
                       group_labels: Mapping[str, str] | None = None, plot_x: str = "",
                       plot_y: tuple[str, ...] = (), bar_metrics: tuple[str, ...] = (),
-                      columns: tuple[str, ...] = ()) -> ml_collections.ConfigDict:
+                      columns: tuple[str, ...] = (),
+                      time_budget_s: float = 0.0) -> ml_collections.ConfigDict:
   """Builds a sweep config (what configs/sweep_*.py return).
 
   Args:
@@ -78,6 +85,8 @@ def make_sweep_config(base: ml_collections.ConfigDict, job: str,
     plot_y: columns plotted against plot_x.
     bar_metrics: columns drawn as one bar per run.
     columns: config keys recorded in results.csv ('' = DEFAULT_COLUMNS of the job).
+    time_budget_s: start no new run after this many seconds of the invocation (0 = no limit);
+      a command-line override (--config.time_budget_s=3600) is the usual way to set it.
 
   Returns:
     The sweep ConfigDict.
@@ -95,6 +104,7 @@ def make_sweep_config(base: ml_collections.ConfigDict, job: str,
   config.plot_y = tuple(plot_y)
   config.bar_metrics = tuple(bar_metrics)
   config.columns = tuple(columns)
+  config.time_budget_s = float(time_budget_s)
   return config
 
 
@@ -326,6 +336,12 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
     run_config = apply_overrides(base, overrides)
     run_dir = runs_dir / name
     report = finished_report(run_dir, run_config)
+    budget = float(config.get("time_budget_s") or 0.0)
+    if report is None and budget > 0 and time.time() - start >= budget:
+      statuses[name] = "not run (time budget)"
+      print(f"[sweep {index + 1}/{len(runs)}] {name}: not started, time budget of {budget:.0f} s "
+            "used (rerun to continue)", flush=True)
+      continue
     if report is not None:
       statuses[name] = "reused"
       print(f"[sweep {index + 1}/{len(runs)}] {name}: finished before, reusing", flush=True)
@@ -333,7 +349,10 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
       print(f"[sweep {index + 1}/{len(runs)}] {name}: {config.job} {overrides}", flush=True)
       _reuse_sibling_cache(config.job, run_dir, runs_dir)
       t0 = time.time()
-      report = JOBS[config.job](run_config, run_dir)
+      # Compress runs that differ only after pass 1 (ratio, quantization, spectral coding)
+      # share their pass-1 spectra through DIR/spectra_cache.
+      extra = {"spectra_cache_dir": workdir / "spectra_cache"} if config.job == "compress" else {}
+      report = JOBS[config.job](run_config, run_dir, **extra)
       statuses[name] = "ran"
       print(f"[sweep {index + 1}/{len(runs)}] {name}: done in {time.time() - t0:.0f} s",
             flush=True)

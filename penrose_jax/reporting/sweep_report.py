@@ -271,9 +271,14 @@ def render_markdown(config: Any, rows: Sequence[Mapping[str, Any]],
                 + [row.get(k) for k in overridden] + [row.get(k) for k in columns]
                 for row in rows]
   lines = [f"# Sweep: {config.get('title') or config.job}\n",
-           f"Job `{config.job}`, {len(rows)} runs, results in `results.csv` (every scalar "
-           f"metric of each run's report.json). This invocation took {wall_s:.0f} s "
-           "(finished runs are reused, not rerun).\n"]
+           f"Job `{config.job}`, {len(rows)} of {len(config.runs)} runs finished, results in "
+           "`results.csv` (every scalar metric of each run's report.json). This invocation took "
+           f"{wall_s:.0f} s (finished runs are reused, not rerun).\n"]
+  finished = {row["run"] for row in rows}
+  not_run = [name for name, _ in config.runs if name not in finished]
+  if not_run:
+    lines.append(f"Not run yet ({len(not_run)}; the time budget ran out, rerun the same command "
+                 "to continue): " + ", ".join(not_run) + "\n")
   if config.get("description"):
     lines.append(str(config.description).strip() + "\n")
   first = next(iter(reports.values()), {})
@@ -283,10 +288,16 @@ def render_markdown(config: Any, rows: Sequence[Mapping[str, Any]],
     lines.append("Dense reference: " + ", ".join(f"{k} {markdown.format_value(v)}"
                                                   for k, v in dense) + "\n")
   lines += ["## Runs\n", markdown.table(headers, table_rows)]
-  lines += ["## Honest reading\n",
-            "_Placeholder: to be written by a person after reading the table and plots. The "
-            "list below is computed from results.csv, not hand-written; differences smaller "
-            "than run-to-run noise mean nothing._\n"]
+  reading = workdir / "reading.md"
+  lines.append("## Reading\n")
+  if reading.is_file():
+    lines.append(reading.read_text(encoding="utf-8").strip() + "\n")
+  else:
+    lines.append(f"_Not written yet: put a person's reading of the table and plots in "
+                 f"`{reading.name}` beside this report and rerun the sweep command (finished "
+                 "runs are reused) to include it._\n")
+  lines.append("Computed from results.csv, not hand-written (differences smaller than "
+               "run-to-run noise mean nothing):\n")
   lines += [f"- best {b['metric']} ({'highest' if b['direction'] == 'max' else 'lowest'} of "
             f"{b['runs_compared']}): **{b['run']}** ({markdown.format_value(b['value'])})"
             for b in best] or ["- (no comparable metrics)"]
