@@ -3,6 +3,7 @@
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from experiments import cli
 from penrose_jax.jobs import generate
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file[:variant].")
@@ -22,4 +23,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)
