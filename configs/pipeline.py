@@ -10,9 +10,10 @@ evaluation.
 Produces DIR/report.md (tables + plots), DIR/report.json, DIR/plots/*.png and one subfolder per
 stage (each with its own report.json). A rerun continues after the last finished stage.
 The demo variant uses small calibration / evaluation sets, 8 tiles per matrix and short
-alignment and fine-tuning. Measured on the 2-core machine (quiet, 2026-11-24): 869 s = 14.5 min
-(dense eval 44, compress 168, align 282, Q&A 297, final eval 56), peak RSS 10.7 GiB (see README
-"The main job").
+alignment (logit KL) and fine-tuning. Measured on the 2-core machine (quiet, 2026-11-24): 949 s
+= 15.8 min (dense eval 56, compress 186, align 268, Q&A 339, final eval 73), peak RSS 11.8 GiB;
+the run before, with logit + hidden KL, 869 s = 14.5 min: unchanged stages were 13-31 % slower
+in the later run (see README "The main job").
 Time of quick (tiny model): ~1-2 min.
 """
 

@@ -6,17 +6,20 @@ Command (from the repo root):
   python -m experiments.sweep --config=configs/sweep_adaptation.py:quick \
       --workdir=/tmp/sweep_adaptation_q
 
-Runs the `qa_tune` job (configs/qa_tune.py: SmolLM2-135M-Instruct 'default', LoRA r=8, the demo
-corpus) with mode sectionwise | onepass | none. The trainer gives onepass the same token budget
-as sectionwise (sections x steps_per_section updates of batch_size x seq_len tokens); none makes
-no update. The before-training evaluation is computed once and shared by the runs (the job's
+Runs the `qa_tune` job (configs/qa_tune.py: SmolLM2-135M-Instruct 'default', LoRA r=8, all 13
+demo documents, here 2 updates per section and one traced question per section) with mode
+sectionwise | onepass | none. The trainer gives onepass the same token budget as sectionwise
+(sections x steps_per_section updates of batch_size x seq_len tokens); none makes no update.
+The before-training evaluation is computed once and shared by the runs (the job's
 eval_before.json cache, keyed by model, questions and eval settings). Produces DIR/results.csv
 (held-out log-likelihood accuracy / EM / F1 before and after, general benchmark accuracy before
 and after, train tokens, tokens/s, wall_s), DIR/report.md, DIR/plots/ (bars of the after
 metrics, training loss per run, Q&A loss per section before / after its updates from
-traces.jsonl), DIR/runs/<name>/. Time on the 2-core CPU machine: not measured yet (see the
-README's qa_tune times; about three qa_tune runs). quick (tiny model, 2 runs: sectionwise and
-none, 1 document): measured 30 s inside the test run, ~40 s as a command.
+traces.jsonl), DIR/runs/<name>/. Time on the 2-core CPU machine (2026-11-24, another sweep
+beside it): 3,006 s (sectionwise 2,074 s including the shared 270 s evaluation before
+training, onepass 923 s, none 8 s), peak RSS 6.9 GiB; results in the README. quick (tiny
+model, 2 runs: sectionwise and none, 1 document): measured 30 s inside the test run, ~40 s as
+a command.
 """
 
 import ml_collections

@@ -9,9 +9,10 @@ Runs the `compress` job on SmolLM2-135M: tiling penrose / grid / single (whitene
 nearest baseline method='rtn' with int8 / int4 (group size 64; 2 runs). Produces
 DIR/results.csv, DIR/report.md (the bytes / perplexity table), DIR/plots/
 bytes_compressed_vs_ppl_compressed.png (one line per method, plus the dense point),
-DIR/runs/<name>/. Time on the 2-core CPU machine: not measured yet; estimate ~6-8 min per tiled
-run, less for RTN, ~1-1.3 h in all. quick (tiny model, 2 runs: penrose int8, rtn int8):
-measured 21 s inside the test run, ~30 s as a command.
+DIR/runs/<name>/. Time on the 2-core CPU machine (2026-11-24, another sweep beside it): 3,484 s
+for 8 runs (the 3 float32 tiled runs were sweep_tiling's, reused): 447-584 s per tiled run,
+151-177 s per RTN run, peak RSS 13.1 GiB; results in the README. quick (tiny model, 2 runs:
+penrose int8, rtn int8): measured 21 s inside the test run, ~30 s as a command.
 """
 
 import ml_collections
