@@ -8,9 +8,11 @@ Runs the `compress` job on SmolLM2-135M at param_ratio 0.9, 0.8, 0.7, 0.6, 0.5, 
 tiling penrose, grid and single, all whitened (21 runs; everything else as configs/compress.py).
 Produces DIR/results.csv, DIR/report.md, DIR/plots/ (param_ratio vs perplexity and vs hidden
 KL, one line per method plus the dense point at 1.0; per-layer hidden-KL heatmap),
-DIR/runs/<name>/. Time on the 2-core CPU machine: not measured yet; estimate ~6-8 min per run,
-~2-2.5 h in all (a rerun continues after the last finished run). quick (tiny model, 2 runs:
-penrose at 0.6 and 0.4): measured 16 s inside the test run, ~30 s as a command.
+DIR/runs/<name>/. Time on the 2-core CPU machine (2026-11-24, tests beside part of it): the
+first run of each tiling 530-540 s, later ones ~270 s (pass-1 spectra from DIR/spectra_cache);
+~1.5 h for all 21 runs. `--config.time_budget_s=N` stops starting runs after N s; the same
+command continues later. quick (tiny model, 2 runs: penrose at 0.6 and 0.4): measured 16 s
+inside the test run, ~30 s as a command.
 """
 
 import ml_collections
