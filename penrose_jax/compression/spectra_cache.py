@@ -15,13 +15,13 @@ import hashlib
 import json
 import os
 import pathlib
-import tempfile
 from typing import Any, Mapping
 
 import numpy as np
 
 from penrose_jax.compression import rank_blocks
 from penrose_jax.compression.transform import CompressionConfig
+from penrose_jax.reporting import report_json
 
 # CompressionConfig fields that change pass-1 spectra (everything else acts after them).
 SPECTRA_FIELDS = ("include", "exclude", "method", "tiling", "tiles_per_matrix", "tile_lengths",
@@ -61,14 +61,12 @@ def cache_path(directory: str | os.PathLike, key: str) -> pathlib.Path:
 
 def save(path: str | os.PathLike, spectra: Mapping[str, list[rank_blocks.TileSpectrum]]
          ) -> None:
-  """Writes spectra atomically (temp file in the same folder, then rename).
+  """Writes spectra atomically (`report_json.write_file_atomic`).
 
   Args:
     path: target .npz file (its folder is created).
     spectra: param path -> TileSpectrum list, as `streaming.scan_spectra` returns.
   """
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
   manifest, arrays = [], {}
   for path_key, tiles in spectra.items():
     for tile in tiles:
@@ -76,15 +74,7 @@ def save(path: str | os.PathLike, spectra: Mapping[str, list[rank_blocks.TileSpe
       manifest.append({"path": path_key, "h": tile.h, "w": tile.w, "weight": tile.weight,
                        "key": list(tile.key), "tail_energy": tile.tail_energy})
   arrays["manifest"] = np.array(json.dumps({"format": _FORMAT, "tiles": manifest}))
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-  try:
-    with os.fdopen(fd, "wb") as handle:
-      np.savez(handle, **arrays)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
+  report_json.write_file_atomic(path, lambda handle: np.savez(handle, **arrays))
 
 
 def load(path: str | os.PathLike) -> dict[str, list[rank_blocks.TileSpectrum]]:

@@ -24,7 +24,6 @@ import json
 import os
 import pathlib
 import resource
-import tempfile
 import time
 from typing import Any
 
@@ -55,15 +54,6 @@ def peak_rss_mib() -> float:
     MiB.
   """
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def _save_npy_atomic(path: pathlib.Path, array: np.ndarray) -> None:
-  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-  with os.fdopen(fd, "wb") as handle:
-    np.save(handle, array)
-    handle.flush()
-    os.fsync(handle.fileno())
-  os.replace(tmp, path)
 
 
 def calibration_tokens(config: ml_collections.ConfigDict, tokenizer: Any
@@ -243,7 +233,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
       with timer.stage("calibrate"):
         x = fns.forward(approx_layer, x)
       with timer.stage("write"):
-        _save_npy_atomic(stream_dir / f"acts_{i + 1}.npy", x)
+        report_json.write_file_atomic(stream_dir / f"acts_{i + 1}.npy",
+                                      lambda handle: np.save(handle, x))
     state.values["rows"].extend(rows)
     for path in pictures:
       if path in layouts:

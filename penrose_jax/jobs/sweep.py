@@ -332,11 +332,11 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
     base = _shared_student(base, runs, workdir)
   columns = list(config.get("columns") or DEFAULT_COLUMNS[config.job])
   rows, reports, statuses = [], {}, {}
+  budget = float(config.get("time_budget_s") or 0.0)
   for index, (name, overrides) in enumerate(runs):
     run_config = apply_overrides(base, overrides)
     run_dir = runs_dir / name
     report = finished_report(run_dir, run_config)
-    budget = float(config.get("time_budget_s") or 0.0)
     if report is None and budget > 0 and time.time() - start >= budget:
       statuses[name] = "not run (time budget)"
       print(f"[sweep {index + 1}/{len(runs)}] {name}: not started, time budget of {budget:.0f} s "

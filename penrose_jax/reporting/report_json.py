@@ -6,7 +6,7 @@ import json
 import os
 import pathlib
 import tempfile
-from typing import Any, Mapping
+from typing import Any, BinaryIO, Callable, Mapping
 
 import numpy as np
 
@@ -27,12 +27,13 @@ def _jsonable(value: Any) -> Any:
   return value
 
 
-def write_text_atomic(path: str | pathlib.Path, text: str) -> pathlib.Path:
-  """Writes text to a temp file in the same folder, fsyncs, then renames over `path`.
+def write_file_atomic(path: str | pathlib.Path, write: Callable[[BinaryIO], None]
+                      ) -> pathlib.Path:
+  """Calls `write` on a temp file in the same folder, fsyncs, then renames over `path`.
 
   Args:
     path: destination.
-    text: content.
+    write: writes the content to the open binary handle (e.g. `lambda f: np.save(f, a)`).
 
   Returns:
     The destination path.
@@ -48,8 +49,8 @@ def write_text_atomic(path: str | pathlib.Path, text: str) -> pathlib.Path:
   except OSError as err:
     raise type(err)(f"cannot write {path}: {err.strerror or err}") from err
   try:
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-      handle.write(text)
+    with os.fdopen(fd, "wb") as handle:
+      write(handle)
       handle.flush()
       os.fsync(handle.fileno())
     os.replace(tmp, path)
@@ -60,6 +61,20 @@ def write_text_atomic(path: str | pathlib.Path, text: str) -> pathlib.Path:
       raise type(err)(err.errno, f"cannot write {path}: {err.strerror or err}") from err
     raise
   return path
+
+
+def write_text_atomic(path: str | pathlib.Path, text: str) -> pathlib.Path:
+  """Writes UTF-8 text atomically (see `write_file_atomic`).
+
+  Args:
+    path: destination.
+    text: content.
+
+  Returns:
+    The destination path.
+  """
+  data = text.encode("utf-8")
+  return write_file_atomic(path, lambda handle: handle.write(data))
 
 
 def write_json_atomic(path: str | pathlib.Path, obj: Any) -> pathlib.Path:

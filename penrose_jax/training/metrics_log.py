@@ -64,7 +64,6 @@ class MetricsLog:
     os.replace(tmp, self.path)
     return len(kept)
 
-
   def logged_at(self, step: int) -> dict[str, Any] | None:
     """The record logged at `step` (the last one when logged twice), or None.
 
