@@ -13,14 +13,14 @@ every model with the same jitted functions (compressed leaves run `compressed_ma
 8 x T, and greedy decode at batch 1 with a KV cache. FLOPs per token come from XLA's cost
 analysis of the compiled functions. A large square jnp.dot is timed before and after, so the
 load of a shared machine shows in the numbers. Prints a markdown table and writes
-benchmarks/results/inference_speed.json (or --out).
+benchmarks/results/inference_speed.json (or --out), rewritten after every model with
+"complete": false until the last one is done.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import pathlib
 import statistics
@@ -38,6 +38,7 @@ import numpy as np  # noqa: E402
 from penrose_jax.compression.transform import compress  # noqa: E402
 from penrose_jax.models import llama  # noqa: E402
 from penrose_jax.models.config import ModelConfig, tiny_config  # noqa: E402
+from penrose_jax.reporting import report_json  # noqa: E402
 
 
 def time_call(fn: Callable[[], Any], min_repeats: int = 3, min_time: float = 1.0) -> float:
@@ -245,7 +246,22 @@ def main(argv: Optional[list[str]] = None) -> dict:
   wall = time.time()
   peak_before = measure_peak(512 if args.quick else 2048, min(args.min_time, 1.0))
   config, params, model_name = load_model(args.quick, args.layers)
-  rows = []
+  rows: list[dict] = []
+  out = pathlib.Path(args.out)
+
+  def result(peak_after: Optional[dict], complete: bool) -> dict:
+    dense = rows[0]
+    speed_keys = [f"prefill_{b}x{args.seq}_tok_s" for b in batches] + ["decode_tok_s"]
+    for row in rows:
+      for key in speed_keys:
+        row["speedup_" + key.replace("_tok_s", "")] = row[key] / dense[key]
+    return {"job": "inference_speed", "quick": args.quick, "model": model_name,
+            "num_layers": config.num_layers, "seq": args.seq, "batches": batches,
+            "complete": complete, "peak_before": peak_before, "peak_after": peak_after,
+            "load_average": list(os.getloadavg()), "cpu_count": os.cpu_count(),
+            "jax_version": jax.__version__, "wall_s": time.time() - wall, "rows": rows,
+            "targets": _targets(rows, args.seq)}
+
   for name, meta, variant in model_variants(params, tilings, ratios, args.spectral_ratio,
                                             args.tiles):
     row = {"name": name, **meta, **benchmark_model(config, variant, args.seq, batches,
@@ -254,23 +270,17 @@ def main(argv: Optional[list[str]] = None) -> dict:
     rows.append(row)
     print(f"[inference_speed] {name}: " + ", ".join(
         f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)), flush=True)
+    # Every finished model is on disk before the next one compiles, and its compiled programs
+    # are dropped: on the full model the penrose + DCT variant's prefill did not compile (LLVM
+    # ran out of code-section memory after ~12 min) and aborted the process, losing the rows.
+    report_json.write_json_atomic(out, result(None, complete=False))
+    del variant
+    jax.clear_caches()
   peak_after = measure_peak(512 if args.quick else 2048, min(args.min_time, 1.0))
-  dense = rows[0]
-  speed_keys = [f"prefill_{b}x{args.seq}_tok_s" for b in batches] + ["decode_tok_s"]
-  for row in rows:
-    for key in speed_keys:
-      row["speedup_" + key.replace("_tok_s", "")] = row[key] / dense[key]
-  result = {"job": "inference_speed", "quick": args.quick, "model": model_name,
-            "num_layers": config.num_layers, "seq": args.seq, "batches": batches,
-            "peak_before": peak_before, "peak_after": peak_after,
-            "load_average": list(os.getloadavg()), "cpu_count": os.cpu_count(),
-            "jax_version": jax.__version__, "wall_s": time.time() - wall, "rows": rows,
-            "targets": _targets(rows, args.seq)}
-  out = pathlib.Path(args.out)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(json.dumps(result, indent=2) + "\n")
-  print(format_table(result, batches, args.seq))
-  return result
+  final = result(peak_after, complete=True)
+  report_json.write_json_atomic(out, final)
+  print(format_table(final, batches, args.seq))
+  return final
 
 
 def _targets(rows: list[dict], seq: int) -> dict:

@@ -182,3 +182,10 @@ def test_metrics_log_truncation(tmp_path):
   assert [r["step"] for r in read_metrics(log.path)] == [1, 2]
   assert read_metrics(log.path)[0] == {"step": 1, "loss": 0.5, "bad": "nan"}
   assert MetricsLog(str(tmp_path / "none.jsonl")).truncate_after(0) == 0
+
+
+def test_read_metrics_skips_line_torn_by_kill(tmp_path):
+  path = tmp_path / "m.jsonl"
+  path.write_text('{"step": 1, "loss": 0.5}\n{"step": 2, "loss": 0.4}\n{"step": 3, "lo')
+  assert [r["step"] for r in read_metrics(str(path))] == [1, 2]
+  assert MetricsLog(str(path)).logged_at(3) is None

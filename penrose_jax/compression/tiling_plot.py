@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from typing import Optional, Sequence
 
 import matplotlib
@@ -13,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import cm, colors, patches  # noqa: E402
 
 from penrose_jax.compression.tiling import Tiling  # noqa: E402
+from penrose_jax.reporting import report_json  # noqa: E402
 
 
 def render_tiling_png(tiling: Tiling, path: str, ranks: Optional[Sequence[int]] = None,
@@ -21,7 +20,7 @@ def render_tiling_png(tiling: Tiling, path: str, ranks: Optional[Sequence[int]] 
 
   Args:
     tiling: the tiling.
-    path: output .png path (written via a temp file + os.replace).
+    path: output .png path (written atomically: `report_json.write_file_atomic`).
     ranks: optional rank per tile (colour); otherwise tiles are coloured by shape id.
     title: optional figure title.
 
@@ -47,17 +46,7 @@ def render_tiling_png(tiling: Tiling, path: str, ranks: Optional[Sequence[int]] 
     sm = cm.ScalarMappable(norm=norm, cmap=cmap)
     fig.colorbar(sm, ax=ax, label="rank" if ranks is not None else "shape id")
     ax.set_title(title or f"{tiling.kind} tiling {tiling.m}x{tiling.n}, {tiling.num_tiles} tiles")
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=directory)
-    os.close(fd)
-    try:
-      fig.savefig(tmp, dpi=100, format="png")
-      os.replace(tmp, path)
-    except BaseException:
-      if os.path.exists(tmp):
-        os.remove(tmp)
-      raise
+    report_json.write_file_atomic(path, lambda handle: fig.savefig(handle, dpi=100, format="png"))
   finally:
     plt.close(fig)
   return path

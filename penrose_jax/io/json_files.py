@@ -8,6 +8,7 @@ import pathlib
 from typing import Any, Optional
 
 from penrose_jax.io.errors import CheckpointFormatError
+from penrose_jax.reporting import report_json
 
 
 def read_json(path: str | os.PathLike) -> Optional[Any]:
@@ -36,16 +37,7 @@ def write_json_atomic(path: str | os.PathLike, value: Any) -> None:
 
   Args:
     path: the file.
-    value: a JSON-serialisable value.
+    value: a JSON-serialisable value (non-ASCII text is kept as is).
   """
-  path = pathlib.Path(path)
-  tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-  try:
-    with open(tmp, "w", encoding="utf-8") as f:
-      f.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  finally:
-    if tmp.exists():
-      tmp.unlink()
+  data = (json.dumps(value, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+  report_json.write_file_atomic(path, lambda handle: handle.write(data))

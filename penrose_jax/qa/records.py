@@ -18,8 +18,9 @@ import hashlib
 import json
 import os
 import pathlib
-import tempfile
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
+
+from penrose_jax.reporting import report_json
 
 QA_SOURCES = ('model', 'rule', 'curated')
 T = TypeVar('T')
@@ -80,23 +81,10 @@ def write_jsonl_atomic(path: str | pathlib.Path, records: Iterable[Any]) -> int:
   Returns:
     The number of records written.
   """
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=path.name + '.', suffix='.tmp', dir=path.parent)
-  count = 0
-  try:
-    with os.fdopen(fd, 'w', encoding='utf-8') as f:
-      for record in records:
-        f.write(_as_line(record) + '\n')
-        count += 1
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
-  return count
+  lines = [_as_line(record) + "\n" for record in records]
+  data = "".join(lines).encode("utf-8")
+  report_json.write_file_atomic(path, lambda handle: handle.write(data))
+  return len(lines)
 
 
 def read_jsonl(path: str | pathlib.Path, drop_partial_last_line: bool = True

@@ -40,6 +40,7 @@ from penrose_jax.parallel.placement import place_batch
 from penrose_jax.qa import train_data
 from penrose_jax.qa.ingest import Document, Section
 from penrose_jax.qa.records import QAPair
+from penrose_jax.reporting import report_json
 from penrose_jax.training import (MetricsLog, OptimizerConfig, TrainCheckpoints,
                                   describe_trainable, init_train_state, make_optimizer,
                                   make_schedule, make_train_step, run_training, trainable_mask)
@@ -366,19 +367,22 @@ def train(model_config: ModelConfig, params: Any, tokenizer: Any, documents: Seq
     total_seconds += result.train_tokens / max(result.tokens_per_s, 1e-9)
     final_loss = result.last_metrics.get("loss", final_loss)
 
+  def outcome(sections: int) -> TrainOutcome:
+    return TrainOutcome(
+        params=unpack_compressed(state.params), steps=num_steps,
+        train_tokens=num_steps * cfg.batch_size * cfg.seq_len, loss_tokens=loss_tokens,
+        tokens_per_s=total_tokens / max(total_seconds, 1e-9), final_loss=final_loss,
+        sections=sections, row_counts=row_counts, trainable=summary, notes=notes)
+
   if cfg.mode == "onepass":
     if restored_step < num_steps:
       run_until(num_steps)
-    return TrainOutcome(unpack_compressed(state.params), num_steps,
-                        num_steps * cfg.batch_size * cfg.seq_len, loss_tokens, total_tokens / max(total_seconds, 1e-9), final_loss, 0,
-                        row_counts, summary, notes)
+    return outcome(sections=0)
 
   traces_path = workdir / "traces.jsonl"
   kept = _read_traces(traces_path, restored_step)
-  tmp = traces_path.with_suffix(".jsonl.tmp")
-  tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept),
-                 encoding="utf-8")
-  os.replace(tmp, traces_path)
+  report_json.write_text_atomic(
+      traces_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
   # The section traces score values only: each state's dense equivalent is materialized once
   # (one compiled program) and shared by its losses and answers, instead of every loss batch
   # materializing the stored blocks again inside the compressed forward. A section's "after"
@@ -420,6 +424,4 @@ def train(model_config: ModelConfig, params: Any, tokenizer: Any, documents: Seq
     _append_jsonl(traces_path, record)
     if on_section_end is not None:
       on_section_end(j, record)
-  return TrainOutcome(unpack_compressed(state.params), num_steps,
-                      num_steps * cfg.batch_size * cfg.seq_len, loss_tokens, total_tokens / max(total_seconds, 1e-9), final_loss,
-                      len(sections), row_counts, summary, notes)
+  return outcome(sections=len(sections))

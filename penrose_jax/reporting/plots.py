@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import pathlib
-import tempfile
 from typing import Mapping, Optional, Sequence
 
 import matplotlib
@@ -12,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (backend must be chosen first)
 import numpy as np  # noqa: E402
+
+from penrose_jax.reporting import report_json  # noqa: E402
 
 
 def save_figure(fig: "plt.Figure", path: str | pathlib.Path) -> pathlib.Path:
@@ -24,18 +24,11 @@ def save_figure(fig: "plt.Figure", path: str | pathlib.Path) -> pathlib.Path:
   Returns:
     The destination path.
   """
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-  os.close(fd)
   try:
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
+    return report_json.write_file_atomic(
+        path, lambda handle: fig.savefig(handle, format="png", dpi=110, bbox_inches="tight"))
   finally:
     plt.close(fig)
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-  return path
 
 
 def bar_chart(values: Mapping[str, float], path: str | pathlib.Path, title: str, ylabel: str,

@@ -7,6 +7,8 @@ import math
 import os
 from typing import Any, Mapping
 
+from penrose_jax.reporting import report_json
+
 # Keys whose values depend on the machine and timing, not on the computation; a resumed run
 # matches an uninterrupted one on every other key.
 TIMING_KEYS = ("tokens_per_s", "wall_time", "elapsed_s")
@@ -57,11 +59,8 @@ class MetricsLog:
     if not os.path.exists(self.path):
       return 0
     kept = [line if line.endswith("\n") else line + "\n"
-            for line, record in self._whole_lines() if int(record.get("step", 0)) <= step]
-    tmp = self.path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-      f.writelines(kept)
-    os.replace(tmp, self.path)
+            for line, record in _whole_lines(self.path) if int(record.get("step", 0)) <= step]
+    report_json.write_text_atomic(self.path, "".join(kept))
     return len(kept)
 
   def logged_at(self, step: int) -> dict[str, Any] | None:
@@ -76,23 +75,24 @@ class MetricsLog:
     if not os.path.exists(self.path):
       return None
     found = None
-    for _, record in self._whole_lines():
+    for _, record in _whole_lines(self.path):
       if int(record.get("step", -1)) == step:
         found = record
     return found
 
-  def _whole_lines(self):
-    """(line, record) for every line that parses (a kill can leave the last one torn)."""
-    with open(self.path, encoding="utf-8") as f:
-      for line in f:
-        try:
-          yield line, json.loads(line)
-        except json.JSONDecodeError:
-          continue
+
+def _whole_lines(path: str):
+  """(line, record) for every line that parses (a kill can leave the last one torn)."""
+  with open(path, encoding="utf-8") as f:
+    for line in f:
+      try:
+        yield line, json.loads(line)
+      except json.JSONDecodeError:
+        continue
 
 
 def read_metrics(path: str, drop_timing: bool = False) -> list[dict[str, Any]]:
-  """Reads a metrics.jsonl file.
+  """Reads a metrics.jsonl file, skipping a line a kill left torn.
 
   Args:
     path: the file.
@@ -102,11 +102,8 @@ def read_metrics(path: str, drop_timing: bool = False) -> list[dict[str, Any]]:
     List of records in file order.
   """
   records = []
-  with open(path, encoding="utf-8") as f:
-    for line in f:
-      if line.strip():
-        record = json.loads(line)
-        if drop_timing:
-          record = {k: v for k, v in record.items() if k not in TIMING_KEYS}
-        records.append(record)
+  for _, record in _whole_lines(path):
+    if drop_timing:
+      record = {k: v for k, v in record.items() if k not in TIMING_KEYS}
+    records.append(record)
   return records
