@@ -274,7 +274,6 @@ def main(argv: Optional[list[str]] = None) -> dict:
     # are dropped: on the full model the penrose + DCT variant's prefill did not compile (LLVM
     # ran out of code-section memory after ~12 min) and aborted the process, losing the rows.
     report_json.write_json_atomic(out, result(None, complete=False))
-    del variant
     jax.clear_caches()
   peak_after = measure_peak(512 if args.quick else 2048, min(args.min_time, 1.0))
   final = result(peak_after, complete=True)

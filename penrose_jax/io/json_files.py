@@ -39,5 +39,4 @@ def write_json_atomic(path: str | os.PathLike, value: Any) -> None:
     path: the file.
     value: a JSON-serialisable value (non-ASCII text is kept as is).
   """
-  data = (json.dumps(value, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
-  report_json.write_file_atomic(path, lambda handle: handle.write(data))
+  report_json.write_text_atomic(path, json.dumps(value, indent=2, ensure_ascii=False) + "\n")

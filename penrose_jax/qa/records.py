@@ -82,8 +82,7 @@ def write_jsonl_atomic(path: str | pathlib.Path, records: Iterable[Any]) -> int:
     The number of records written.
   """
   lines = [_as_line(record) + "\n" for record in records]
-  data = "".join(lines).encode("utf-8")
-  report_json.write_file_atomic(path, lambda handle: handle.write(data))
+  report_json.write_text_atomic(path, "".join(lines))
   return len(lines)
 
 

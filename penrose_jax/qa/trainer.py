@@ -39,8 +39,8 @@ from penrose_jax.models.linear import dense_equivalent
 from penrose_jax.parallel.placement import place_batch
 from penrose_jax.qa import train_data
 from penrose_jax.qa.ingest import Document, Section
+from penrose_jax.qa import records
 from penrose_jax.qa.records import QAPair
-from penrose_jax.reporting import report_json
 from penrose_jax.training import (MetricsLog, OptimizerConfig, TrainCheckpoints,
                                   describe_trainable, init_train_state, make_optimizer,
                                   make_schedule, make_train_step, run_training, trainable_mask)
@@ -381,8 +381,7 @@ def train(model_config: ModelConfig, params: Any, tokenizer: Any, documents: Seq
 
   traces_path = workdir / "traces.jsonl"
   kept = _read_traces(traces_path, restored_step)
-  report_json.write_text_atomic(
-      traces_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
+  records.write_jsonl_atomic(traces_path, kept)
   # The section traces score values only: each state's dense equivalent is materialized once
   # (one compiled program) and shared by its losses and answers, instead of every loss batch
   # materializing the stored blocks again inside the compressed forward. A section's "after"
