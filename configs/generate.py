@@ -4,6 +4,10 @@ Command (from the repo root, inside .venv):
   python -m experiments.generate --config=configs/generate.py --prompt="What is the capital of France?"
 
 Prints the answer; with --workdir also writes DIR/report.json (prompt, completion, tokens/s).
+A file of prompts, one model load for all of them (answers in DIR/generations.jsonl, one JSON
+line per prompt with the input line's fields plus `completion`):
+  python -m experiments.generate --config=configs/generate.py \
+      --config.prompts_path=my_questions.jsonl --workdir=/tmp/gen
 Greedy by default; set --config.temperature=0.7 --config.top_p=0.9 to sample.
 Time on the 2-core CPU machine: ~25 s for the default model (load + compile + 64 tokens).
 """
@@ -16,6 +20,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.model = "default"
   config.prompt = "What is the capital of France?"
+  # A file of prompts ('' = use `prompt`): .jsonl with {"prompt"} or {"question"} per line, or
+  # text with one prompt per line; the model loads once, answers go to DIR/generations.jsonl.
+  config.prompts_path = ""
   config.chat = True
   config.max_new_tokens = 64
   config.temperature = 0.0

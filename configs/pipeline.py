@@ -4,16 +4,21 @@ Command (from the repo root; `make demo` creates .venv and runs the demo variant
   python -m experiments.pipeline --config=configs/pipeline.py:demo --workdir=workdirs/demo
   python -m experiments.pipeline --config=configs/pipeline.py:quick --workdir=/tmp/pipeline_quick
 
-Stages: dense evaluation -> compress (Penrose tiles, whitened, global budget at param_ratio 0.6)
--> KL alignment -> section-wise Q&A fine-tuning (stored blocks) on the demo corpus -> final
-evaluation.
+Stages: dense evaluation -> compress (configs/compress.py: one whitened SVD per matrix, uniform
+per-matrix budget at param_ratio 0.8) -> KL alignment (logit KL) -> section-wise Q&A fine-tuning
+(stored factors) on the demo corpus -> final evaluation.
 Produces DIR/report.md (tables + plots), DIR/report.json, DIR/plots/*.png and one subfolder per
 stage (each with its own report.json). A rerun continues after the last finished stage.
-The demo variant uses small calibration / evaluation sets, 8 tiles per matrix and short
-alignment (logit KL) and fine-tuning. Measured on the 2-core machine (quiet, 2026-11-24): 949 s
-= 15.8 min (dense eval 56, compress 186, align 268, Q&A 339, final eval 73), peak RSS 11.8 GiB;
-the run before, with logit + hidden KL, 869 s = 14.5 min: unchanged stages were 13-31 % slower
-in the later run (see README "The main job").
+Every stage's perplexity is measured on the packaged demo corpus and general-English text
+(package:general_text), plus SOFC dev and LAMBADA where ../shared exists (`text_sets` below).
+Chat with the final model (report.md prints this command):
+  python -m experiments.generate --config=configs/generate.py \
+      --config.model=workdirs/demo/qa_tune/model --prompt="What is the capital of France?"
+Leave text sets out with comma lists of their names: --config.eval.skip_text_sets=sofc_dev (dense
+and final evaluation), --config.compress.eval.skip_text_sets / --config.align.eval.skip_text_sets.
+The demo variant uses smaller calibration / evaluation sets, 20k tokens of alignment and short
+fine-tuning. Measured time: see README "What make demo produces" (the old defaults' demo, Penrose
+tiles with a global budget at 0.6, took 949 s; results/README.md).
 Time of quick (tiny model): ~1-2 min.
 """
 
@@ -25,6 +30,26 @@ from configs import evaluate as evaluate_config
 from configs import qa_tune as qa_tune_config
 
 
+SOFC_DEV = "../shared/data/sofc_exp/texts@dev"
+LAMBADA = "../shared/data/general_eval/lambada_openai.jsonl"
+GENERAL_TEXT = "package:general_text"
+
+
+def text_sets() -> ml_collections.ConfigDict:
+  """The perplexity text sets of every pipeline stage.
+
+  SOFC dev and LAMBADA where ../shared exists (skipped and listed otherwise); the packaged demo
+  corpus and the packaged general-English text always, so a clone without ../shared still
+  measures every stage.
+
+  Returns:
+    name -> source spec.
+  """
+  return ml_collections.ConfigDict({"sofc_dev": SOFC_DEV, "lambada": LAMBADA,
+                                    "demo_corpus": "package:demo_corpus",
+                                    "general_text": GENERAL_TEXT})
+
+
 def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
   """Returns the pipeline config for variant 'demo' (default model) or 'quick' (tiny model)."""
   if arg not in ("demo", "quick"):
@@ -34,36 +59,49 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
   config.model = "tiny" if quick else "default"
   config.chat_prompt = "What is the capital of France?"
   config.chat_max_new_tokens = 8 if quick else 48
-  # Dense and final evaluation: benchmarks (forgetting) and held-out SOFC perplexity.
+  # Dense and final evaluation: benchmarks (forgetting) and perplexity on every text set.
   config.eval = evaluate_config.get_config(quick)
-  config.eval.text_sets = ml_collections.ConfigDict(
-      {"sofc_dev": "../shared/data/sofc_exp/texts@dev"})
+  config.eval.text_sets = text_sets()
+  # SOFC-Exp extraction (evaluate's `extraction`) stays off here until the pipeline reports it
+  # per stage (issue 19 item 4); on the default model it adds ~45 min per evaluation stage.
+  config.eval.extraction.enabled = False
   # Each stage's own config; the pipeline wires model paths between stages at run time.
   config.compress = compress_config.get_config(quick)
   config.align = align_config.get_config(quick)
   del config.align.compress  # the pipeline's compress stage produces the student
+  # Every stage measures the same text sets, so report.md has one row per stage and one column
+  # per set (align reuses the compress stage's dense / compressed values on the same windows).
+  config.compress.eval.text_sets = text_sets()
+  config.align.eval.text_sets = text_sets()
+  # The general text's held-out perplexity in align's validation curve (eval/ppl_general_text
+  # in align/train/metrics.jsonl), beside the configured validation sets.
+  if GENERAL_TEXT not in config.align.val_sources:
+    config.align.val_sources = list(config.align.val_sources) + [GENERAL_TEXT]
   config.qa_tune = qa_tune_config.get_config(quick)
   # The model reaching this stage is compressed: fine-tune its stored blocks (LoRA needs dense).
   config.qa_tune.trainable = "compressed"
-  # qa_tune's 1e-3 is a LoRA rate; on all 64 M stored values it diverged (grad norm 180-740 by
-  # step 6, final SOFC ppl 1.9k vs 5.3k between two runs differing by float rounding). The
-  # alignment stage trains the same values stably at 3e-4.
-  config.qa_tune.learning_rate = 3e-4
+  # qa_tune's 1e-3 is a LoRA rate; on all 64 M stored values it diverged. At 3e-4 (the
+  # alignment's rate) the demo's final model lost its general ability (ppl 6-16x dense, the
+  # chat answer degenerated into "Reasoning:" loops, 2026-12-02): 3e-5 keeps the updates small.
+  config.qa_tune.learning_rate = 3e-5
   if not quick:
     config.eval.max_windows = 8
     config.eval.max_items = 30
     # 8 tiles per matrix instead of 16: half the stored arrays, so the compressed model's
     # align and Q&A train steps compile in far less time and memory (the demo's bottleneck).
-    config.compress.compression.tiles_per_matrix = 8
-    config.compress.calibration.num_windows = 16
-    config.compress.calibration.window = 128
-    config.compress.eval.max_windows = 6
+    # The compression is configs/compress.py's strong baseline (whitened single SVD, uniform
+    # per-matrix budget at 0.8, results/sweep_baseline) on a smaller calibration set.
+    config.compress.calibration.num_windows = 32
+    config.compress.eval.max_windows = 12
     config.compress.eval.hidden_kl_windows = 4
-    config.align.num_steps = 16
-    config.align.batch_size = 2
-    config.align.eval_every = 8
-    config.align.checkpoint_every = 8
-    config.align.eval.max_windows = 6
+    # 40 updates of 4 x 128 tokens (20k tokens) of logit-KL alignment on mixed text.
+    config.align.num_steps = 40
+    config.align.num_train_windows = 160
+    config.align.num_val_windows = 4
+    config.align.log_every = 1
+    config.align.eval_every = 10
+    config.align.checkpoint_every = 20
+    config.align.eval.max_windows = 12  # as compress's: its perplexities are reused
     config.qa_tune.max_documents = 3
     config.qa_tune.steps_per_section = 1
     # One ~0.75 GB train-state checkpoint every 4 one-step sections instead of every section.

@@ -8,14 +8,21 @@ Command (from the repo root):
 
 Variants: '' (SmolLM2-135M-Instruct 'default', LoRA r=8 on all projections, the demo corpus),
 'quick' (the tiny random model, 2 documents, 2 updates per section; ~15-25 s on the 2-core CPU
-machine), 'sofc_qa' (Q&A generation only: model + rule sources on SOFC articles, no training).
+machine), 'sofc_qa' (Q&A generation only: model + rule sources on SOFC articles, no training),
+'sofc_tasks' (LoRA on the SOFC-Exp extraction tasks of the 26 train articles; score the saved
+DIR/model with `evaluate --config.model=DIR/model` on the dev split).
 
 Outputs in DIR: report.json (heldout_ll_accuracy/em/f1 before/after, general_accuracy
 before/after per benchmark, train_tokens, tokens_per_s, wall_s, mode, qa_pairs_by_source,
 filter_rejection_rate, ...), qa_pairs.jsonl (+ .progress, .rejected.jsonl), traces.jsonl
 (per section: questions, greedy answers before/after, losses), metrics.jsonl, checkpoints/,
 eval_before.json, heldout_answers.json, model/ (a model checkpoint folder: model_source.load
-accepts it). A rerun with the same DIR resumes (Q&A per document, training per section).
+accepts it); with an exam (exam_path / open_exam_path): exam_accuracy_sum / exam_accuracy_mean /
+exam_em / exam_f1 / exam_by_doc before/after in report.json, exam_before.json, exam_answers.json.
+The team's injection benchmark: --config.corpus=package:injection_corpus --config.heldout_path=
+--config.curated_path= --config.exam_path=package:injection_exam
+--config.open_exam_path=package:injection_open_exam (docs/knowledge_injection.md).
+A rerun with the same DIR resumes (Q&A per document, training per section).
 Measured times on the 2-core CPU machine: see README ("Section-wise Q&A fine-tuning").
 """
 
@@ -23,23 +30,54 @@ import ml_collections
 
 from penrose_jax.parallel import default_parallel_config
 
+# The train split of SOFC-Exp (../shared/data/sofc_exp/metadata.tsv).
+SOFC_TRAIN_ARTICLES = (
+    "PMC3564701,PMC3730159,PMC3793895,PMC4021905,PMC4222441,PMC4313086,PMC4578433,PMC4663492,"
+    "PMC4673446,PMC4770875,PMC4772004,PMC4895149,PMC4986314,PMC4992832,PMC5075869,PMC5216129,"
+    "PMC5331335,PMC5456601,PMC5456869,PMC5457052,PMC5700654,PMC5706185,PMC5793538,PMC5848893,"
+    "PMC6073263,PMC6158676")
+
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-  """Returns the qa_tune config; variants: '', 'quick', 'sofc_qa'."""
+  """Returns the qa_tune config; variants: '', 'quick', 'sofc_qa', 'sofc_tasks'."""
   config = ml_collections.ConfigDict()
   config.model = "default"  # 'default' | 'tiny' | .gguf | HF dir | model checkpoint folder
   config.corpus = "package:demo_corpus"
   config.documents = ""  # comma list of doc_ids to train on, in this order ('' = all)
   config.max_documents = 0  # 0 = all
   config.max_section_words = 0  # 0 = sections as read
-  config.qa_sources = "rule,curated"  # any of rule, curated, model
+  config.qa_sources = "rule,curated"  # any of rule, curated, model, sofc_tasks, study
+  # 'study' source (qa/study_material.py): questions per fact in different wordings (odd ones
+  # answered in a sentence), facts per section (0 = all); its restatements and entity notes
+  # train as text rows of their section.
+  config.study_variants = 4
+  config.study_max_facts = 0
   config.curated_path = "package:curated_qa"
   config.heldout_path = "package:heldout_questions"
+  # A user's closed-book exam, scored before and after training (docs/knowledge_injection.md):
+  # comma lists of JSONL files of multiple-choice {question, choices, gold[, doc_id]} and open
+  # {question, answer[, doc_id]} questions ('' = none; e.g. package:injection_exam and
+  # package:injection_open_exam with corpus=package:injection_corpus). exam_cache_dir: a folder
+  # where the base model's "before" scores are kept for other runs ('' = DIR only).
+  config.exam_path = ""
+  config.open_exam_path = ""
+  config.exam_cache_dir = ""
   config.model_qa = ml_collections.ConfigDict(dict(
       num_questions=4, max_new_tokens=256, max_prompt_tokens=1536, min_token_fraction=0.6))
+  # The 'sofc_tasks' source (qa/sofc_source.py): SOFC-Exp extraction prompts + gold answers of
+  # train-split articles only; max_per_document caps sentences per task and article (0 = all).
+  config.sofc_tasks = ml_collections.ConfigDict(dict(
+      data_root="../shared/data/sofc_exp", tasks="detection,entities,slots", max_per_document=0,
+      seed=0))
   # Training (fields of qa.trainer.CurriculumConfig).
-  config.mode = "sectionwise"  # 'sectionwise' | 'onepass' | 'none'
+  # 'onepass_augmented': the section-wise rows (same material, same tokens) shuffled over all
+  # documents, no section order.
+  config.mode = "sectionwise"  # 'sectionwise' | 'onepass' | 'onepass_augmented' | 'none'
   config.steps_per_section = 4
+  # > 0: each section gets the updates for this many passes over its examples (replaces
+  # steps_per_section; every mode spends the same total).
+  config.epochs_per_section = 0.0
+  config.section_order = "mixed"  # 'mixed' | 'text_then_qa' | 'qa_then_text' (within a section)
   config.batch_size = 4
   config.seq_len = 128
   config.replay_fraction = 0.25
@@ -73,7 +111,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   if arg == "quick":
     config.model = "tiny"
     config.max_documents = 2
-    config.qa_sources = "rule,curated,model"
+    config.qa_sources = "rule,curated,model,study"
     config.model_qa.max_new_tokens = 16
     config.steps_per_section = 2
     config.seq_len = 64
@@ -91,7 +129,17 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.mode = "none"
     config.save_model = False
     config.eval.enabled = False
+  elif arg == "sofc_tasks":
+    # Supervised adaptation to the extraction format on the 26 train articles (dev untouched);
+    # --config.mode=onepass reads the same articles as the baseline. Prompts are ~300 tokens.
+    config.corpus = "../shared/data/sofc_exp/texts"
+    config.documents = SOFC_TRAIN_ARTICLES
+    config.qa_sources = "sofc_tasks"
+    config.curated_path = ""
+    config.heldout_path = ""
+    config.seq_len = 384
+    config.sofc_tasks.max_per_document = 40  # detection would otherwise be 85 % of the pairs
   elif arg:
-    raise ValueError(f"configs/qa_tune.py: unknown variant {arg!r}; expected '', 'quick' or "
-                     "'sofc_qa'")
+    raise ValueError(f"configs/qa_tune.py: unknown variant {arg!r}; expected '', 'quick', "
+                     "'sofc_qa' or 'sofc_tasks'")
   return config

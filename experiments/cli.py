@@ -4,14 +4,77 @@ ml_collections applies `--config.a.b=v` overrides while absl parses flags; an ov
 a field the config does not have raises AttributeError / KeyError from inside ml_collections,
 which absl does not catch, so the user saw a 30-line traceback ending in `AttributeError:
 "'bogus'"`. `parse_flags` reports the offending argument instead.
+
+List and tuple fields (e.g. `calibration.sources`) take a comma list
+(`--config.calibration.sources=a@train,package:demo_corpus`) or a Python / JSON literal
+(`--config.runs='[["a", {"compression.tiling": "grid"}]]'`, needed for nested values). Out of
+the box ml_collections refuses list fields and reads an unquoted `a,b` tuple override as the
+one string 'a,b'; importing this module registers `parse_sequence` for both types.
 """
 
 from __future__ import annotations
 
+import ast
+import json
 import re
 import sys
+from typing import Any
 
-from absl import app
+from absl import app, flags
+from ml_collections import config_flags
+from ml_collections.config_flags import tuple_parser
+
+
+def parse_sequence(argument: Any) -> list:
+  """The items of a list / tuple override.
+
+  Args:
+    argument: the command-line text, or an existing list / tuple (a default value).
+
+  Returns:
+    The items: a literal list / tuple's items, the comma-separated parts of plain text (each
+    stripped), [] for an empty value; a single literal (`3`, `'a'`) is one item.
+
+  Raises:
+    ValueError: text that opens a bracket but is no valid literal (a half-quoted list would
+      otherwise be split into garbage items).
+  """
+  if isinstance(argument, (list, tuple)):
+    return list(argument)
+  text = str(argument).strip()
+  if not text:
+    return []
+  for parse in (ast.literal_eval, json.loads):  # JSON: true / false / null spellings
+    try:
+      value = parse(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+      continue
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+  if text[0] in "[(" or text[-1] in "])":
+    raise ValueError(f"{text!r} is not a valid list literal: quote each item "
+                     "('[\"a\", \"b\"]') or give a comma list without brackets (a,b)")
+  return [part.strip() for part in text.split(",")]
+
+
+class _ListParser(flags.ArgumentParser):
+  """absl parser of list fields (see `parse_sequence`)."""
+
+  def parse(self, argument: Any) -> list:
+    return parse_sequence(argument)
+
+  def flag_type(self) -> str:
+    return "list"
+
+
+class _TupleParser(tuple_parser.TupleParser):
+  """Tuple fields (a TupleParser, so `--config.x=a --config.x=b` still appends)."""
+
+  def parse(self, argument: Any) -> tuple:
+    return tuple(parse_sequence(() if argument is None else argument))
+
+
+config_flags.register_flag_parser_for_type(list, _ListParser())
+config_flags.register_flag_parser_for_type(tuple, _TupleParser())
 
 
 def _missing_field(error: BaseException) -> tuple[str, str]:

@@ -16,6 +16,10 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   report = evaluate.run(_CONFIG.value, _WORKDIR.value)
   print(f"ppl: {report['ppl']}  accuracy: {report['accuracy']}  wall_s: {report['wall_s']}")
+  if "exam_questions" in report:
+    print(f"exam: {report['exam_questions']} multiple choice, accuracy sum / mean "
+          f"{report['exam_accuracy_sum']} / {report['exam_accuracy_mean']}; "
+          f"{report['open_exam_questions']} open, EM {report['exam_em']} F1 {report['exam_f1']}")
 
 
 if __name__ == "__main__":

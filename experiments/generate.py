@@ -19,7 +19,10 @@ def main(argv):
   if _PROMPT.value is not None:
     config.prompt = _PROMPT.value
   report = generate.run(config, _WORKDIR.value)
-  print(report["completion"])
+  if "completion" in report:
+    print(report["completion"])
+  else:
+    print(f"{report['prompts']} answers in {report['generations']}")
 
 
 if __name__ == "__main__":

@@ -153,3 +153,19 @@ def test_student_equal_to_teacher_has_zero_loss_and_gradient(models):
   moved_loss, moved_grads = grad_fn(dense_student)
   assert float(moved_loss) > 1e-2
   assert largest(grads) < 1e-3 * largest(moved_grads)  # zero up to float32 rounding
+
+
+def test_validation_perplexity_per_group_matches_independent_perplexity(models):
+  from penrose_jax.evaluation import perplexity
+  teacher, _, _, val = models
+  groups = ["a"] * 7 + ["b"] * 3  # 7 + 3: both groups straddle a padded batch
+  eval_fn = align_module.make_alignment_eval(teacher, CFG, val, CONFIG.objective, 4, groups)
+  out = eval_fn(teacher)
+  assert out["logit_kl"] == pytest.approx(0.0, abs=1e-6)  # the teacher is its own student
+  for name, rows in (("a", val[:7]), ("b", val[7:])):
+    expected = perplexity.perplexity(teacher, CFG, rows.tolist(), batch_size=4)["ppl"]
+    assert out[f"ppl_{name}"] == pytest.approx(expected, rel=1e-4)
+  assert out["ppl"] == pytest.approx(
+      perplexity.perplexity(teacher, CFG, val.tolist(), batch_size=4)["ppl"], rel=1e-4)
+  with pytest.raises(ValueError, match="groups has 2 names for 10 windows"):
+    align_module.make_alignment_eval(teacher, CFG, val, CONFIG.objective, 4, ["a", "b"])

@@ -175,3 +175,20 @@ def test_randomized_tile_svds_keep_break_even_values_and_tail_energy():
   assert ra.energy_ranks(spec_e, 0.8) == ra.energy_ranks(spec_f, 0.8)
   with pytest.raises(ValueError, match="svd_method"):
     rank_blocks.tile_svds(w, t, svd_method="lanczos")
+
+
+def test_normalized_scope_compares_matrices_on_relative_error():
+  """Two matrices with the same relative spectrum, energies 1e6 apart: the raw-energy global
+  greedy starves the quiet one, the normalized greedy splits the budget evenly."""
+  from penrose_jax.compression import streaming
+  sigma = np.geomspace(1.0, 1e-2, 32)
+  spectra = {"loud": [rank_blocks.TileSpectrum(64, 64, 1e3 * sigma, 1.0, ("loud", 0), 0.0)],
+             "quiet": [rank_blocks.TileSpectrum(64, 64, sigma, 1.0, ("quiet", 0), 0.0)]}
+  raw = streaming.allocate_global_ranks(spectra, 0.25, scope="global")
+  normalized = streaming.allocate_global_ranks(spectra, 0.25, scope="normalized")
+  assert raw["quiet"][0] <= 2 and raw["loud"][0] >= 14
+  assert abs(normalized["loud"][0] - normalized["quiet"][0]) <= 1
+  weights = ra.matrix_weights(spectra, "normalized")
+  assert weights["quiet"] == pytest.approx(1e6 * weights["loud"])
+  with pytest.raises(ValueError, match="budget_scope='matrix'"):
+    ra.matrix_weights(spectra, "matrix")

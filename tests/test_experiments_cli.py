@@ -36,3 +36,13 @@ def test_nested_field_and_bad_value_errors():
                    "--config.compression.param_ratio=abc", "--workdir=/nonexistent/never")
   assert bad_value.returncode != 0 and "param_ratio" in bad_value.stderr
   assert "Traceback" not in bad_value.stderr
+
+
+def test_list_override_errors_name_the_flag():
+  # A list field is accepted by the mains (cli registers the parser) and a broken literal is
+  # one line naming the override, not ml_collections' "type list is not supported".
+  broken = _run("experiments.compress", "--config=configs/compress.py",
+                "--config.calibration.sources=[a,b", "--workdir=/nonexistent/never")
+  assert broken.returncode != 0 and "Traceback" not in broken.stderr
+  assert "--config.calibration.sources=[a,b: '[a,b' is not a valid list literal" in broken.stderr
+  assert "not supported for overriding" not in broken.stderr

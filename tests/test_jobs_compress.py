@@ -20,6 +20,9 @@ def four_layer_model(tmp_path_factory):
 def _config(model_dir, **compression):
   config = compress_config.get_config("quick")
   config.model = str(model_dir)
+  # These tests exercise the two-pass streaming job: a model-wide budget over Penrose tiles.
+  compression = {"tiling": "penrose", "budget_scope": "global", "param_ratio": 0.6,
+                 **compression}
   for key, value in compression.items():
     config.compression[key] = value
   return config

@@ -2,7 +2,6 @@
 
 import json
 import math
-import pathlib
 
 import ml_collections
 import pytest
@@ -10,11 +9,11 @@ import pytest
 from configs import evaluate as evaluate_config
 from configs import generate as generate_config
 from configs import pipeline as pipeline_config
+from penrose_jax.data import paths, text_sources
 from penrose_jax.jobs import align, evaluate, generate, model_source, pipeline
 
-SHARED = pathlib.Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
-
+@pytest.mark.shared_data
 def test_evaluate_quick_writes_report(tmp_path, tiny_model_dir):
   config = evaluate_config.get_config("quick")
   config.model = str(tiny_model_dir)
@@ -27,7 +26,7 @@ def test_evaluate_quick_writes_report(tmp_path, tiny_model_dir):
   # A random tiny model is close to uniform over its vocabulary.
   vocab = model_source.load(str(tiny_model_dir)).config.vocab_size
   assert 0.3 * vocab < report["ppl"]["demo_corpus"] < 3 * vocab
-  if SHARED.exists():
+  if paths.resolve_data_path(config.benchmark_dir).exists():  # ../shared, unless hidden
     assert set(report["accuracy"]) == {"arc_easy", "piqa", "copa"}
     assert all(0.0 <= a <= 1.0 for a in report["accuracy"].values())
   else:
@@ -54,18 +53,24 @@ def test_generate_quick(tmp_path, tiny_model_dir):
   assert (tmp_path / "report.json").exists()
 
 
+@pytest.mark.shared_data
 def test_pipeline_quick_writes_markdown_and_plots(tmp_path):
   config = pipeline_config.get_config("quick")
   report = pipeline.run(config, tmp_path)
   text = (tmp_path / "report.md").read_text()
   assert "# penrose-jax pipeline report" in text
-  assert list((tmp_path / "plots").glob("*.png"))
+  _check_pipeline_report(report, text, tmp_path)
   assert math.isfinite(report["wall_s"])
   # Alignment takes the student's and teacher's perplexities from the compress stage (same
   # windows) instead of measuring them again; the values are the compress report's.
   compress_report = json.loads((tmp_path / "compress" / "report.json").read_text())
   align_report = report["stages"]["align"]
-  assert align_report["ppl_reused_from_compress"] == ["demo_corpus", "lambada"]
+  # Every set both stages measured: the packaged sets always, lambada / SOFC dev where
+  # ../shared exists.
+  measured = sorted(name for name, spec in config.align.eval.text_sets.items()
+                    if text_sources.source_path(spec).exists())
+  assert {"demo_corpus", "general_text"} <= set(measured)
+  assert align_report["ppl_reused_from_compress"] == measured
   for name in align_report["ppl_reused_from_compress"]:
     assert align_report["ppl_before"][name] == compress_report["ppl_compressed_by_set"][name]
     assert align_report["ppl_teacher"][name] == compress_report["ppl_dense_by_set"][name]
@@ -81,6 +86,63 @@ def test_pipeline_quick_writes_markdown_and_plots(tmp_path):
   assert align.measured_by_compress(report_path, eval_config, str(tmp_path), teacher) == ({}, {})
   with pytest.raises(ValueError, match="eval.compress_report=.*nothing.json"):
     align.measured_by_compress(str(tmp_path / "nothing.json"), eval_config, student, teacher)
+
+
+STAGE_ROWS = ("dense", "compressed", "aligned", "Q&A-tuned")
+PLOTS = ("ppl_by_stage", "ppl_x_dense_by_stage", "hidden_divergence_per_layer", "align_loss",
+         "qa_tune_sections")
+
+
+def _check_pipeline_report(report, text, workdir):
+  """report.md's headline table, chat section and plots; every stage's packaged-set ppl."""
+  summary = report["summary"]
+  for stage in ("dense", "compressed", "aligned", "qa_tuned"):
+    for name in ("demo_corpus", "general_text"):
+      assert math.isfinite(summary["ppl"][stage][name]), (stage, name)
+      assert summary["ppl_x_dense"][stage][name] > 0, (stage, name)
+  cells = lambda line: [c.strip() for c in line.strip().strip("|").split("|")]
+  header = cells(next(line for line in text.splitlines() if line.startswith("| stage |")))
+  columns = ("demo_corpus", "demo_corpus x dense", "general_text", "general_text x dense")
+  assert set(columns) <= set(header)
+  for row in STAGE_ROWS:  # every stage row has a value in every packaged-set column
+    line = cells(next(line for line in text.splitlines() if line.startswith(f"| {row} |")))
+    assert all(line[header.index(c)] != "-" for c in columns), line
+  assert summary["ppl_x_dense"]["dense"]["demo_corpus"] == 1.0
+  assert isinstance(report["chat"]["final_answer"], str)
+  assert "final (Q&A-tuned)" in text
+  assert "python -m experiments.generate --config=configs/generate.py --config.model=" in text
+  assert "qa_tune/model" in text
+  for name in PLOTS:
+    assert (workdir / "plots" / f"{name}.png").stat().st_size > 0, name
+    assert f"(plots/{name}.png)" in text
+  tilings = list((workdir / "plots").glob("tiling_*.png"))
+  assert tilings and all(f"(plots/{p.name})" in text for p in tilings)
+  compress_report = json.loads((workdir / "compress" / "report.json").read_text())
+  rel = compress_report["hidden_rel_error_per_layer"]
+  assert len(rel) == len(compress_report["hidden_kl_per_layer"])
+  assert all(math.isfinite(v) and v >= 0 for v in rel)
+
+
+def test_pipeline_quick_without_shared_measures_every_stage(tmp_path, monkeypatch):
+  # What a clone without ../shared sees: every stage still has the packaged demo corpus and
+  # general text, and the report's table has no empty stage row for them.
+  monkeypatch.setenv(paths.SHARED_DIR_ENV, str(tmp_path / "no_shared"))
+  config = pipeline_config.get_config("quick")
+  report = pipeline.run(config, tmp_path / "run")
+  text = (tmp_path / "run" / "report.md").read_text()
+  _check_pipeline_report(report, text, tmp_path / "run")
+  for stage in ("dense", "final"):
+    assert {"demo_corpus", "general_text"} <= set(report["stages"][stage]["ppl"])
+  assert set(report["summary"]["ppl"]["qa_tuned"]) == {"demo_corpus", "general_text"}
+  header = next(line for line in text.splitlines() if line.startswith("| stage |"))
+  assert "sofc_dev" not in header and "lambada" not in header
+
+
+def test_packaged_general_text_is_several_documents_of_prose():
+  docs = text_sources.read_source("package:general_text")
+  words = sum(len(body.split()) for _, body in docs)
+  assert len(docs) >= 5 and 1500 <= words <= 3000
+  assert paths.resolve_data_path("package:general_text").name == "general_corpus"
 
 
 def test_unknown_config_variant_is_a_clear_error():

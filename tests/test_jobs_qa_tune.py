@@ -21,6 +21,11 @@ def test_quick_run_writes_report_and_files(tmp_path, tiny_model_dir):
   assert report["sections"] == 8 and report["heldout_questions"] > 0
   assert report["train_tokens"] == 8 * config.steps_per_section * config.batch_size * config.seq_len
   assert report["qa_pairs_by_source"]["rule"] > 0 and report["qa_pairs_by_source"]["curated"] > 0
+  # The quick variant includes the study-material source: counted, and its texts are written.
+  assert report["qa_pairs_by_source"]["study"] > 0 and report["study_material"]["facts"] > 0
+  assert report["study_material"]["pairs_per_fact_mean"] > 1
+  assert report["input_tokens"] <= report["train_tokens"]
+  assert (workdir / "qa_pairs.study.jsonl").is_file()
   assert 0 <= report["heldout_ll_accuracy_after"] <= 1
   for name in ("report.json", "qa_pairs.jsonl", "traces.jsonl", "metrics.jsonl",
                "eval_before.json", "heldout_answers.json"):

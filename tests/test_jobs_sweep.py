@@ -19,24 +19,30 @@ from penrose_jax.jobs import sweep
 from penrose_jax.reporting import report_json, sweep_report
 
 SWEEPS = ("sweep_tiling", "sweep_spectral", "sweep_ratio", "sweep_bytes", "sweep_alignment",
-          "sweep_adaptation")
+          "sweep_adaptation", "sweep_baseline", "sweep_injection")
 # Plots each quick sweep must produce (file names under DIR/plots).
 EXPECTED_PLOTS = {
     "sweep_tiling": ("param_ratio_vs_ppl_compressed.png", "hidden_kl_per_layer.png"),
     "sweep_spectral": ("param_ratio_vs_ppl_compressed.png", "param_ratio_vs_hidden_kl.png"),
     "sweep_ratio": ("param_ratio_vs_ppl_compressed.png", "hidden_kl_per_layer.png"),
     "sweep_bytes": ("bytes_compressed_vs_ppl_compressed.png",),
+    "sweep_baseline": ("param_ratio_vs_ppl_compressed.png",),
     "sweep_alignment": ("bar_logit_kl_after.png", "train_loss.png"),
     "sweep_adaptation": ("bar_heldout_ll_accuracy_after.png", "train_loss.png",
                          "qa_loss_by_section.png"),
+    "sweep_injection": ("train_tokens_vs_exam_accuracy_sum_after.png",
+                        "train_tokens_vs_exam_accuracy_mean_after.png",
+                        "bar_exam_accuracy_sum_after.png", "train_loss.png",
+                        "qa_loss_by_section.png"),
 }
 
 
 def test_apply_overrides_copies_and_rejects_unknown_keys():
   base = compress_config.get_config("quick")
+  tiling = base.compression.tiling
   new = sweep.apply_overrides(base, {"compression.tiling": "grid", "compression.tau": 0.1})
   assert new.compression.tiling == "grid" and new.compression.tau == 0.1
-  assert base.compression.tiling == "penrose" and base.compression.tau is None
+  assert tiling != "grid" and base.compression.tiling == tiling and base.compression.tau is None
   with pytest.raises(KeyError, match="tilling"):
     sweep.apply_overrides(base, {"compression.tilling": "grid"})
 
@@ -57,6 +63,12 @@ def test_finished_report_compares_resolved_config(tmp_path):
   changed = sweep.apply_overrides(base, {"compression.param_ratio": 0.5})
   assert sweep.finished_report(tmp_path, changed) is None
   assert sweep.finished_report(tmp_path / "missing", base) is None
+  # A field added to the configs later with an empty value does not invalidate the run.
+  added = sweep.apply_overrides(base, {})
+  added.eval.new_off_field = ""
+  assert sweep.finished_report(tmp_path, added)["x"] == 1
+  added.eval.new_off_field = "on"
+  assert sweep.finished_report(tmp_path, added) is None
 
 
 def test_rows_csv_and_best_per_metric():
@@ -128,3 +140,15 @@ def test_quick_sweep_end_to_end_and_rerun_skips(name, tiny_model_dir, tmp_path):
   assert "Not run yet (1; the time budget ran out" in markdown and extra_name + "_again" in markdown
   with open(tmp_path / "results.csv", encoding="utf-8") as handle:
     assert [r["run"] for r in csv.DictReader(handle)] == names
+  # results_dir: the files a reader needs are copied out, picture links rewritten.
+  config.results_dir = str(tmp_path / "published")
+  sweep.run(config, tmp_path)
+  published = tmp_path / "published"
+  for file in ("results.csv", "report.md", "report.json", "reading.md"):
+    assert (published / file).is_file(), file
+  assert sorted(p.name for p in (published / "plots").glob("*.png")) == sorted(
+      p.name for p in (tmp_path / "plots").glob("*.png"))
+  copied = (published / "report.md").read_text()
+  assert "](runs/" not in copied
+  if config.job == "compress":
+    assert any((published / "pictures").glob("*.png")) and "](pictures/" in copied

@@ -175,11 +175,3 @@ def test_long_markdown_section_split():
   split = ingest.split_long_sections(doc, 400)
   assert [s.title for s in split.sections][:2] == ['S (part 1)', 'S (part 2)']
   assert all(len(s.text.split()) <= 400 for s in split.sections)
-
-
-def test_read_split_metadata(tmp_path):
-  path = _write(tmp_path, 'metadata.tsv', 'name\tset\ttitle\nPMC1\ttrain\tA\nPMC2\tdev\tB\n')
-  meta = ingest.read_split_metadata(path)
-  assert {k: v['set'] for k, v in meta.items()} == {'PMC1': 'train', 'PMC2': 'dev'}
-  with pytest.raises(ingest.DocumentError):
-    ingest.read_split_metadata(_write(tmp_path, 'bad.tsv', 'id\tsplit\n'))

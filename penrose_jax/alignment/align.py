@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -176,13 +177,18 @@ def _eval_batch_sums(model_config: ModelConfig, layers: Optional[tuple[int, ...]
     means = {"logit_kl": losses.logit_kl(t_out.logits, s_out.logits, 1.0, mask, False),
              "hidden_kl": h_kl, "js": losses.js_divergence(t_out.logits, s_out.logits, 1.0, mask),
              "top1_agreement": losses.masked_token_mean(agree, mask)}
-    return {k: v * count for k, v in means.items()}, count
+    # The student's own next-token NLL per row: held-out perplexity during training.
+    logp = jax.nn.log_softmax(s_out.logits[:, :-1].astype(jnp.float32), axis=-1)
+    token_logp = jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
+    row_nll = -jnp.sum(token_logp, axis=1) * row_mask
+    return {k: v * count for k, v in means.items()}, count, row_nll
 
   return batch_sums
 
 
 def make_alignment_eval(teacher_params: Any, model_config: ModelConfig, token_windows: np.ndarray,
-                        objective: ObjectiveConfig, batch_size: int = 8
+                        objective: ObjectiveConfig, batch_size: int = 8,
+                        groups: Optional[Sequence[str]] = None
                         ) -> Callable[[Any], dict[str, float]]:
   """Validation metrics of a student against the teacher on held-out windows.
 
@@ -192,12 +198,17 @@ def make_alignment_eval(teacher_params: Any, model_config: ModelConfig, token_wi
     token_windows: (N, T) int windows.
     objective: supplies the layers and hidden temperature of 'hidden_kl'.
     batch_size: windows per forward (the last batch is padded and masked: one compile).
+    groups: optional name per window (e.g. its text set): adds the student's perplexity per
+      group as 'ppl_<name>'.
 
   Returns:
     eval_fn(student_params) -> {'logit_kl' (T=1, forward KL), 'hidden_kl' (objective's layers),
-    'js', 'top1_agreement'} averaged over all tokens.
+    'js', 'top1_agreement', 'ppl' (the student's own next-token perplexity)} averaged over all
+    tokens, plus 'ppl_<group>' per group.
   """
   windows = np.asarray(token_windows, np.int32)
+  if groups is not None and len(groups) != windows.shape[0]:
+    raise ValueError(f"groups has {len(groups)} names for {windows.shape[0]} windows")
   batch_sums = _eval_batch_sums(model_config, objective.layers, objective.layer_weights,
                                 objective.hidden_temperature or objective.temperature)
 
@@ -208,6 +219,7 @@ def make_alignment_eval(teacher_params: Any, model_config: ModelConfig, token_wi
     # job's perplexities already compiled (a packed tree compiled a second program).
     student_params = dense_equivalent(unpack_compressed(student_params))
     totals, total_count = {}, 0.0
+    row_nll = []
     for start in range(0, windows.shape[0], batch_size):
       chunk = windows[start:start + batch_size]
       real = chunk.shape[0]
@@ -215,11 +227,19 @@ def make_alignment_eval(teacher_params: Any, model_config: ModelConfig, token_wi
       if real < batch_size:
         chunk = np.concatenate([chunk, np.repeat(chunk[:1], batch_size - real, axis=0)])
       chunk, row_mask = place_batch((chunk, row_mask))
-      sums, count = jax.device_get(batch_sums(student_params, teacher_params, chunk, row_mask))
+      sums, count, nll = jax.device_get(batch_sums(student_params, teacher_params, chunk,
+                                                   row_mask))
       total_count += float(count)
+      row_nll.extend(np.asarray(nll, np.float64)[:real].tolist())
       for k, v in sums.items():
         totals[k] = totals.get(k, 0.0) + float(v)
-    return {k: v / max(total_count, 1.0) for k, v in totals.items()}
+    out = {k: v / max(total_count, 1.0) for k, v in totals.items()}
+    predicted = windows.shape[1] - 1  # next-token targets per window
+    out["ppl"] = math.exp(sum(row_nll) / max(len(row_nll) * predicted, 1))
+    for name in sorted(set(groups or ())):
+      rows = [v for v, g in zip(row_nll, groups) if g == name]
+      out[f"ppl_{name}"] = math.exp(sum(rows) / (len(rows) * predicted))
+    return out
 
   return eval_fn
 
@@ -247,7 +267,8 @@ def align(student_params: Any, teacher_params: Any, model_config: ModelConfig,
           token_windows_train: np.ndarray, token_windows_val: np.ndarray,
           config: AlignmentConfig, workdir: str,
           teacher_cache: Optional[TeacherCache] = None,
-          timer: Optional[StageTimer] = None) -> tuple[Any, dict[str, Any]]:
+          timer: Optional[StageTimer] = None,
+          val_groups: Optional[Sequence[str]] = None) -> tuple[Any, dict[str, Any]]:
   """Aligns a compressed student to its dense teacher; resumable from `workdir`.
 
   Args:
@@ -263,10 +284,13 @@ def align(student_params: Any, teacher_params: Any, model_config: ModelConfig,
     teacher_cache: optional cache built from exactly `token_windows_train` with the
       objective's layers (`cache_teacher_outputs`); then no teacher forward runs in training.
     timer: optional StageTimer (stages pack, eval_before, train, eval_after, unpack).
+    val_groups: optional text-set name per validation window (per-set perplexities in the
+      validation metrics; see `make_alignment_eval`).
 
   Returns:
     (aligned_params, report) with report keys logit_kl_before/after, hidden_kl_before/after,
-    js_before/after, top1_agreement_before/after, train_tokens (tokens over all updates),
+    js_before/after, top1_agreement_before/after, ppl(_<group>)_before/after and val_teacher
+    (the teacher's validation perplexities), train_tokens (tokens over all updates),
     tokens_per_s (this call, first-step compile included), tokens_per_s_steady (without the
     first update), num_steps, start_step, best_step, trainable_params,
     frozen_params, trainable_selector.
@@ -303,9 +327,11 @@ def align(student_params: Any, teacher_params: Any, model_config: ModelConfig,
     return place_batch(batch)
 
   eval_fn = make_alignment_eval(teacher_params, model_config, token_windows_val, objective,
-                                config.eval_batch_size)
+                                config.eval_batch_size, val_groups)
   with maybe_stage(timer, "eval_before"):  # includes compiling the validation function
     before = eval_fn(student_params)
+    # The teacher's own perplexities on the validation windows: the floor of the curve.
+    teacher_val = {k: v for k, v in eval_fn(teacher_params).items() if k.startswith("ppl")}
   with maybe_stage(timer, "train"):
     state = init_train_state(student_params, optimizer, mask, config.seed)
     result = run_training(
@@ -334,7 +360,7 @@ def align(student_params: Any, teacher_params: Any, model_config: ModelConfig,
       "tokens_per_s": result.tokens_per_s,
       "tokens_per_s_steady": result.tokens_per_s_steady, "num_steps": result.final_step,
       "start_step": result.start_step, "best_step": result.best_step,
-      "returned_step": chosen_step,
+      "returned_step": chosen_step, "val_teacher": teacher_val,
       "trainable_params": trainable_info["trainable_params"],
       "frozen_params": trainable_info["frozen_params"], "trainable_selector": config.trainable,
       "workdir": os.path.abspath(workdir)})

@@ -41,9 +41,11 @@ def needs_global_pass(cfg: CompressionConfig) -> bool:
     cfg: compression config.
 
   Returns:
-    True for method 'tiled' with rank_policy 'budget' and budget_scope 'global'.
+    True for method 'tiled' with rank_policy 'budget' and a model-wide budget_scope
+    ('global' or 'normalized').
   """
-  return cfg.method == "tiled" and cfg.rank_policy == "budget" and cfg.budget_scope == "global"
+  return (cfg.method == "tiled" and cfg.rank_policy == "budget"
+          and cfg.budget_scope in rank_allocation.MODEL_WIDE_SCOPES)
 
 
 def selected_kernels(layer_key: str, layer_params: Mapping[str, Any], cfg: CompressionConfig
@@ -176,22 +178,28 @@ def scan_spectra(layers: Iterable[tuple[str, Any]], x: np.ndarray, cfg: Compress
 
 
 def allocate_global_ranks(spectra: Mapping[str, list[rank_blocks.TileSpectrum]],
-                          param_ratio: float, min_rank: int = 0) -> dict[str, list[int]]:
-  """Global greedy allocation over all tiles of all matrices (budget = ratio x dense params).
+                          param_ratio: float, min_rank: int = 0, scope: str = "global"
+                          ) -> dict[str, list[int]]:
+  """Model-wide greedy allocation over all tiles of all matrices (budget = ratio x dense).
 
   Args:
     spectra: from `scan_spectra`.
     param_ratio: stored / dense target over the selected matrices.
     min_rank: rank floor per tile (see rank_allocation.allocate_ranks).
+    scope: 'global' (raw whitened energies) or 'normalized' (each matrix's energies divided
+      by its total; see `matrix_weights`).
 
   Returns:
     Param path -> canonical rank per tile.
   """
   paths = sorted(spectra)
+  weights = rank_allocation.matrix_weights(spectra, scope)
   flat = [sp for p in paths for sp in spectra[p]]
+  tile_weights = [weights[p] * sp.weight for p in paths for sp in spectra[p]]
   dense = sum(sp.h * sp.w for sp in flat)
   ranks = rank_allocation.allocate_ranks(
-      flat, rank_allocation.factor_budget(dense, param_ratio, len(flat)), min_rank=min_rank)
+      flat, rank_allocation.factor_budget(dense, param_ratio, len(flat)), weights=tile_weights,
+      min_rank=min_rank)
   out, k = {}, 0
   for p in paths:
     out[p] = [int(r) for r in ranks[k:k + len(spectra[p])]]

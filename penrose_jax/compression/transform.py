@@ -28,6 +28,7 @@ from penrose_jax.compression.tiling import TILING_KINDS, Tiling, make_tiling
 
 DEFAULT_INCLUDE = r".*(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)/kernel$"
 RANK_POLICIES = ("budget", "fixed", "energy")
+BUDGET_SCOPES = ("matrix", "global", "normalized")
 METHODS = ("tiled", "rtn")
 
 
@@ -44,7 +45,9 @@ class CompressionConfig:
     tile_lengths: optional tile dictionary: penrose ((rL, rS), (cL, cS)) or grid (h, w).
     phase: penrose phase.
     rank_policy: 'budget' | 'fixed' | 'energy'.
-    budget_scope: 'global' (one budget over all matched matrices) or 'matrix'.
+    budget_scope: 'matrix' (each matrix keeps param_ratio: SVD-LLM's uniform split), 'global'
+      (one budget over all matched matrices, greedy on raw whitened energies) or 'normalized'
+      (one budget, greedy on each matrix's energies relative to its total).
     param_ratio: stored / dense params target in (0, 1] for the budget policy.
     energy: kept squared-singular-value fraction per tile for the energy policy.
     fixed_ranks: shape_id -> rank (or one int) for the fixed policy.
@@ -124,7 +127,7 @@ def validate_config(cfg: CompressionConfig) -> None:
   _choice("method", cfg.method, METHODS)
   _choice("tiling", cfg.tiling, TILING_KINDS)
   _choice("rank_policy", cfg.rank_policy, RANK_POLICIES)
-  _choice("budget_scope", cfg.budget_scope, ("global", "matrix"))
+  _choice("budget_scope", cfg.budget_scope, BUDGET_SCOPES)
   _choice("svd_method", cfg.svd_method, rank_blocks.SVD_METHODS)
   _choice("spectral", cfg.spectral, spectral_lib.SPECTRAL_KINDS)
   _choice("spectral_scope", cfg.spectral_scope, ("factor", "block"))
@@ -377,9 +380,13 @@ def compress(params: Any, config: Any) -> tuple[dict, dict]:
                    for p, f in zip(plan, factored)]
     else:
       flat = [sp for f in factored for sp in f[2]]
+      weights = rank_allocation.matrix_weights({p[0]: f[2] for p, f in zip(plan, factored)},
+                                               cfg.budget_scope)
       budget = rank_allocation.factor_budget(sum(p[2].m * p[2].n for p in plan), cfg.param_ratio,
                                              len(flat))
-      flat_ranks = rank_allocation.allocate_ranks(flat, budget, min_rank=cfg.min_rank)
+      flat_ranks = rank_allocation.allocate_ranks(
+          flat, budget, weights=[weights[p[0]] for p, f in zip(plan, factored) for _ in f[2]],
+          min_rank=cfg.min_rank)
       all_ranks, k = [], 0
       for p in plan:
         all_ranks.append(flat_ranks[k:k + p[2].num_tiles])

@@ -7,17 +7,62 @@ A source spec is a path, optionally with a split filter after '@':
     'query' (multiple-choice files);
   - 'DIR@train' keeps only files whose stem is listed with set == train in DIR/../metadata.tsv
     (the SOFC-Exp layout), so calibration and evaluation can use disjoint articles.
+PATH is resolved by `paths.resolve_data_path` ('package:' names, ../shared).
 """
 
 from __future__ import annotations
 
 import json
 import pathlib
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from penrose_jax.qa.ingest import read_split_metadata
+from penrose_jax.data import paths
+
+
+def read_split_metadata(tsv_path: str | pathlib.Path, split_column: str = "set"
+                        ) -> dict[str, dict[str, str]]:
+  """Reads a metadata TSV with a 'name' column (doc_id) and a split column (e.g. train/dev).
+
+  Args:
+    tsv_path: e.g. the metadata.tsv beside a corpus folder.
+    split_column: column holding the split name.
+
+  Returns:
+    doc_id -> row dict (all columns as strings).
+
+  Raises:
+    ValueError: when 'name' or the split column is missing (the file is named).
+  """
+  lines = pathlib.Path(tsv_path).read_text(encoding="utf-8").splitlines()
+  header = lines[0].split("\t") if lines else []
+  if "name" not in header or split_column not in header:
+    raise ValueError(f"{tsv_path}: header needs name and {split_column} columns")
+  rows = [dict(zip(header, line.split("\t"))) for line in lines[1:] if line.strip()]
+  return {row["name"]: row for row in rows}
+
+
+def selected_text_sets(text_sets: Mapping[str, str], skip: str = "") -> dict[str, str]:
+  """The text sets of a config minus those a run leaves out.
+
+  Args:
+    text_sets: name -> source spec (a config's `text_sets`).
+    skip: comma list of names to leave out ('' = none), e.g. the `skip_text_sets` field.
+
+  Returns:
+    name -> spec of the kept sets, in the config's order.
+
+  Raises:
+    ValueError: a skipped name that is not a text set (a typo would otherwise measure
+      everything silently).
+  """
+  names = [n.strip() for n in skip.split(",") if n.strip()]
+  unknown = [n for n in names if n not in text_sets]
+  if unknown:
+    raise ValueError(f"skip_text_sets names {unknown}, which are not text sets; the text sets "
+                     f"are {sorted(text_sets)}")
+  return {name: spec for name, spec in text_sets.items() if name not in names}
 
 
 def _split_names(folder: pathlib.Path, split: str) -> set[str]:
@@ -38,8 +83,7 @@ def source_path(spec: str) -> pathlib.Path:
   Returns:
     The path.
   """
-  from penrose_jax.jobs.model_source import resolve_data_path  # 'package:' names
-  return resolve_data_path(spec.split("@", 1)[0])
+  return paths.resolve_data_path(spec.split("@", 1)[0])
 
 
 def read_source(spec: str, max_docs: Optional[int] = None) -> list[tuple[str, str]]:
@@ -125,7 +169,8 @@ def token_windows_from_sources(specs: Sequence[str], tokenizer, num_windows: int
   """Equal shares of full `window`-token windows from each source, concatenated per source.
 
   Documents of one source are joined (with a newline) so short passages still fill windows;
-  windows are cut without overlap, then each source's share is drawn with a fixed seed.
+  windows are cut without overlap over all its documents (up to the cap), then each source's
+  share is drawn with a fixed seed.
 
   Args:
     specs: available source specs (see `available_sources`).
@@ -147,10 +192,10 @@ def token_windows_from_sources(specs: Sequence[str], tokenizer, num_windows: int
   rows = []
   for spec, share in zip(specs, per_source):
     ids: list[int] = []
+    # Every document up to the cap, so the windows sample the whole source rather than the
+    # first few files (SOFC train: ~3 of 26 articles before).
     for _, text in read_source(spec, max_docs_per_source):
       ids.extend(tokenizer.encode(text + "\n"))
-      if len(ids) >= 4 * share * window:  # enough text to sample from
-        break
     count = len(ids) // window
     if count == 0:
       continue

@@ -93,7 +93,7 @@ def load_benchmark(path: str | pathlib.Path, name: Optional[str] = None,
 
 def score_items(params: Any, config: ModelConfig, tokenizer: Any, items: Sequence[ScoringItem],
                 batch_size: int = 16, max_len: Optional[int] = None,
-                progress: bool = False) -> dict[str, float]:
+                progress: bool = False, per_item: bool = False) -> dict[str, Any]:
   """Accuracy of the model on scoring items.
 
   Args:
@@ -105,6 +105,8 @@ def score_items(params: Any, config: ModelConfig, tokenizer: Any, items: Sequenc
     max_len: contexts are cut from the left so context + continuation fits (default
       config.max_position).
     progress: show a progress bar.
+    per_item: also return 'per_item': per item {'logprob_sum', 'logprob_mean' (per candidate),
+      'pred_sum', 'pred_mean', 'gold'} (for per-question and per-document reports).
 
   Returns:
     {'accuracy', 'items'} (and 'accuracy_norm': per-token-normalised choice, for reference).
@@ -136,15 +138,24 @@ def score_items(params: Any, config: ModelConfig, tokenizer: Any, items: Sequenc
       greedy_ok[seq_index] = bool(hit[row, start - 1:end - 1].all())
   correct = correct_norm = 0
   cursor = 0
+  rows = []
   for item in items:
     n = len(item.pairs)
     scores = totals[cursor:cursor + n]
+    means = scores / np.maximum(cont_lens[cursor:cursor + n], 1)
     if item.greedy:
       correct += int(greedy_ok[cursor])
       correct_norm += int(greedy_ok[cursor])
     else:
       correct += int(np.argmax(scores) == item.gold)
-      correct_norm += int(np.argmax(scores / cont_lens[cursor:cursor + n]) == item.gold)
+      correct_norm += int(np.argmax(means) == item.gold)
+    if per_item:
+      rows.append({"logprob_sum": scores.tolist(), "logprob_mean": means.tolist(),
+                   "pred_sum": int(np.argmax(scores)), "pred_mean": int(np.argmax(means)),
+                   "gold": item.gold})
     cursor += n
-  return {"accuracy": correct / len(items), "accuracy_norm": correct_norm / len(items),
-          "items": len(items)}
+  result = {"accuracy": correct / len(items), "accuracy_norm": correct_norm / len(items),
+            "items": len(items)}
+  if per_item:
+    result["per_item"] = rows
+  return result

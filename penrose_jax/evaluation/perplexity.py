@@ -14,25 +14,91 @@ from penrose_jax.models.config import ModelConfig
 from penrose_jax.parallel.placement import place_batch, to_host
 
 
-def token_windows(token_lists: Sequence[Sequence[int]], window: int,
-                  max_windows: Optional[int] = None) -> list[list[int]]:
-  """Cuts each document's tokens into non-overlapping windows (the tail window may be shorter).
+def window_picks(token_lists: Sequence[Sequence[int]], window: int,
+                 max_windows: Optional[int] = None, seed: int = 0) -> list[tuple[int, int]]:
+  """Which windows to score: (document index, start token), spread over every document.
+
+  Taking the first N windows in file order describes one or two documents of a set; instead
+  the N windows are shared out evenly over the documents (a document gets floor or ceil of
+  N / documents, capped at what it has, the surplus going to the others), and inside a
+  document they sit at evenly spaced positions. With fewer windows than documents, evenly
+  spaced documents get one window each. The seed only shifts the spacing.
 
   Args:
     token_lists: one token list per document (windows never cross documents).
     window: tokens per window.
-    max_windows: keep only the first this many windows (None keeps all).
+    max_windows: how many windows to keep (None or >= all windows keeps all).
+    seed: shifts the evenly spaced picks (same seed, same windows).
 
   Returns:
-    List of windows with at least 2 tokens.
+    Sorted (document index, start token) pairs of windows with at least 2 tokens.
   """
-  windows = []
-  for tokens in token_lists:
-    for start in range(0, len(tokens), window):
-      piece = list(tokens[start:start + window])
-      if len(piece) >= 2:
-        windows.append(piece)
-  return windows if max_windows is None else windows[:max_windows]
+  starts = [[s for s in range(0, len(tokens), window) if len(tokens) - s >= 2]
+            for tokens in token_lists]
+  total = sum(len(s) for s in starts)
+  if max_windows is None or max_windows >= total:
+    return [(d, s) for d, doc in enumerate(starts) for s in doc]
+  if max_windows <= 0:
+    return []
+  rng = np.random.default_rng(seed)
+  docs = [d for d, doc in enumerate(starts) if doc]
+  if max_windows < len(docs):
+    offset = rng.random()
+    chosen = sorted({docs[int((k + offset) * len(docs) / max_windows)]
+                     for k in range(max_windows)})
+    quota = {d: 1 for d in chosen}
+  else:
+    quota = {d: 0 for d in docs}
+    left = max_windows
+    open_docs = list(docs)
+    while left > 0:  # equal shares; documents that run out pass their share on
+      share = max(1, left // len(open_docs))
+      for d in rng.permutation(open_docs).tolist():
+        take = min(share, len(starts[d]) - quota[d], left)
+        quota[d] += take
+        left -= take
+        if left == 0:
+          break
+      open_docs = [d for d in open_docs if quota[d] < len(starts[d])]
+  offset = rng.random()
+  picks = []
+  for d, q in quota.items():
+    n = len(starts[d])
+    picks.extend((d, starts[d][int((k + offset) * n / q)]) for k in range(q))
+  return sorted(picks)
+
+
+def token_windows(token_lists: Sequence[Sequence[int]], window: int,
+                  max_windows: Optional[int] = None, seed: int = 0) -> list[list[int]]:
+  """Cuts documents into non-overlapping windows, keeping `max_windows` spread over all of them.
+
+  Args:
+    token_lists: one token list per document (windows never cross documents).
+    window: tokens per window.
+    max_windows: windows to keep, chosen by `window_picks` (None keeps all).
+    seed: see `window_picks`.
+
+  Returns:
+    List of windows with at least 2 tokens (the tail window of a document may be shorter).
+  """
+  return [list(token_lists[d][s:s + window])
+          for d, s in window_picks(token_lists, window, max_windows, seed)]
+
+
+def picks_record(names: Sequence[str], picks: Sequence[tuple[int, int]]) -> dict[str, list[int]]:
+  """The chosen windows as {document name: [start tokens]}, for report.json.
+
+  Args:
+    names: document names, in the order of the token lists.
+    picks: from `window_picks`.
+
+  Returns:
+    Document name -> sorted start tokens of its scored windows.
+  """
+  out: dict[str, list[int]] = {}
+  for d, s in picks:
+    out.setdefault(str(names[d]), []).append(int(s))
+  return out
 
 
 def perplexity(params: Any, config: ModelConfig, windows: Sequence[Sequence[int]],
@@ -66,7 +132,7 @@ def perplexity(params: Any, config: ModelConfig, windows: Sequence[Sequence[int]
 
 def text_perplexity(params: Any, config: ModelConfig, tokenizer: Any, source: str,
                     window: int = 256, max_windows: Optional[int] = None, batch_size: int = 8,
-                    progress: bool = False) -> dict[str, float]:
+                    progress: bool = False, seed: int = 0) -> dict[str, Any]:
   """Perplexity over non-overlapping `window`-token windows of a text source.
 
   Args:
@@ -76,13 +142,20 @@ def text_perplexity(params: Any, config: ModelConfig, tokenizer: Any, source: st
     source: a text source spec (folder, file, .jsonl, optional '@split'; see
       data.text_sources).
     window: window length in tokens.
-    max_windows: cap on windows scored (None = all).
+    max_windows: windows scored, spread over every document (None = all).
     batch_size: windows per forward call.
     progress: show a progress bar.
+    seed: see `window_picks`.
 
   Returns:
-    {'ppl', 'nll', 'tokens', 'windows'}.
+    {'ppl', 'nll', 'tokens', 'windows', 'documents', 'documents_scored', 'picks'}: picks maps
+    each scored document to the start tokens of its windows.
   """
-  token_lists = [tokenizer.encode(text) for _, text in text_sources.read_source(str(source))]
-  return perplexity(params, config, token_windows(token_lists, window, max_windows), batch_size,
-                    progress)
+  docs = list(text_sources.read_source(str(source)))
+  token_lists = [tokenizer.encode(text) for _, text in docs]
+  picks = window_picks(token_lists, window, max_windows, seed)
+  windows = [list(token_lists[d][s:s + window]) for d, s in picks]
+  result: dict[str, Any] = perplexity(params, config, windows, batch_size, progress)
+  record = picks_record([name for name, _ in docs], picks)
+  result.update(documents=len(docs), documents_scored=len(record), picks=record)
+  return result

@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 import ml_collections
+import numpy as np
 
 from penrose_jax import parallel
 from penrose_jax.alignment.align import AlignmentConfig, ObjectiveConfig, align
@@ -27,9 +28,16 @@ from penrose_jax.data import text_sources
 from penrose_jax.evaluation import perplexity
 from penrose_jax.jobs import compress, model_source
 from penrose_jax.models.linear import dense_equivalent
-from penrose_jax.reporting import report_json
+from penrose_jax.reporting import plots, report_json
 from penrose_jax.reporting.stage_timer import StageTimer
+from penrose_jax.training.metrics_log import read_metrics
 from penrose_jax.training.optimizer import OptimizerConfig
+
+
+def _selected(eval_config: ml_collections.ConfigDict) -> dict[str, str]:
+  """eval_config.text_sets minus the names in its optional skip_text_sets."""
+  return text_sources.selected_text_sets(eval_config.text_sets,
+                                         eval_config.get("skip_text_sets", ""))
 
 
 def text_set_perplexities(params: Any, model_config: Any, tokenizer: Any,
@@ -40,13 +48,14 @@ def text_set_perplexities(params: Any, model_config: Any, tokenizer: Any,
     params: params pytree.
     model_config: the architecture.
     tokenizer: TextTokenizer.
-    eval_config: text_sets, window, max_windows, batch_size.
+    eval_config: text_sets, window, max_windows, batch_size; skip_text_sets (comma list of
+      text_sets names to leave out) is optional.
 
   Returns:
     ({set: ppl}, skipped messages).
   """
   out, skipped = {}, []
-  for name, spec in sorted(eval_config.text_sets.items()):
+  for name, spec in sorted(_selected(eval_config).items()):
     if not text_sources.source_path(spec).exists():
       skipped.append(f"eval text set {name}: {text_sources.source_path(spec)} not found")
       continue
@@ -92,7 +101,7 @@ def measured_by_compress(report_path: str, eval_config: ml_collections.ConfigDic
   same_windows = all(used.get(k) == eval_config[k] for k in ("window", "max_windows"))
   if not (same_models and same_windows):
     return {}, {}
-  sets = [name for name, spec in eval_config.text_sets.items()
+  sets = [name for name, spec in _selected(eval_config).items()
           if used.get("text_sets", {}).get(name) == spec
           and name in report.get("ppl_compressed_by_set", {})
           and name in report.get("ppl_dense_by_set", {})]
@@ -104,10 +113,67 @@ def _perplexities_except(known: dict, params: Any, model_config: Any, tokenizer:
                          eval_config: ml_collections.ConfigDict) -> tuple[dict, list[str]]:
   """text_set_perplexities for the sets not in `known`, merged with `known`."""
   todo = ml_collections.ConfigDict(eval_config.to_dict())
-  todo.text_sets = {k: v for k, v in eval_config.text_sets.items() if k not in known}
+  todo.text_sets = {k: v for k, v in _selected(eval_config).items() if k not in known}
+  todo.skip_text_sets = ""  # already applied
   measured, skipped = (text_set_perplexities(params(), model_config, tokenizer, todo)
                        if todo.text_sets else ({}, []))
   return {**known, **measured}, skipped
+
+
+def source_label(spec: str) -> str:
+  """Short name of a text source spec for metric keys ('../x/texts@dev' -> 'texts@dev')."""
+  base, _, split = str(spec).partition("@")
+  name = pathlib.Path(base.split(":", 1)[-1]).stem or base
+  return f"{name}@{split}" if split else name
+
+
+def validation_windows(config: ml_collections.ConfigDict, tokenizer: Any
+                       ) -> tuple[np.ndarray, list[str], list[str]]:
+  """num_val_windows windows from each existing val source, labelled by source.
+
+  Args:
+    config: the job config (val_sources, num_val_windows, window, seed).
+    tokenizer: TextTokenizer.
+
+  Returns:
+    (windows (N, window), source label per window, skipped messages).
+  """
+  used, skipped = text_sources.available_sources(list(config.val_sources))
+  if not used:
+    raise FileNotFoundError(f"none of the validation sources exist: {list(config.val_sources)}")
+  parts, labels = [], []
+  for spec in used:
+    rows = text_sources.token_windows_from_sources([spec], tokenizer, config.num_val_windows,
+                                                   config.window, config.seed + 1)
+    parts.append(rows)
+    labels += [source_label(spec)] * rows.shape[0]
+  return np.concatenate(parts, axis=0), labels, skipped
+
+
+def quality_curve(metrics: list[dict[str, Any]], report: dict[str, Any], tokens_per_step: int
+                  ) -> dict[str, tuple[list[float], list[float]]]:
+  """Validation perplexity / teacher perplexity per set against training tokens.
+
+  Args:
+    metrics: records of the run's metrics.jsonl (eval steps carry 'eval/ppl_<set>').
+    report: the alignment report (ppl_<set>_before, val_teacher).
+    tokens_per_step: batch_size x window.
+
+  Returns:
+    Set name -> (training tokens, student ppl / teacher ppl), starting at 0 tokens.
+  """
+  teacher = report.get("val_teacher") or {}
+  curves: dict[str, tuple[list[float], list[float]]] = {}
+  for key, floor in sorted(teacher.items()):
+    if key == "ppl" or not floor:
+      continue
+    xs, ys = [0.0], [report.get(f"{key}_before", float("nan")) / floor]
+    for record in metrics:
+      if f"eval/{key}" in record:
+        xs.append(float(record["step"] * tokens_per_step))
+        ys.append(record[f"eval/{key}"] / floor)
+    curves[key[len("ppl_"):]] = (xs, ys)
+  return curves
 
 
 def alignment_config(config: ml_collections.ConfigDict) -> AlignmentConfig:
@@ -183,8 +249,7 @@ def _align_loaded(config: ml_collections.ConfigDict, workdir: pathlib.Path, star
   tok = student.tokenizer
   train, _, skipped = text_sources.windows_from_existing_sources(
       config.train_sources, tok, config.num_train_windows, config.window, config.seed)
-  val, _, skipped_val = text_sources.windows_from_existing_sources(
-      config.val_sources, tok, config.num_val_windows, config.window, config.seed + 1)
+  val, val_groups, skipped_val = validation_windows(config, tok)
   # Perplexities use dense-equivalent trees: same values, the dense compiled forward.
   known_before, known_teacher = measured_by_compress(
       config.eval.get("compress_report", ""), config.eval, student_spec, teacher_spec)
@@ -193,7 +258,7 @@ def _align_loaded(config: ml_collections.ConfigDict, workdir: pathlib.Path, star
         known_before, lambda: dense_equivalent(student.params), student.config, tok,
         config.eval)
   aligned, result = align(student.params, teacher.params, mcfg, train, val,
-                          align_cfg, str(workdir / "train"), timer=timer)
+                          align_cfg, str(workdir / "train"), timer=timer, val_groups=val_groups)
   with timer.stage("ppl"):
     ppl_after, _ = text_set_perplexities(dense_equivalent(aligned), student.config, tok,
                                          config.eval)
@@ -204,7 +269,16 @@ def _align_loaded(config: ml_collections.ConfigDict, workdir: pathlib.Path, star
         workdir / "model", student.config, aligned, tok,
         provenance={"name": f"{student.name} + KL alignment", "source_model": teacher_spec,
                     "student": student_spec})
+  curve = quality_curve(read_metrics(str(workdir / "train" / "metrics.jsonl")), result,
+                        config.batch_size * config.window)
+  if curve:
+    with timer.stage("write"):
+      plots.line_plot(curve, workdir / "align_curve.png",
+                      "held-out perplexity vs alignment tokens", "training tokens",
+                      "perplexity / teacher's", logy=True)
   metrics = {**result, "stage_s": timer.rounded(), "ppl_before": ppl_before,
+             "quality_curve": {k: {"tokens": xs, "ppl_over_teacher": ys}
+                               for k, (xs, ys) in curve.items()},
              "ppl_after": ppl_after,
              "ppl_teacher": ppl_teacher,
              "ppl_reused_from_compress": sorted(known_before),

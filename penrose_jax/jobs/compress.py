@@ -25,7 +25,7 @@ import os
 import pathlib
 import resource
 import time
-from typing import Any
+from typing import Any, Optional
 
 import jax
 import ml_collections
@@ -78,13 +78,48 @@ def _hidden_divergence(dense: Any, compressed: Any, config: Any, windows: np.nda
   windows = parallel.place_batch(windows)
   a, b = fwd(dense, windows), fwd(compressed, windows)
   per_layer, _ = losses.hidden_kl_per_layer(a.hidden_states, b.hidden_states)
+  # Relative hidden-state error per layer, mean over tokens of ||h_c - h_d|| / ||h_d||: the
+  # feature-softmax KL saturates (values below ~1e-6 are float noise), this does not.
+  def relative_error(h_d, h_c):  # (L, B, T, D) twice -> (L,), mean over windows and tokens
+    num = jax.numpy.linalg.norm((h_c - h_d).astype(jax.numpy.float32), axis=-1)
+    den = jax.numpy.linalg.norm(h_d.astype(jax.numpy.float32), axis=-1)
+    return jax.numpy.mean((num / jax.numpy.maximum(den, 1e-12)).reshape(num.shape[0], -1),
+                          axis=1)
+  rel = jax.jit(relative_error)(a.hidden_states, b.hidden_states)
   return {"hidden_kl": float(losses.hidden_kl(a.final_hidden, b.final_hidden)),
           "hidden_kl_per_layer": [float(v) for v in per_layer],
+          "hidden_rel_error_per_layer": [float(v) for v in np.asarray(jax.device_get(rel))],
           "logit_kl": float(losses.logit_kl(a.logits, b.logits))}
 
 
+def _dense_ppl_cached(cache_file: Optional[pathlib.Path], key: dict, compute) -> float:
+  """The dense model's perplexity on one window set, from a JSON cache shared by sweep runs.
+
+  Args:
+    cache_file: JSON file of {key: ppl} (None = no cache, always compute).
+    key: what the perplexity depends on (model, text set spec, windows).
+    compute: () -> ppl.
+
+  Returns:
+    The perplexity.
+  """
+  text = json.dumps(key, sort_keys=True)
+  cache = {}
+  if cache_file is not None and cache_file.exists():
+    try:
+      cache = json.loads(cache_file.read_text(encoding="utf-8"))
+    except ValueError:
+      cache = {}  # a torn cache is only a cache: measure again
+  if text not in cache:
+    cache[text] = compute()
+    if cache_file is not None:
+      report_json.write_json_atomic(cache_file, cache)
+  return float(cache[text])
+
+
 def evaluate_pair(config: ml_collections.ConfigDict, dense: Any, compressed: Any,
-                  model_config: Any, tokenizer: Any) -> dict[str, Any]:
+                  model_config: Any, tokenizer: Any,
+                  dense_cache: Optional[pathlib.Path] = None) -> dict[str, Any]:
   """Perplexity of dense and compressed models per text set, and their hidden-state KL.
 
   Args:
@@ -93,6 +128,8 @@ def evaluate_pair(config: ml_collections.ConfigDict, dense: Any, compressed: Any
     compressed: compressed params.
     model_config: the architecture.
     tokenizer: TextTokenizer.
+    dense_cache: optional JSON file caching the dense perplexities (a sweep's runs share
+      the dense model and windows).
 
   Returns:
     ppl_dense / ppl_compressed (eval.primary, else the first available set), *_by_set dicts, hidden_kl (final
@@ -101,14 +138,21 @@ def evaluate_pair(config: ml_collections.ConfigDict, dense: Any, compressed: Any
   ev = config.eval
   out: dict[str, Any] = {"ppl_dense_by_set": {}, "ppl_compressed_by_set": {}, "skipped": []}
   kl_windows = None
-  for name, spec in ev.text_sets.items():
+  for name, spec in text_sources.selected_text_sets(ev.text_sets,
+                                                     ev.get("skip_text_sets", "")).items():
     if not text_sources.source_path(spec).exists():
       out["skipped"].append(f"eval text set {name}: {text_sources.source_path(spec)} not found")
       continue
-    ids = [tokenizer.encode(t) for _, t in text_sources.read_source(spec)]
-    windows = perplexity.token_windows(ids, ev.window, ev.max_windows or None)
-    out["ppl_dense_by_set"][name] = perplexity.perplexity(dense, model_config, windows,
-                                                          ev.batch_size)["ppl"]
+    docs = list(text_sources.read_source(spec))
+    ids = [tokenizer.encode(t) for _, t in docs]
+    picks = perplexity.window_picks(ids, ev.window, ev.max_windows or None)
+    windows = [ids[d][s:s + ev.window] for d, s in picks]
+    out.setdefault("eval_windows", {})[name] = perplexity.picks_record(
+        [n for n, _ in docs], picks)
+    out["ppl_dense_by_set"][name] = _dense_ppl_cached(
+        dense_cache, {"model": config.model, "spec": spec, "window": ev.window,
+                      "max_windows": ev.max_windows, "picks": out["eval_windows"][name]},
+        lambda: perplexity.perplexity(dense, model_config, windows, ev.batch_size)["ppl"])
     out["ppl_compressed_by_set"][name] = perplexity.perplexity(compressed, model_config, windows,
                                                                ev.batch_size)["ppl"]
     if kl_windows is None:
@@ -144,7 +188,8 @@ class _State:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
-        spectra_cache_dir: str | pathlib.Path | None = None) -> dict[str, Any]:
+        spectra_cache_dir: str | pathlib.Path | None = None,
+        dense_eval_cache: str | pathlib.Path | None = None) -> dict[str, Any]:
   """Compresses config.model layer by layer and writes the checkpoint and report.
 
   Args:
@@ -153,6 +198,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
     spectra_cache_dir: optional folder of pass-1 spectra (`compression.spectra_cache`): a run
       whose model, calibration and spectra-relevant compression fields match a cached file
       skips pass 1 (the sweep job passes DIR/spectra_cache); None = always compute.
+    dense_eval_cache: optional JSON file of the dense model's perplexities per window set
+      (the sweep passes DIR/dense_eval_cache.json); None = always measure.
 
   Returns:
     The report dict.
@@ -212,7 +259,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
         spectra = streaming.scan_spectra(layers, x0, cfg, fns, timer)
         if cache_file is not None:
           spectra_cache.save(cache_file, spectra)
-      ranks = streaming.allocate_global_ranks(spectra, cfg.param_ratio, cfg.min_rank)
+      ranks = streaming.allocate_global_ranks(spectra, cfg.param_ratio, cfg.min_rank,
+                                               cfg.budget_scope)
       report_json.write_json_atomic(ranks_path, ranks)
   first = state.values["next_layer"]
   x = None
@@ -231,7 +279,10 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
       model_source.save_params_part(model_dir, key, new_layer)
     if needs_acts:
       with timer.stage("calibrate"):
-        x = fns.forward(approx_layer, x)
+        # Sequential calibration (default): the next layer is whitened on the inputs the
+        # compressed model really gives it; sequential=False feeds the dense layer's outputs.
+        sequential = config.calibration.get("sequential", True)
+        x = fns.forward(approx_layer if sequential else layer, x)
       with timer.stage("write"):
         report_json.write_file_atomic(stream_dir / f"acts_{i + 1}.npy",
                                       lambda handle: np.save(handle, x))
@@ -278,7 +329,9 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
     with timer.stage("eval"), parallel.batch_placement(mesh, data_axes):
       evaluated = evaluate_pair(config, parallel.shard_params(dense.params, mesh, rules),
                                 parallel.shard_params(compressed_dense, mesh, rules), mcfg,
-                                source.tokenizer)
+                                source.tokenizer,
+                                None if dense_eval_cache is None else pathlib.Path(
+                                    dense_eval_cache))
     skipped += evaluated.pop("skipped")
     metrics.update(evaluated)
     metrics["model_params_dense"] = llama.count_params(dense.params)

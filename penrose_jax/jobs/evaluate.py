@@ -1,4 +1,5 @@
-"""The `evaluate` job: perplexity per text set and accuracy per benchmark for any checkpoint.
+"""The `evaluate` job: perplexity per text set and accuracy per benchmark for any checkpoint,
+and a user's closed-book exam (multiple-choice and open questions, qa/exam.py) when configured.
 
 Parallelism: `config.parallel` builds the mesh at start-up; the loaded params are placed with
 the sharding rules and perplexity / scoring batches are split over the data axes.
@@ -15,9 +16,10 @@ from absl import logging
 
 from penrose_jax import parallel
 from penrose_jax.data import text_sources
-from penrose_jax.evaluation import multiple_choice, perplexity
+from penrose_jax.evaluation import benchmarks, extraction, perplexity
 from penrose_jax.jobs import model_source
 from penrose_jax.models.linear import dense_equivalent
+from penrose_jax.qa import exam
 from penrose_jax.reporting import report_json
 
 
@@ -30,17 +32,30 @@ def evaluate_loaded(loaded: Any, config: ml_collections.ConfigDict) -> dict[str,
   Args:
     loaded: a model_source.Loaded (config, params, tokenizer, name).
     config: needs text_sets (name -> path), window, max_windows, benchmarks (comma list),
-      benchmark_dir, max_items, batch_size.
+      benchmark_dir, max_items, batch_size; optional `extraction` (SOFC-Exp tasks, see
+      configs/evaluate.py), `skip_text_sets` (comma list of text_sets names to leave out) and
+      the exam fields `exam_path`, `open_exam_path` (comma lists of JSONL files, see
+      qa/exam.py), `exam_corpus` (doc_ids are checked against it; '' = no check),
+      `exam_max_new_tokens`.
 
   Returns:
-    {'ppl': {set: ppl}, 'ppl_detail': {...}, 'accuracy': {bench: acc}, 'skipped': [...]}.
+    {'ppl': {set: ppl}, 'ppl_detail': {...}, 'accuracy': {bench: acc}, 'skipped': [...]}, plus
+    'extraction' (evaluation/extraction.py) when that section is enabled and its data exists,
+    plus the `qa.exam.evaluate_exam` keys (exam_accuracy_sum, exam_accuracy_mean, exam_em,
+    exam_f1, exam_by_doc, exam_answers, ...) when `exam_path` / `open_exam_path` name files.
   """
   metrics: dict[str, Any] = {"ppl": {}, "ppl_detail": {}, "accuracy": {}, "skipped": []}
+  # A user's exam is read first: an unusable question (exam.ExamError names file and line)
+  # stops the run before minutes of scoring, and no question is ever dropped.
+  choice, open_ = exam.load_exams(config.get("exam_path", ""), config.get("open_exam_path", ""),
+                                  exam.corpus_doc_ids(config.get("exam_corpus", "")))
   # Compressed leaves are scored through their dense equivalent: same values, and the model's
   # dense compiled forward instead of a compile of the compressed structure.
   loaded = loaded._replace(params=dense_equivalent(loaded.params))
   max_windows = config.max_windows if config.max_windows > 0 else None
-  for name, spec in sorted(config.text_sets.items()):
+  text_sets = text_sources.selected_text_sets(config.text_sets,
+                                              config.get("skip_text_sets", ""))
+  for name, spec in sorted(text_sets.items()):
     path = text_sources.source_path(spec)
     if not path.exists():
       metrics["skipped"].append(f"text set {name}: {path} not found")
@@ -52,17 +67,27 @@ def evaluate_loaded(loaded: Any, config: ml_collections.ConfigDict) -> dict[str,
     metrics["ppl"][name] = result["ppl"]
     metrics["ppl_detail"][name] = result
   max_items = config.max_items if config.max_items > 0 else None
-  for bench in [b.strip() for b in config.benchmarks.split(",") if b.strip()]:
-    file = pathlib.Path(model_source.resolve_data_path(config.benchmark_dir)) / f"{bench}.jsonl"
-    if not file.exists():
-      metrics["skipped"].append(f"benchmark {bench}: {file} not found")
-      logging.warning("skipping benchmark %s: %s not found", bench, file)
-      continue
-    items = multiple_choice.load_benchmark(file, bench, max_items)
-    result = multiple_choice.score_items(loaded.params, loaded.config, loaded.tokenizer, items,
-                                         batch_size=config.batch_size, progress=True)
-    metrics["accuracy"][bench] = result["accuracy"]
-    metrics.setdefault("accuracy_detail", {})[bench] = result
+  general = benchmarks.benchmark_accuracies(
+      loaded.params, loaded.config, loaded.tokenizer, config.benchmark_dir, config.benchmarks,
+      max_items, config.batch_size, progress=True)
+  metrics["accuracy"] = general["accuracy"]
+  metrics["skipped"] += general["skipped"]
+  if general["accuracy_detail"]:
+    metrics["accuracy_detail"] = general["accuracy_detail"]
+  ext = config.get("extraction")
+  if ext is not None and ext.enabled:
+    root = model_source.resolve_data_path(ext.data_root)
+    if not (root / "metadata.tsv").is_file():
+      metrics["skipped"].append(f"extraction: {root / 'metadata.tsv'} not found")
+      logging.warning("skipping extraction: %s not found", root / "metadata.tsv")
+    else:
+      metrics["extraction"] = extraction.evaluate_extraction(
+          loaded.params, loaded.config, loaded.tokenizer,
+          extraction.settings_from_config(ext, str(root)), progress=True)
+  if choice or open_:
+    metrics.update(exam.evaluate_exam(loaded.params, loaded.config, loaded.tokenizer, choice,
+                                      open_, config.batch_size,
+                                      config.get("exam_max_new_tokens", 24)))
   return metrics
 
 
@@ -83,6 +108,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
   loaded = loaded._replace(params=parallel.shard_params(loaded.params, mesh, rules))
   with parallel.batch_placement(mesh, data_axes):
     metrics = evaluate_loaded(loaded, config)
+  if "exam_answers" in metrics:  # per-question rows go beside the report, not into it
+    report_json.write_json_atomic(workdir / "exam_answers.json", metrics.pop("exam_answers"))
   report = report_json.build_report("evaluate", config, loaded.name, time.time() - start, metrics)
   report_json.write_json_atomic(workdir / "report.json", report)
   return report

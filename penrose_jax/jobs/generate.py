@@ -1,48 +1,127 @@
-"""The `generate` job: chat or plain completion from any checkpoint."""
+"""The `generate` job: chat or plain completion from any checkpoint, for one prompt or a file.
+
+With `prompts_path` the model is loaded (and its decoding compiled) once for every prompt of the
+file; answers go to DIR/generations.jsonl. A prompts file is JSONL (`.jsonl`: one object per
+line with `prompt` or `question`; other fields, e.g. an exam's `answer` or `doc_id`, are copied
+to the output line) or plain text (any other extension: one prompt per non-blank line).
+"""
 
 from __future__ import annotations
 
+import json
 import pathlib
 import time
 from typing import Any, Optional
 
 import ml_collections
 
+from penrose_jax.data import paths
 from penrose_jax.jobs import model_source
 from penrose_jax.models import generation
 from penrose_jax.reporting import report_json
 
 
-def run(config: ml_collections.ConfigDict, workdir: Optional[str | pathlib.Path] = None
-        ) -> dict[str, Any]:
-  """Generates an answer for config.prompt; writes DIR/report.json when a workdir is given.
+def read_prompts(path: str | pathlib.Path) -> list[dict[str, Any]]:
+  """Reads a prompts file.
 
   Args:
-    config: see configs/generate.py (model, prompt, chat, max_new_tokens, temperature, top_p,
-      seed).
-    workdir: optional output folder.
+    path: a .jsonl file ({"prompt": ...} or {"question": ...} per line) or a text file (one
+      prompt per non-blank line).
 
   Returns:
-    The report dict with 'prompt', 'completion', 'new_tokens', 'tokens_per_s'.
+    One dict per prompt with 'prompt' (and, for JSONL, the line's other fields).
+
+  Raises:
+    ValueError: a missing file, bad JSON, or a line without a non-empty prompt (file and line
+      named); an empty file.
+  """
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise ValueError(f"{path}: prompts file not found")
+  records = []
+  for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    if not line.strip():
+      continue
+    if path.suffix.lower() != ".jsonl":
+      records.append({"prompt": line.strip()})
+      continue
+    try:
+      obj = json.loads(line)
+    except json.JSONDecodeError as err:
+      raise ValueError(f"{path}:{number}: invalid JSON ({err.msg})") from None
+    text = obj.get("prompt", obj.get("question")) if isinstance(obj, dict) else None
+    if not isinstance(text, str) or not text.strip():
+      raise ValueError(f"{path}:{number}: needs a non-empty 'prompt' (or 'question') string")
+    records.append({**{k: v for k, v in obj.items() if k not in ("prompt", "question")},
+                    "prompt": text.strip()})
+  if not records:
+    raise ValueError(f"{path}: no prompts")
+  return records
+
+
+def _complete(loaded: Any, config: ml_collections.ConfigDict, prompt: str) -> str:
+  """One completion (chat template or plain continuation) with the config's sampling."""
+  if config.chat:
+    return generation.chat(loaded.params, loaded.config, loaded.tokenizer, prompt,
+                           max_new_tokens=config.max_new_tokens, temperature=config.temperature,
+                           top_p=config.top_p, seed=config.seed)
+  ids = loaded.tokenizer.encode(prompt)
+  out = generation.generate(loaded.params, loaded.config, ids, config.max_new_tokens,
+                            temperature=config.temperature, top_p=config.top_p,
+                            seed=config.seed, stop_token_ids=loaded.tokenizer.stop_token_ids)
+  return loaded.tokenizer.decode(out)
+
+
+def run(config: ml_collections.ConfigDict, workdir: Optional[str | pathlib.Path] = None
+        ) -> dict[str, Any]:
+  """Generates for config.prompt, or for every prompt of config.prompts_path.
+
+  Args:
+    config: see configs/generate.py (model, prompt, prompts_path, chat, max_new_tokens,
+      temperature, top_p, seed).
+    workdir: output folder; DIR/report.json, and DIR/generations.jsonl with a prompts file
+      (then required).
+
+  Returns:
+    The report dict: 'prompt', 'completion', 'new_tokens', 'tokens_per_s' for one prompt;
+    'prompts', 'generations' (path), 'new_tokens', 'tokens_per_s' for a prompts file.
+
+  Raises:
+    ValueError: a prompts file without a workdir, or an unusable prompts file.
   """
   start = time.time()
+  prompts_path = config.get("prompts_path", "")
+  records = None
+  if prompts_path:
+    if workdir is None:
+      raise ValueError("generate with prompts_path needs --workdir (answers go to "
+                       "DIR/generations.jsonl)")
+    records = read_prompts(paths.resolve_data_path(prompts_path))  # checked before loading
   cache_dir = pathlib.Path(workdir or ".") / "model_cache"
   loaded = model_source.load(config.model, cache_dir=cache_dir)
   gen_start = time.time()
-  if config.chat:
-    text = generation.chat(loaded.params, loaded.config, loaded.tokenizer, config.prompt,
-                           max_new_tokens=config.max_new_tokens, temperature=config.temperature,
-                           top_p=config.top_p, seed=config.seed)
+  if records is None:
+    text = _complete(loaded, config, config.prompt)
+    gen_s = time.time() - gen_start
+    new_tokens = len(loaded.tokenizer.encode(text))
+    metrics = {"prompt": config.prompt, "completion": text, "new_tokens": new_tokens,
+               "generate_s": gen_s, "tokens_per_s": new_tokens / max(gen_s, 1e-9)}
   else:
-    ids = loaded.tokenizer.encode(config.prompt)
-    out = generation.generate(loaded.params, loaded.config, ids, config.max_new_tokens,
-                              temperature=config.temperature, top_p=config.top_p,
-                              seed=config.seed, stop_token_ids=loaded.tokenizer.stop_token_ids)
-    text = loaded.tokenizer.decode(out)
-  gen_s = time.time() - gen_start
-  new_tokens = len(loaded.tokenizer.encode(text))
-  metrics = {"prompt": config.prompt, "completion": text, "new_tokens": new_tokens,
-             "generate_s": gen_s, "tokens_per_s": new_tokens / max(gen_s, 1e-9)}
+    lines = []
+    for index, record in enumerate(records):
+      t0 = time.time()
+      text = _complete(loaded, config, record["prompt"])
+      lines.append({"index": index, **record, "completion": text,
+                    "new_tokens": len(loaded.tokenizer.encode(text)),
+                    "generate_s": time.time() - t0})
+      print(f"[generate] {index + 1}/{len(records)}: {text[:80]!r}", flush=True)
+    gen_s = time.time() - gen_start
+    out = pathlib.Path(workdir) / "generations.jsonl"
+    report_json.write_text_atomic(
+        out, "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines))
+    new_tokens = sum(line["new_tokens"] for line in lines)
+    metrics = {"prompts": len(lines), "generations": str(out), "new_tokens": new_tokens,
+               "generate_s": gen_s, "tokens_per_s": new_tokens / max(gen_s, 1e-9)}
   report = report_json.build_report("generate", config, loaded.name, time.time() - start, metrics)
   if workdir is not None:
     report_json.write_json_atomic(pathlib.Path(workdir) / "report.json", report)

@@ -19,6 +19,8 @@ import numpy as np
 import tokenizers
 
 from penrose_jax import io as pio
+# Re-exported for callers of the job layer; config data paths are resolved in data/paths.py.
+from penrose_jax.data.paths import resolve_data_path  # noqa: F401
 from penrose_jax.models import llama
 from penrose_jax.models.config import ModelConfig, tiny_config
 from penrose_jax.reporting import report_json
@@ -48,25 +50,6 @@ class Loaded(NamedTuple):
   tokenizer: Any
   name: str
   metadata: dict
-
-
-def resolve_data_path(path: str | pathlib.Path) -> pathlib.Path:
-  """Resolves a data path from a config ('package:demo_corpus' = the shipped demo corpus).
-
-  Args:
-    path: a filesystem path (relative paths are relative to the working directory) or a
-      'package:' name.
-
-  Returns:
-    The resolved path (it may not exist; callers decide whether that is fatal).
-  """
-  text = str(path)
-  if text == "package:demo_corpus":
-    from penrose_jax.qa import demo_corpus  # local: only jobs that ask need it
-    return pathlib.Path(demo_corpus.demo_corpus_dir())
-  if text.startswith("package:"):
-    raise ValueError(f"unknown packaged data {text!r}; expected 'package:demo_corpus'")
-  return pathlib.Path(text).expanduser()
 
 
 def is_model_checkpoint(path: str | pathlib.Path) -> bool:

@@ -5,9 +5,11 @@ Stages, each in its own subfolder of the workdir and each the same job a user ca
   compress/  jobs.compress (Penrose-tiled low-rank blocks, whitened, global budget)
   align/     jobs.align (KL alignment of the compressed model to the dense one)
   qa_tune/   jobs.qa_tune (section-wise Q&A fine-tuning on the demo corpus)
-  final/     evaluation of the final model, same sets as dense/
-Then DIR/report.md (tables + plots) and DIR/report.json. A stage whose report.json exists with
-the same config is not rerun, so an interrupted pipeline continues where it stopped.
+  final/     evaluation of the final model, same sets as dense/, and its answer to the chat prompt
+Then DIR/report.md, DIR/report.json and DIR/plots/*.png (`jobs/pipeline_report.py`: one row per
+stage and one column per text set, plots, the command to chat with the final model). A stage
+whose report.json exists with the same config is not rerun, so an interrupted pipeline continues
+where it stopped.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ import ml_collections
 
 from penrose_jax.compression.transform import as_compression_config
 from penrose_jax.jobs import align, compress, evaluate, model_source, qa_tune
+from penrose_jax.jobs.pipeline_report import make_plots, render_markdown, summarize  # noqa: F401
 from penrose_jax.models import generation
-from penrose_jax.reporting import markdown, plots, report_json
-from penrose_jax.training.metrics_log import read_metrics
+from penrose_jax.models.linear import dense_equivalent
+from penrose_jax.reporting import report_json
 
 STAGES = ("compress", "align", "qa_tune")
 
@@ -38,7 +41,8 @@ def _same_config(report_path: pathlib.Path, config: ml_collections.ConfigDict) -
 
 
 def run_stage(name: str, fn: Callable[[Any, pathlib.Path], dict], config: Any,
-              directory: pathlib.Path) -> dict[str, Any]:
+              directory: pathlib.Path, upstream_ran: bool = False
+              ) -> tuple[dict[str, Any], bool]:
   """Runs one stage's job, or reuses its report when it already finished with this config.
 
   Args:
@@ -46,14 +50,27 @@ def run_stage(name: str, fn: Callable[[Any, pathlib.Path], dict], config: Any,
     fn: the job's run(config, workdir).
     config: the stage's config.
     directory: the stage's workdir.
+    upstream_ran: an earlier stage ran anew, so this stage's input model changed even where
+      its config (which names the input by path) did not: a finished run is not reused.
 
   Returns:
-    The stage's report dict.
+    (the stage's report dict, whether it ran now).
   """
   report_path = directory / "report.json"
-  if _same_config(report_path, config):
+  if not upstream_ran and _same_config(report_path, config):
     print(f"[{name}] already finished: reusing {report_path}", flush=True)
-    return json.loads(report_path.read_text())
+    return json.loads(report_path.read_text()), False
+  if report_path.exists():
+    # A finished run of another config: its checkpoints would be resumed as if they were
+    # this config's (a changed learning rate restored the old final state and trained
+    # nothing). Keep it beside, under a new name, and start afresh.
+    stamp = int(time.time())
+    aside = directory.with_name(f"{directory.name}.previous_config_{stamp}")
+    while aside.exists():
+      stamp += 1
+      aside = directory.with_name(f"{directory.name}.previous_config_{stamp}")
+    directory.rename(aside)
+    print(f"[{name}] config changed: moved the finished run to {aside}", flush=True)
   print(f"[{name}] running -> {directory}", flush=True)
   start = time.time()
   report = fn(config, directory)
@@ -63,11 +80,12 @@ def run_stage(name: str, fn: Callable[[Any, pathlib.Path], dict], config: Any,
   jax.clear_caches()
   gc.collect()
   print(f"[{name}] done in {time.time() - start:.0f} s", flush=True)
-  return report
+  return report, True
 
 
 def _evaluate_stage(spec: str, eval_config: ml_collections.ConfigDict, directory: pathlib.Path,
-                    cache_dir: pathlib.Path) -> dict[str, Any]:
+                    cache_dir: pathlib.Path, upstream_ran: bool = False
+                    ) -> tuple[dict[str, Any], bool]:
   def job(cfg, workdir):
     start = time.time()
     loaded = model_source.load(spec, cache_dir=cache_dir)
@@ -75,7 +93,7 @@ def _evaluate_stage(spec: str, eval_config: ml_collections.ConfigDict, directory
     report = report_json.build_report("evaluate", cfg, loaded.name, time.time() - start, metrics)
     report_json.write_json_atomic(pathlib.Path(workdir) / "report.json", report)
     return report
-  return run_stage(f"evaluate {directory.name}", job, eval_config, directory)
+  return run_stage(f"evaluate {directory.name}", job, eval_config, directory, upstream_ran)
 
 
 def _stage_configs(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str, Any]:
@@ -89,6 +107,28 @@ def _stage_configs(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> 
   qa_cfg = ml_collections.ConfigDict(config.qa_tune.to_dict())
   qa_cfg.model = str(workdir / "align" / "model")
   return {"compress": compress_cfg, "align": align_cfg, "qa_tune": qa_cfg}
+
+
+def final_chat(model_dir: pathlib.Path, config: ml_collections.ConfigDict,
+               cache_dir: pathlib.Path) -> str:
+  """The final model's greedy answer to config.chat_prompt (shown next to the dense answer).
+
+  Args:
+    model_dir: the Q&A stage's model folder.
+    config: the pipeline config (chat_prompt, chat_max_new_tokens).
+    cache_dir: model cache folder.
+
+  Returns:
+    The answer text.
+  """
+  loaded = model_source.load(str(model_dir), cache_dir=cache_dir)
+  # Values only: the dense-equivalent tree decodes through the dense compiled forward.
+  answer = generation.chat(dense_equivalent(loaded.params), loaded.config, loaded.tokenizer,
+                           config.chat_prompt, max_new_tokens=config.chat_max_new_tokens)
+  del loaded
+  jax.clear_caches()
+  gc.collect()
+  return answer
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:
@@ -118,20 +158,25 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
                            max_new_tokens=config.chat_max_new_tokens)
   print(f"[chat] {config.chat_prompt}\n{answer}", flush=True)
   del loaded
-  stages: dict[str, Any] = {"dense": _evaluate_stage(config.model, config.eval, workdir / "dense",
-                                                     cache_dir)}
+  stages: dict[str, Any] = {}
+  stages["dense"], _ = _evaluate_stage(config.model, config.eval, workdir / "dense", cache_dir)
   configs = _stage_configs(config, workdir)
   jobs = {"compress": compress.run, "align": align.run, "qa_tune": qa_tune.run}
+  upstream_ran = False  # once a stage runs anew, every later stage must too
   for name in STAGES:
-    stages[name] = run_stage(name, jobs[name], configs[name], workdir / name)
-  stages["final"] = _evaluate_stage(str(workdir / "qa_tune" / "model"), config.eval,
-                                    workdir / "final", cache_dir)
+    stages[name], ran = run_stage(name, jobs[name], configs[name], workdir / name, upstream_ran)
+    upstream_ran = upstream_ran or ran
+  stages["final"], _ = _evaluate_stage(str(workdir / "qa_tune" / "model"), config.eval,
+                                       workdir / "final", cache_dir, upstream_ran)
+  final_answer = final_chat(workdir / "qa_tune" / "model", config, cache_dir)
+  print(f"[chat, final model] {config.chat_prompt}\n{final_answer}", flush=True)
   summary = summarize(stages)
   plot_files = make_plots(stages, workdir)
-  metrics = {"chat": {"prompt": config.chat_prompt, "answer": answer}, "summary": summary,
+  metrics = {"chat": {"prompt": config.chat_prompt, "answer": answer,
+                      "final_answer": final_answer}, "summary": summary,
              "stages": {k: {kk: vv for kk, vv in v.items() if kk not in ("config", "matrices")}
                         for k, v in stages.items()},
-             "plots": [str(p.relative_to(workdir)) for p in plot_files]}
+             "plots": [str(p.relative_to(workdir)) for p, _ in plot_files]}
   report = report_json.build_report("pipeline", config, stages["compress"]["model"],
                                     time.time() - start, metrics)
   report_json.write_json_atomic(workdir / "report.json", report)
@@ -139,128 +184,3 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
                                 render_markdown(report, stages, plot_files, workdir))
   print(f"wrote {workdir / 'report.md'} ({report['wall_s']:.0f} s)", flush=True)
   return report
-
-
-def summarize(stages: dict[str, Any]) -> dict[str, Any]:
-  """The headline numbers of every stage in one flat dict.
-
-  Args:
-    stages: stage name -> report.
-
-  Returns:
-    Flat summary (perplexities per stage and set, compression, KL, Q&A and benchmark scores).
-  """
-  comp, al, qa = stages["compress"], stages["align"], stages["qa_tune"]
-  # Dense and compressed rows come from the compress report: the same windows for both.
-  ppl = {"dense": comp.get("ppl_dense_by_set", {}),
-         "compressed": comp.get("ppl_compressed_by_set", {}),
-         "aligned": al.get("ppl_after", {}), "qa_tuned": stages["final"]["ppl"]}
-  return {
-      "param_ratio": comp["param_ratio"], "params_dense": comp["params_dense"],
-      "params_compressed": comp["params_compressed"], "bytes_compressed": comp["bytes_compressed"],
-      "bytes_dense": comp["bytes_dense"], "hidden_kl_compressed": comp.get("hidden_kl"),
-      "logit_kl_before_align": al.get("logit_kl_before"),
-      "logit_kl_after_align": al.get("logit_kl_after"),
-      "hidden_kl_before_align": al.get("hidden_kl_before"),
-      "hidden_kl_after_align": al.get("hidden_kl_after"),
-      "ppl": ppl,
-      "heldout_ll_accuracy_before": qa.get("heldout_ll_accuracy_before"),
-      "heldout_ll_accuracy_after": qa.get("heldout_ll_accuracy_after"),
-      "heldout_f1_before": qa.get("heldout_f1_before"),
-      "heldout_f1_after": qa.get("heldout_f1_after"),
-      "accuracy_dense": stages["dense"]["accuracy"], "accuracy_final": stages["final"]["accuracy"],
-  }
-
-
-def make_plots(stages: dict[str, Any], workdir: pathlib.Path) -> list[pathlib.Path]:
-  """Perplexity per stage, per-layer hidden KL, alignment and Q&A training curves.
-
-  Args:
-    stages: stage name -> report.
-    workdir: pipeline folder (plots go to DIR/plots).
-
-  Returns:
-    Paths of the PNGs written.
-  """
-  out = []
-  ppl = summarize(stages)["ppl"]
-  names = sorted(set().union(*[set(v) for v in ppl.values()]))
-  series = {n: ([i for i, s in enumerate(ppl) if n in ppl[s]],
-                [ppl[s][n] for s in ppl if n in ppl[s]]) for n in names}
-  if series:
-    path = plots.line_plot(series, workdir / "plots" / "ppl_by_stage.png",
-                           "Perplexity after each stage (0 dense, 1 compressed, 2 aligned, "
-                           "3 Q&A-tuned)", "stage", "perplexity", logy=True)
-    out.append(path)
-  per_layer = stages["compress"].get("hidden_kl_per_layer")
-  if per_layer:
-    out.append(plots.line_plot({"compressed vs dense": (list(range(len(per_layer))), per_layer)},
-                               workdir / "plots" / "hidden_kl_per_layer.png",
-                               "Hidden-state KL per layer after compression", "layer",
-                               "KL(softmax(h_dense) || softmax(h_comp))", logy=True))
-  for name, file, title in (("align", workdir / "align" / "train" / "metrics.jsonl",
-                             "Alignment loss"),
-                            ("qa_tune", workdir / "qa_tune" / "metrics.jsonl",
-                             "Q&A fine-tuning loss")):
-    if file.exists():
-      rows = [r for r in read_metrics(str(file)) if "loss" in r and "step" in r]
-      if rows:
-        out.append(plots.line_plot({name: ([r["step"] for r in rows], [r["loss"] for r in rows])},
-                                   workdir / "plots" / f"{name}_loss.png", title, "step", "loss",
-                                   markers=False))
-  return out
-
-
-def render_markdown(report: dict[str, Any], stages: dict[str, Any], plot_files: list,
-                    workdir: pathlib.Path) -> str:
-  """The pipeline's report.md.
-
-  Args:
-    report: the pipeline report.
-    stages: stage name -> report.
-    plot_files: PNGs to embed.
-    workdir: pipeline folder (links are relative to it).
-
-  Returns:
-    Markdown text.
-  """
-  s = report["summary"]
-  chat = report["chat"]
-  lines = ["# penrose-jax pipeline report\n",
-           f"Model: {stages['dense']['model']}  \nWall time: {report['wall_s']:.0f} s\n",
-           "## Chat (dense model)\n", f"**Q:** {chat['prompt']}  \n**A:** {chat['answer']}\n",
-           "## Compression\n",
-           markdown.table(["params dense", "params stored", "param_ratio", "bytes dense",
-                           "bytes stored", "hidden KL (final)"],
-                          [[s["params_dense"], s["params_compressed"], s["param_ratio"],
-                            s["bytes_dense"], s["bytes_compressed"], s["hidden_kl_compressed"]]]),
-           "## Perplexity after each stage\n"]
-  sets = sorted(set().union(*[set(v) for v in s["ppl"].values()]))
-  lines.append(markdown.table(["stage"] + sets,
-                              [[stage] + [vals.get(n) for n in sets]
-                               for stage, vals in s["ppl"].items()]))
-  lines += ["## KL alignment (validation windows: align.val_sources)\n",
-            markdown.table(["metric", "before", "after"],
-                           [["logit KL", s["logit_kl_before_align"], s["logit_kl_after_align"]],
-                            ["hidden KL", s["hidden_kl_before_align"],
-                             s["hidden_kl_after_align"]]]),
-            "## Section-wise Q&A fine-tuning (held-out questions, closed book)\n",
-            markdown.table(["metric", "before", "after"],
-                           [["log-likelihood ranking accuracy", s["heldout_ll_accuracy_before"],
-                             s["heldout_ll_accuracy_after"]],
-                            ["token F1 of greedy answers", s["heldout_f1_before"],
-                             s["heldout_f1_after"]]]),
-            "## General benchmarks (forgetting)\n"]
-  benches = sorted(set(s["accuracy_dense"]) | set(s["accuracy_final"]))
-  lines.append(markdown.table(["benchmark", "dense model", "final model"],
-                              [[b, s["accuracy_dense"].get(b), s["accuracy_final"].get(b)]
-                               for b in benches]) if benches else "(no benchmark data found)\n")
-  lines.append("## Plots\n")
-  for path in plot_files:
-    lines.append(f"![{path.stem}]({path.relative_to(workdir)})\n")
-  for png in sorted((workdir / "compress").glob("tiling_*.png")):
-    lines.append(f"![{png.stem}]({png.relative_to(workdir)})\n")
-  skipped = sorted(set(sum((v.get("skipped", []) for v in stages.values()), [])))
-  if skipped:
-    lines.append("## Skipped (data not found)\n" + "\n".join(f"- {m}" for m in skipped) + "\n")
-  return "\n".join(lines)

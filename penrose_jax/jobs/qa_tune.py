@@ -22,23 +22,22 @@ import pathlib
 import time
 from typing import Any
 
+import jax
 import ml_collections
 from absl import logging
 
 from penrose_jax import parallel
-from penrose_jax.jobs import model_source
+from penrose_jax.data import paths
+from penrose_jax.jobs import exam_eval, model_source
 from penrose_jax.models import lora
-from penrose_jax.qa import curated, demo_corpus, ingest, model_generate, qa_eval, train_data
-from penrose_jax.qa import trainer
+from penrose_jax.qa import curated, ingest, model_generate, qa_eval, train_data
+from penrose_jax.qa import records, sofc_source, study_material, trainer
 from penrose_jax.reporting import report_json
-
-_PACKAGE_FILES = {"package:curated_qa": demo_corpus.demo_curated_path,
-                  "package:heldout_questions": demo_corpus.demo_heldout_path}
 
 
 def resolve_path(path: str) -> pathlib.Path | None:
-  """Resolves a config path ('' = none; 'package:curated_qa' / 'package:heldout_questions' /
-  'package:demo_corpus' = shipped files).
+  """Resolves a config path ('' = none; else `data.paths.resolve_data_path`: 'package:'
+  names, ../shared).
 
   Args:
     path: the config value.
@@ -46,11 +45,7 @@ def resolve_path(path: str) -> pathlib.Path | None:
   Returns:
     The path, or None for ''.
   """
-  if not path:
-    return None
-  if path in _PACKAGE_FILES:
-    return _PACKAGE_FILES[path]()
-  return model_source.resolve_data_path(path)
+  return paths.resolve_data_path(path) if path else None
 
 
 def curriculum_config(config: ml_collections.ConfigDict) -> trainer.CurriculumConfig:
@@ -77,7 +72,7 @@ def load_documents(config: ml_collections.ConfigDict) -> tuple[list[ingest.Docum
   Returns:
     (documents, problems).
   """
-  path = model_source.resolve_data_path(config.corpus)
+  path = paths.resolve_data_path(config.corpus)
   documents, problems = ingest.load_corpus(path, max_section_words=config.max_section_words or None)
   wanted = [d.strip() for d in config.documents.split(",") if d.strip()]
   if wanted:
@@ -140,39 +135,56 @@ def _run_loaded(config: ml_collections.ConfigDict, workdir: pathlib.Path, start:
   """The part of `run` after loading: Q&A pairs, evaluation, training, checkpoint, report."""
   documents, problems = load_documents(config)
   say(f"{len(documents)} documents, {sum(len(d.sections) for d in documents)} sections")
+  # A user's exam is read before the long stages: an unusable question stops the run here.
+  run_exam = exam_eval.load_run_exam(config, documents)
   sources = [s.strip() for s in config.qa_sources.split(",") if s.strip()]
   settings = model_generate.ModelQASettings(**config.model_qa.to_dict())
   qa_path = workdir / "qa_pairs.jsonl"
   t0 = time.time()
   build = model_generate.build_qa_pairs(
       documents, qa_path, sources, model=loaded, curated_path=resolve_path(config.curated_path),
-      settings=settings, log=say)
+      settings=settings, sofc=sofc_source.settings_from_config(config.get("sofc_tasks")),
+      log=say, study_variants=config.get("study_variants", 4),
+      study_max_facts=config.get("study_max_facts", 0))
   qa_seconds = time.time() - t0
   pairs, rejected = model_generate.read_all_pairs(qa_path)
   stats = model_generate.qa_statistics(documents, pairs, rejected)
   say(f"Q&A pairs {stats['qa_pairs_by_source']}, rejection rate {stats['filter_rejection_rate']}")
+  study_texts, study_stats = [], None
+  if "study" in sources:  # restatements and entity notes: text rows of their sections
+    study_texts = study_material.read_study_texts(
+        study_material.texts_path(records.shard_output_path(qa_path, i, jax.process_count()))
+        for i in range(jax.process_count()))
+    study_stats = study_material.study_statistics(
+        documents, config.get("study_variants", 4), config.get("study_max_facts", 0))
+    say(f"study material: {study_stats['facts']} facts, {study_stats['pairs']} pairs, "
+        f"{len(study_texts)} texts")
 
-  skipped = list(problems) + build["notes"]
+  skipped = list(problems) + build["notes"] + ([run_exam.note] if run_exam.note else [])
   doc_ids = {d.doc_id for d in documents}
   heldout_path = resolve_path(config.heldout_path)
   questions = []
   if heldout_path is not None and heldout_path.is_file():
     questions = [q for q in curated.load_heldout_questions(heldout_path) if q.doc_id in doc_ids]
-  else:
+  elif heldout_path is not None:  # '' = no held-out questions asked for
     skipped.append(f"held-out questions {heldout_path} not found")
   cfg = curriculum_config(config)
   general_texts, general_note = ([], "general replay disabled")
   if cfg.general_replay_fraction > 0:
     general_texts, general_note = train_data.load_general_texts(
         resolve_path(config.general_text), config.general_text_max)
-  before = after = None
+  before = after = exam_before = exam_after = None
   if config.eval.enabled:
     before = _eval_before(loaded, loaded.params, questions, config, workdir)
     say(f"before: LL {before['heldout_ll_accuracy']} EM {before['heldout_em']} "
         f"general {before['general_accuracy']}")
+    if run_exam:
+      exam_before = exam_eval.score_before(loaded, loaded.params, run_exam, config, workdir, say)
+      say(f"exam before: accuracy sum/mean {exam_before['exam_accuracy_sum']} / "
+          f"{exam_before['exam_accuracy_mean']}, EM {exam_before['exam_em']}")
   t0 = time.time()
   outcome = trainer.train(loaded.config, loaded.params, loaded.tokenizer, documents, pairs,
-                          general_texts, cfg, workdir, progress=False)
+                          general_texts, cfg, workdir, progress=False, study_texts=study_texts)
   train_seconds = time.time() - t0
   say(f"trained {outcome.steps} steps, {outcome.train_tokens} tokens, "
       f"{outcome.tokens_per_s:.1f} tokens/s, final loss {outcome.final_loss}")
@@ -185,6 +197,13 @@ def _run_loaded(config: ml_collections.ConfigDict, workdir: pathlib.Path, start:
     skipped += before["skipped"] + after["skipped"]
     report_json.write_json_atomic(workdir / "heldout_answers.json", {
         "before": before["heldout_answers"], "after": after["heldout_answers"]})
+    if run_exam:
+      exam_after = (exam_before if cfg.mode == "none"
+                    else exam_eval.score(loaded, tuned, run_exam, config.eval))
+      say(f"exam after: accuracy sum/mean {exam_after['exam_accuracy_sum']} / "
+          f"{exam_after['exam_accuracy_mean']}, EM {exam_after['exam_em']}")
+      report_json.write_json_atomic(workdir / "exam_answers.json", {
+          "before": exam_before["exam_answers"], "after": exam_after["exam_answers"]})
   if cfg.mode != "none" and config.save_model:
     model_source.save_model_checkpoint(
         # The execution mode is a run-time choice, not part of the saved model.
@@ -210,11 +229,13 @@ def _run_loaded(config: ml_collections.ConfigDict, workdir: pathlib.Path, start:
       "trainable_params": outcome.trainable.get("trainable_params"),
       "frozen_params": outcome.trainable.get("frozen_params"),
       "qa_pairs_by_source": stats["qa_pairs_by_source"], "qa_pairs_total": stats["qa_pairs_total"],
+      "study_material": study_stats, "input_tokens": outcome.input_tokens,
       "pairs_per_section_by_source": stats["pairs_per_section_by_source"],
       "model_pairs_generated": stats["model_pairs_generated"],
       "filter_rejection_rate": stats["filter_rejection_rate"],
       "qa_generation_s": qa_seconds, "train_wall_s": train_seconds,
-      "general_text": general_note, "notes": outcome.notes, "skipped": sorted(set(skipped))}
+      "general_text": general_note, "notes": outcome.notes, "skipped": sorted(set(skipped)),
+      **exam_eval.report_fields(run_exam, exam_before, exam_after)}
   report = report_json.build_report("qa_tune", config, loaded.name, time.time() - start, metrics)
   report_json.write_json_atomic(workdir / "report.json", report)
   say(f"wrote {workdir / 'report.json'}")

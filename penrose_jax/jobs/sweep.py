@@ -6,7 +6,8 @@ A sweep config (configs/sweep_*.py) holds
   runs        [(name, {dotted.key: value, ...}), ...]: each run is a copy of `base` with these
               keys replaced; everything else is held fixed,
 and optional presentation fields (see `sweep_report`): method_key, group_labels, columns,
-plot_x, plot_y, bar_metrics, and `time_budget_s` (0 = none): once this invocation has run that
+plot_x, plot_y, bar_metrics, `results_dir` (copy of the outputs to commit), and
+`time_budget_s` (0 = none): once this invocation has run that
 long, no further run is started; the report covers the finished runs and lists the rest as not
 run, and rerunning the command continues with them.
 
@@ -17,6 +18,7 @@ Workdir layout:
   model_cache/   the 'tiny' model, built once and shared by every run
   spectra_cache/ compress sweeps: pass-1 tile spectra shared by runs that differ only after
                  pass 1 (param_ratio, quantize, spectral coding; see compression.spectra_cache)
+  dense_eval_cache.json  compress sweeps: the dense model's perplexity per window set
   results.csv    one row per finished run (rewritten atomically after each run)
   report.md      table, computed best-per-metric list, plots; report.json: the sweep's summary
   reading.md     optional, written by a person: included in report.md as its "Reading"
@@ -60,7 +62,7 @@ DEFAULT_COLUMNS = {
 _NOT_METRICS = ("job", "config", "matrices", "checkpoint", "skipped", "workdir", "student",
                 "teacher", "notes", "tiling_pictures", "calibration_sources", "row_counts",
                 "hidden_kl_per_layer", "qa_pairs_by_source", "pairs_per_section_by_source",
-                "spectra_reused_from")
+                "spectra_reused_from", "eval_windows")
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
@@ -105,6 +107,9 @@ def make_sweep_config(base: ml_collections.ConfigDict, job: str,
   config.bar_metrics = tuple(bar_metrics)
   config.columns = tuple(columns)
   config.time_budget_s = float(time_budget_s)
+  # Folder (e.g. results/sweep_ratio) that receives results.csv, report.json/md, reading.md,
+  # plots and tiling pictures after the sweep, to be committed; '' = none.
+  config.results_dir = ""
   return config
 
 
@@ -177,7 +182,22 @@ def finished_report(directory: pathlib.Path, config: ml_collections.ConfigDict
   if not path.exists():
     return None
   report = json.loads(path.read_text())
-  return report if report.get("config") == _normalized(config) else None
+  return report if _same_config(report.get("config"), _normalized(config)) else None
+
+
+def _same_config(stored: Any, current: Any) -> bool:
+  """Equal configs, where a key added to the configs after the run (absent from `stored`)
+  counts as equal when its value is empty ('', 0, False, None, empty list/dict): such a field
+  is off by construction, so the finished run is still what the config asks for."""
+  if isinstance(stored, Mapping) and isinstance(current, Mapping):
+    for key in set(stored) | set(current):
+      if key not in stored:
+        if current[key] not in ("", 0, False, None, [], {}):
+          return False
+      elif key not in current or not _same_config(stored[key], current[key]):
+        return False
+    return True
+  return stored == current
 
 
 def _check_sweep_config(config: ml_collections.ConfigDict) -> list[tuple[str, dict]]:
@@ -351,7 +371,9 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
       t0 = time.time()
       # Compress runs that differ only after pass 1 (ratio, quantization, spectral coding)
       # share their pass-1 spectra through DIR/spectra_cache.
-      extra = {"spectra_cache_dir": workdir / "spectra_cache"} if config.job == "compress" else {}
+      extra = {"spectra_cache_dir": workdir / "spectra_cache",
+               "dense_eval_cache": workdir / "dense_eval_cache.json"} \
+          if config.job == "compress" else {}
       report = JOBS[config.job](run_config, run_dir, **extra)
       statuses[name] = "ran"
       print(f"[sweep {index + 1}/{len(runs)}] {name}: done in {time.time() - t0:.0f} s",
@@ -372,4 +394,9 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
       config, rows, reports, best, plot_files, workdir, report["wall_s"]))
   print(f"[sweep] wrote {workdir / 'report.md'} and {workdir / 'results.csv'} "
         f"({report['wall_s']:.0f} s)", flush=True)
+  if config.get("results_dir"):
+    pictures = [runs_dir / name / pic for name, r in reports.items()
+                for pic in r.get("tiling_pictures") or () if (runs_dir / name / pic).is_file()]
+    written = sweep_report.publish(workdir, pathlib.Path(config.results_dir), pictures)
+    print(f"[sweep] copied {len(written)} files to {config.results_dir}", flush=True)
   return report

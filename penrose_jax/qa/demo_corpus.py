@@ -7,8 +7,9 @@ Q&A). Packaging needs package_data {'penrose_jax.qa': ['corpus/*.md', 'corpus/*.
 
 from __future__ import annotations
 
-import importlib.resources
 import pathlib
+
+from penrose_jax.data import paths
 
 HELDOUT_FILE = 'heldout_questions.jsonl'
 CURATED_FILE = 'curated_qa.jsonl'
@@ -16,7 +17,7 @@ CURATED_FILE = 'curated_qa.jsonl'
 
 def demo_corpus_dir() -> pathlib.Path:
   """Path of the shipped demo corpus folder (a real directory for regular installs)."""
-  path = pathlib.Path(str(importlib.resources.files('penrose_jax.qa').joinpath('corpus')))
+  path = paths.packaged_path('demo_corpus')  # the 'package:' names live in data/paths.py
   if not path.is_dir():
     raise FileNotFoundError(f'demo corpus not found at {path}; is package data installed?')
   return path

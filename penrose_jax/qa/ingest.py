@@ -399,25 +399,3 @@ def split_long_sections(document: Document, max_words: int) -> Document:
     else:
       titled.extend((f'{section.title} (part {k + 1})', c) for k, c in enumerate(chunks))
   return make_document(document.doc_id, document.title, titled, document.source_path)
-
-
-def read_split_metadata(tsv_path: str | pathlib.Path, split_column: str = 'set'
-                        ) -> dict[str, dict[str, str]]:
-  """Reads a metadata TSV with a 'name' column (doc_id) and a split column (e.g. train/dev).
-
-  Args:
-    tsv_path: e.g. the metadata.tsv beside a corpus folder.
-    split_column: column holding the split name.
-
-  Returns:
-    doc_id -> row dict (all columns as strings).
-
-  Raises:
-    DocumentError: when 'name' or the split column is missing.
-  """
-  lines = pathlib.Path(tsv_path).read_text(encoding='utf-8').splitlines()
-  header = lines[0].split('\t') if lines else []
-  if 'name' not in header or split_column not in header:
-    raise DocumentError(f'{tsv_path}: header needs name and {split_column} columns')
-  rows = [dict(zip(header, line.split('\t'))) for line in lines[1:] if line.strip()]
-  return {row['name']: row for row in rows}

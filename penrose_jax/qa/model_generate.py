@@ -11,8 +11,11 @@ Sources:
     `<output>.rejected.jsonl`, so the rejection rate survives a resume.
   * 'rule': `generate_rules.generate_section_qa` (definitions, numeric facts, cloze).
   * 'curated': a curated JSONL (`curated.load_curated_qa`), matched to sections by title.
+  * 'sofc_tasks': SOFC-Exp extraction tasks of train-split articles (`sofc_source.py`).
+  * 'study': `study_material.generate_section_study` (every fact in several wordings); its
+    restatements and entity notes stream to `study_material.texts_path(output)`.
 All pairs are de-duplicated per document (`filtering.dedupe_qa`, first kept, source order
-curated, model, rule).
+curated, model, rule, sofc_tasks).
 
 Streaming: documents are sharded round-robin by doc_id over jax.process_index() /
 process_count(); each process writes `records.shard_output_path(output, i, n)` through a
@@ -30,11 +33,12 @@ import jax
 
 from penrose_jax.models import generation
 from penrose_jax.models.config import ModelConfig
-from penrose_jax.qa import curated, filtering, generate_rules, prompts, records
+from penrose_jax.qa import curated, filtering, generate_rules, prompts, records, sofc_source
+from penrose_jax.qa import study_material
 from penrose_jax.qa.ingest import Document, Section
 from penrose_jax.qa.records import QAPair
 
-SOURCE_ORDER = ("curated", "model", "rule")
+SOURCE_ORDER = ("curated", "model", "rule", "sofc_tasks", "study")
 
 
 @dataclasses.dataclass
@@ -126,21 +130,26 @@ def build_qa_pairs(documents: Sequence[Document], output_path: str | pathlib.Pat
                    sources: Sequence[str], *, model: Any = None,
                    curated_path: Optional[str | pathlib.Path] = None,
                    settings: Optional[ModelQASettings] = None, max_facts_per_kind: int = 4,
+                   sofc: Optional[sofc_source.SofcTaskSettings] = None,
                    process_index: Optional[int] = None, process_count: Optional[int] = None,
-                   log: Any = None) -> dict[str, Any]:
+                   log: Any = None, study_variants: int = 4, study_max_facts: int = 0
+                   ) -> dict[str, Any]:
   """Generates and streams the training Q&A of this process's documents (resumable).
 
   Args:
     documents: the corpus.
     output_path: qa_pairs.jsonl (sharded name when process_count > 1).
-    sources: subset of ('rule', 'curated', 'model').
+    sources: subset of ('rule', 'curated', 'model', 'sofc_tasks').
     model: a model_source.Loaded, needed for 'model'.
     curated_path: curated JSONL for 'curated'.
     settings: ModelQASettings for 'model'.
     max_facts_per_kind: rule-source cap.
+    sofc: SofcTaskSettings for 'sofc_tasks' (None = defaults).
     process_index: defaults to jax.process_index().
     process_count: defaults to jax.process_count().
     log: optional callable(str) for progress lines.
+    study_variants: 'study' source: questions per fact.
+    study_max_facts: 'study' source: facts per section (0 = all).
 
   Returns:
     {'paths': written shard path(s), 'documents_written', 'documents_skipped', 'notes'}.
@@ -156,8 +165,14 @@ def build_qa_pairs(documents: Sequence[Document], output_path: str | pathlib.Pat
   path = records.shard_output_path(output_path, index, count)
   writer = records.ResumableJsonlWriter(path)
   rejected_writer = records.ResumableJsonlWriter(path.with_name(path.stem + ".rejected.jsonl"))
+  study_writer = (records.ResumableJsonlWriter(study_material.texts_path(path))
+                  if "study" in sources else None)
   curated_pairs, notes = (load_curated_for(curated_path, documents) if "curated" in sources
                           else ({}, []))
+  sofc_pairs, sofc_notes = (
+      sofc_source.sofc_task_pairs(documents, sofc or sofc_source.SofcTaskSettings())
+      if "sofc_tasks" in sources else ({}, []))
+  notes = notes + sofc_notes
   written = skipped = 0
   for document in records.shard_items(documents, index, count):
     if writer.is_done(document.doc_id):
@@ -165,7 +180,9 @@ def build_qa_pairs(documents: Sequence[Document], output_path: str | pathlib.Pat
       continue
     by_source: dict[str, list[QAPair]] = {s: [] for s in SOURCE_ORDER}
     rejected: list[QAPair] = []
+    study_texts: list[study_material.StudyText] = []
     by_source["curated"] = curated_pairs.get(document.doc_id, [])
+    by_source["sofc_tasks"] = sofc_pairs.get(document.doc_id, [])
     for section in document.sections:
       if "model" in sources:
         kept, bad, _ = generate_model_section_qa(model.params, model.config, model.tokenizer,
@@ -175,10 +192,17 @@ def build_qa_pairs(documents: Sequence[Document], output_path: str | pathlib.Pat
       if "rule" in sources:
         by_source["rule"].extend(generate_rules.generate_section_qa(
             section, document.title, max_facts_per_kind))
+      if "study" in sources:
+        material = study_material.generate_section_study(section, document.title,
+                                                         study_variants, study_max_facts)
+        by_source["study"].extend(material.pairs)
+        study_texts.extend(material.texts)
     pairs = filtering.dedupe_qa([p for s in SOURCE_ORDER for p in by_source[s]])
     pairs.sort(key=lambda p: p.section_order)  # stable: source order kept within a section
     if not rejected_writer.is_done(document.doc_id):
       rejected_writer.write_document(document.doc_id, rejected)
+    if study_writer is not None and not study_writer.is_done(document.doc_id):
+      study_writer.write_document(document.doc_id, study_texts)
     writer.write_document(document.doc_id, pairs)
     written += 1
     if log:

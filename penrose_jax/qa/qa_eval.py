@@ -7,7 +7,8 @@
     `generation.chat`, short max_new_tokens) against the gold answer, SQuAD-style normalisation
     (lower case, punctuation and articles removed, whitespace collapsed).
   * General accuracy: ARC-Easy / PIQA / COPA (or any configured benchmarks) through
-    `jobs.evaluate.evaluate_loaded`, before and after training.
+    `evaluation.benchmarks.benchmark_accuracies` (the evaluate job's scorer), before and after
+    training.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any, Optional, Sequence
 
 import ml_collections
 
-from penrose_jax.evaluation import multiple_choice
+from penrose_jax.evaluation import benchmarks, multiple_choice
 from penrose_jax.models.config import ModelConfig
 from penrose_jax.models.linear import dense_equivalent
 from penrose_jax.qa import train_data, trainer
@@ -138,7 +139,6 @@ def evaluate_qa_model(loaded: Any, params: Any, questions: Sequence[HeldoutQuest
     {'heldout_ll_accuracy', 'heldout_em', 'heldout_f1', 'heldout_answers', 'general_accuracy'
     (per benchmark), 'skipped'}.
   """
-  from penrose_jax.jobs import evaluate  # local: jobs import qa, not the other way round
   # Scoring needs values only: compressed / LoRA leaves are evaluated through their dense
   # equivalent, so no compressed structure is compiled and decoding runs at dense speed.
   params = dense_equivalent(params)
@@ -146,11 +146,10 @@ def evaluate_qa_model(loaded: Any, params: Any, questions: Sequence[HeldoutQuest
                            eval_config.batch_size)
   gen = heldout_generation_scores(params, loaded.config, loaded.tokenizer, questions,
                                   eval_config.answer_max_new_tokens)
-  general_config = ml_collections.ConfigDict({
-      "text_sets": {}, "window": 64, "max_windows": 0, "benchmarks": eval_config.benchmarks,
-      "benchmark_dir": eval_config.benchmark_dir, "max_items": eval_config.max_items,
-      "batch_size": eval_config.batch_size})
-  general = evaluate.evaluate_loaded(loaded._replace(params=params), general_config)
+  general = benchmarks.benchmark_accuracies(
+      params, loaded.config, loaded.tokenizer, eval_config.benchmark_dir, eval_config.benchmarks,
+      eval_config.max_items if eval_config.max_items > 0 else None, eval_config.batch_size,
+      progress=True)
   return {"heldout_ll_accuracy": ll, "heldout_em": gen["em"], "heldout_f1": gen["f1"],
           "heldout_answers": gen["answers"], "general_accuracy": general["accuracy"],
           "skipped": general["skipped"]}

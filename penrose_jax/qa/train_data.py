@@ -24,12 +24,22 @@ sections, general rows cycle through a seeded permutation of the general example
 a pure function of its inputs, so batch i is the same in a resumed run.
 `onepass_plan` uses the same total number of rows (the same token budget) over the documents
 read in order, with the same general fraction and no sections or Q&A.
+
+Section length and order: `section_steps` gives each section either `steps_per_section` updates
+or, with `epochs_per_section` E > 0, the fewest updates whose current rows cover E passes over
+the section's examples (so every example is seen about E times whatever the section's size).
+`section_order` orders a section's current rows: 'mixed' (one seeded permutation of all its
+examples), 'text_then_qa' (its text rows, then its Q&A rows, per pass) or 'qa_then_text'.
+`shuffled_plan` (mode 'onepass_augmented') permutes the rows of the section-wise plan over all
+updates: the same examples the same number of times (identical tokens and loss tokens), with
+no section order.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import pathlib
 from typing import Any, Optional, Sequence
 
@@ -37,6 +47,7 @@ import numpy as np
 
 CURRENT, REPLAY, GENERAL = 0, 1, 2
 ROW_KINDS = ("current", "replay", "general")
+SECTION_ORDERS = ("mixed", "text_then_qa", "qa_then_text")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,6 +158,11 @@ def encode_qa_example(tokenizer: Any, question: str, answer: str, reasoning: str
   return _row(ids, targets, seq_len, _pad_id(tokenizer), "qa")
 
 
+def pad_id(tokenizer: Any) -> int:
+  """The id rows are right-padded with (pad token, else end of sequence)."""
+  return _pad_id(tokenizer)
+
+
 def _pad_id(tokenizer: Any) -> int:
   pad = getattr(tokenizer, "pad_token_id", None)
   return int(pad if pad is not None else tokenizer.eos_token_id)
@@ -216,9 +232,62 @@ def _counts(rows: int, fraction: float) -> int:
   return int(round(rows * fraction))
 
 
-def sectionwise_plan(section_sizes: Sequence[int], num_general: int, steps_per_section: int,
-                     batch_size: int, replay_fraction: float, general_fraction: float,
-                     seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _current_rows(rows: int, first: bool, has_general: bool, replay_fraction: float,
+                  general_fraction: float) -> int:
+  n_general = _counts(rows, general_fraction) if has_general else 0
+  return rows - n_general - (0 if first else _counts(rows, replay_fraction))
+
+
+def section_steps(section_sizes: Sequence[int], steps_per_section: int, epochs_per_section: float,
+                  batch_size: int, replay_fraction: float, general_fraction: float,
+                  has_general: bool) -> list[int]:
+  """Updates per section: fixed, or enough for `epochs_per_section` passes (module docstring).
+
+  Args:
+    section_sizes: examples per section.
+    steps_per_section: the fixed count, used when epochs_per_section <= 0.
+    epochs_per_section: passes over each section's examples (0 = use steps_per_section).
+    batch_size: rows per update.
+    replay_fraction: share of replay rows (none in the first section).
+    general_fraction: share of general rows (when has_general).
+    has_general: whether general rows exist.
+
+  Returns:
+    One update count per section (each >= 1).
+
+  Raises:
+    ValueError: epochs requested but no row of a section can be a current row.
+  """
+  if epochs_per_section <= 0:
+    return [steps_per_section] * len(section_sizes)
+  out = []
+  for j, size in enumerate(section_sizes):
+    need = math.ceil(epochs_per_section * size)
+    if _current_rows(1 << 16, j == 0, has_general, replay_fraction, general_fraction) <= 0:
+      raise ValueError("epochs_per_section needs replay_fraction + general_replay_fraction < 1")
+    k = 1
+    while _current_rows(k * batch_size, j == 0, has_general, replay_fraction,
+                        general_fraction) < need:
+      k += 1
+    out.append(k)
+  return out
+
+
+def _ordered_current(rng: np.random.Generator, size: int, text_count: int, order: str
+                     ) -> np.ndarray:
+  """One pass over a section's local example ids in the configured order."""
+  if order == "mixed":
+    return rng.permutation(size)
+  text = rng.permutation(text_count)
+  qa = text_count + rng.permutation(size - text_count)
+  return np.concatenate([text, qa] if order == "text_then_qa" else [qa, text])
+
+
+def sectionwise_plan(section_sizes: Sequence[int], num_general: int,
+                     steps_per_section: int | Sequence[int], batch_size: int,
+                     replay_fraction: float, general_fraction: float, seed: int,
+                     text_counts: Optional[Sequence[int]] = None, order: str = "mixed"
+                     ) -> tuple[np.ndarray, np.ndarray]:
   """The exact row schedule of section-wise training (module docstring).
 
   Args:
@@ -226,19 +295,27 @@ def sectionwise_plan(section_sizes: Sequence[int], num_general: int, steps_per_s
       ids are global: section j owns ids [sum(sizes[:j]), sum(sizes[:j + 1])).
     num_general: number of general examples (ids follow all section ids); 0 disables general
       replay.
-    steps_per_section: updates per section (k).
+    steps_per_section: updates per section (k), or one count per section (`section_steps`).
     batch_size: rows per update.
     replay_fraction: fraction of each section's rows replaying earlier sections.
     general_fraction: fraction of each section's rows of general text.
     seed: plan seed.
+    text_counts: per section, how many of its examples (its first ids) are text rows; the
+      rest are Q&A rows. Needed for orders other than 'mixed'.
+    order: one of SECTION_ORDERS.
 
   Returns:
-    (example_ids, row_kinds), each (len(section_sizes) * k, batch_size) int64; kinds are
+    (example_ids, row_kinds), each (total updates, batch_size) int64; kinds are
     CURRENT / REPLAY / GENERAL.
 
   Raises:
-    ValueError: fractions outside [0, 1] or summing above 1, or an empty section.
+    ValueError: fractions outside [0, 1] or summing above 1, an empty section, or an unknown
+      order.
   """
+  if order not in SECTION_ORDERS:
+    raise ValueError(f"section_order must be one of {SECTION_ORDERS}, got {order!r}")
+  if order != "mixed" and text_counts is None:
+    raise ValueError(f"section_order {order!r} needs text_counts")
   if not (0 <= replay_fraction <= 1 and 0 <= general_fraction <= 1
           and replay_fraction + general_fraction <= 1):
     raise ValueError(f"replay fractions must be in [0, 1] and sum to <= 1, got "
@@ -247,11 +324,13 @@ def sectionwise_plan(section_sizes: Sequence[int], num_general: int, steps_per_s
     raise ValueError(f"every section needs at least one example, got sizes {list(section_sizes)}")
   offsets = np.concatenate([[0], np.cumsum(section_sizes)]).astype(np.int64)
   general_base = int(offsets[-1])
-  rows = steps_per_section * batch_size
+  steps = ([steps_per_section] * len(section_sizes) if isinstance(steps_per_section, int)
+           else list(steps_per_section))
   ids_out, kinds_out = [], []
   general_cursor = 0
   general_perm = np.random.default_rng([seed, 1 << 20]).permutation(max(num_general, 1))
   for j, size in enumerate(section_sizes):
+    rows = steps[j] * batch_size
     n_general = _counts(rows, general_fraction) if num_general > 0 else 0
     n_replay = _counts(rows, replay_fraction) if j > 0 else 0
     n_current = rows - n_general - n_replay
@@ -259,7 +338,10 @@ def sectionwise_plan(section_sizes: Sequence[int], num_general: int, steps_per_s
                      np.int64)
     kinds = np.random.default_rng([seed, j]).permutation(kinds)
     ids = np.zeros(rows, np.int64)
-    current_perm = np.random.default_rng([seed, j, 1]).permutation(size)
+    # Current rows take their examples in time order (kinds keep row positions ascending), so
+    # an ordered pass puts a section's text rows before (or after) its Q&A rows.
+    current_perm = _ordered_current(np.random.default_rng([seed, j, 1]), size,
+                                    text_counts[j] if text_counts is not None else size, order)
     is_current = kinds == CURRENT
     ids[is_current] = offsets[j] + current_perm[np.arange(n_current) % size]
     if n_replay:
@@ -269,9 +351,26 @@ def sectionwise_plan(section_sizes: Sequence[int], num_general: int, steps_per_s
       picks = general_perm[(general_cursor + np.arange(n_general)) % num_general]
       ids[kinds == GENERAL] = general_base + picks
       general_cursor += n_general
-    ids_out.append(ids.reshape(steps_per_section, batch_size))
-    kinds_out.append(kinds.reshape(steps_per_section, batch_size))
+    ids_out.append(ids.reshape(steps[j], batch_size))
+    kinds_out.append(kinds.reshape(steps[j], batch_size))
   return np.concatenate(ids_out), np.concatenate(kinds_out)
+
+
+def shuffled_plan(ids: np.ndarray, kinds: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """The section-wise plan's rows permuted over all updates (mode 'onepass_augmented').
+
+  Args:
+    ids: (steps, batch_size) example ids of `sectionwise_plan`.
+    kinds: its row kinds.
+    seed: permutation seed.
+
+  Returns:
+    (example_ids, row_kinds) of the same shape and multiset of rows; replay rows become
+    CURRENT rows (without section order nothing is "earlier").
+  """
+  perm = np.random.default_rng([seed, 3]).permutation(ids.size)
+  new_kinds = np.where(kinds == REPLAY, CURRENT, kinds).reshape(-1)[perm]
+  return ids.reshape(-1)[perm].reshape(ids.shape), new_kinds.reshape(kinds.shape)
 
 
 def onepass_plan(num_document_examples: int, num_general: int, num_steps: int, batch_size: int,

@@ -11,6 +11,16 @@ Mode 'onepass': the same number of updates x batch_size x seq_len tokens (the sa
 budget) of plain next-token loss on the concatenated documents in reading order, with the same
 general-text share; no sections, no Q&A.
 
+Mode 'onepass_augmented': the rows of the section-wise plan (section text, study texts, Q&A,
+replay and general rows) permuted over all updates (`train_data.shuffled_plan`): the same
+material and the same tokens as 'sectionwise', without section order, so comparing the two
+separates the effect of the curriculum from that of the material.
+
+Study texts (`study_material.StudyText`: restatements, entity notes) are plain-text rows of
+their section, like its text windows. `epochs_per_section` sizes each section's updates by
+passes over its examples instead of a fixed `steps_per_section` (every mode spends the same
+total); `section_order` puts a section's text rows before or after its Q&A rows.
+
 Training goes through `training.run_training` (one call per section) with a single jitted,
 guarded step, fixed (batch_size, seq_len) batches, orbax checkpoints at every section end and
 metrics.jsonl. A killed run restarted with the same arguments restores the latest checkpoint
@@ -45,9 +55,9 @@ from penrose_jax.training import (MetricsLog, OptimizerConfig, TrainCheckpoints,
                                   describe_trainable, init_train_state, make_optimizer,
                                   make_schedule, make_train_step, run_training, trainable_mask)
 
-MODES = ("sectionwise", "onepass", "none")
+MODES = ("sectionwise", "onepass", "onepass_augmented", "none")
 TRAINABLE = ("lora", "compressed", "all")
-TRACE_SOURCE_ORDER = {"curated": 0, "model": 1, "rule": 2}
+TRACE_SOURCE_ORDER = {"curated": 0, "model": 1, "rule": 2, "study": 3}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,8 +65,12 @@ class CurriculumConfig:
   """Hyper-parameters of `train`.
 
   Attributes:
-    mode: 'sectionwise', 'onepass' or 'none'.
-    steps_per_section: updates per section (the budget of both modes is sections x this).
+    mode: 'sectionwise', 'onepass', 'onepass_augmented' or 'none'.
+    steps_per_section: updates per section (the budget of every mode is the sum over sections).
+    epochs_per_section: when > 0, each section gets the fewest updates whose current rows make
+      this many passes over its examples (text windows, study texts, Q&A); replaces
+      steps_per_section.
+    section_order: 'mixed', 'text_then_qa' or 'qa_then_text' (order of a section's rows).
     batch_size: rows per update.
     seq_len: tokens per row.
     replay_fraction: share of a section's rows replaying earlier sections.
@@ -77,6 +91,8 @@ class CurriculumConfig:
 
   mode: str = "sectionwise"
   steps_per_section: int = 4
+  epochs_per_section: float = 0.0
+  section_order: str = "mixed"
   batch_size: int = 4
   seq_len: int = 128
   replay_fraction: float = 0.25
@@ -113,6 +129,8 @@ class TrainOutcome:
     row_counts: rows per kind over the plan ('current', 'replay', 'general').
     trainable: describe_trainable summary without the path list (+ 'selector').
     notes: human-readable remarks (fallbacks).
+    input_tokens: non-padding tokens over all planned rows.
+    section_steps: updates per section (empty for 'none').
   """
 
   params: Any
@@ -125,6 +143,8 @@ class TrainOutcome:
   row_counts: dict[str, int]
   trainable: dict[str, Any]
   notes: list[str]
+  input_tokens: int = 0
+  section_steps: list[int] = dataclasses.field(default_factory=list)
 
 
 def prepare_trainable(params: Any, cfg: CurriculumConfig) -> tuple[Any, str]:
@@ -262,7 +282,7 @@ def train(model_config: ModelConfig, params: Any, tokenizer: Any, documents: Seq
           qa_pairs: Sequence[QAPair], general_texts: Sequence[str], cfg: CurriculumConfig,
           workdir: str | pathlib.Path,
           on_section_end: Optional[Callable[[int, dict], None]] = None,
-          progress: bool = False) -> TrainOutcome:
+          progress: bool = False, study_texts: Sequence[Any] = ()) -> TrainOutcome:
   """Trains in the configured mode; resumable from `workdir` (module docstring).
 
   Args:
@@ -277,6 +297,8 @@ def train(model_config: ModelConfig, params: Any, tokenizer: Any, documents: Seq
     on_section_end: callback(section_index, trace_record) after a section's checkpoint and
       trace are written (tests use it to simulate a kill).
     progress: tqdm bars.
+    study_texts: plain-text study records (`study_material.StudyText`: doc_id, section_order,
+      text), trained as text rows of their section.
 
   Returns:
     TrainOutcome.
@@ -301,6 +323,9 @@ def train(model_config: ModelConfig, params: Any, tokenizer: Any, documents: Seq
   max_windows = cfg.max_section_windows or None
   sections = [s for d in documents for s in d.sections]
   by_section = _section_pairs(qa_pairs)
+  texts_by_section: dict[tuple[str, int], list[str]] = {}
+  for record in study_texts:
+    texts_by_section.setdefault((record.doc_id, record.section_order), []).append(record.text)
   general = [ex for text in general_texts
              for ex in train_data.text_windows(tokenizer, text, cfg.seq_len, "general")]
   if cfg.general_replay_fraction > 0 and not general:
@@ -314,14 +339,27 @@ def train(model_config: ModelConfig, params: Any, tokenizer: Any, documents: Seq
                    key=lambda p: TRACE_SOURCE_ORDER.get(p.source, 9))
     qa = [(p, train_data.encode_qa_example(tokenizer, p.question, p.answer, p.reasoning,
                                            cfg.seq_len, eot)) for p in pairs]
+    # Study texts are short: joined per section and cut into full windows, not one per row.
+    study = train_data.text_windows(
+        tokenizer, "\n\n".join(texts_by_section.get((section.doc_id, section.order), [])),
+        cfg.seq_len, "study")
     section_qa.append(qa)
-    section_examples.append(windows + [ex for _, ex in qa])
-  num_steps = len(sections) * cfg.steps_per_section
-  if cfg.mode == "sectionwise":
+    section_examples.append(windows + study + [ex for _, ex in qa])
+  sizes = [len(exs) for exs in section_examples]
+  steps = train_data.section_steps(sizes, cfg.steps_per_section, cfg.epochs_per_section,
+                                   cfg.batch_size, cfg.replay_fraction,
+                                   cfg.general_replay_fraction, bool(general))
+  ends = np.cumsum(steps).tolist()
+  num_steps = int(ends[-1]) if ends else 0
+  if cfg.mode in ("sectionwise", "onepass_augmented"):
     table = [ex for exs in section_examples for ex in exs] + general
     plan, kinds = train_data.sectionwise_plan(
-        [len(exs) for exs in section_examples], len(general), cfg.steps_per_section,
-        cfg.batch_size, cfg.replay_fraction, cfg.general_replay_fraction, cfg.seed)
+        sizes, len(general), steps, cfg.batch_size, cfg.replay_fraction,
+        cfg.general_replay_fraction, cfg.seed,
+        text_counts=[sum(ex.kind != "qa" for ex in exs) for exs in section_examples],
+        order=cfg.section_order)
+    if cfg.mode == "onepass_augmented":
+      plan, kinds = train_data.shuffled_plan(plan, kinds, cfg.seed)
   else:
     text = "\n\n".join(f"{d.title}\n\n" + "\n\n".join(_section_text(s) for s in d.sections)
                        for d in documents)
@@ -331,6 +369,8 @@ def train(model_config: ModelConfig, params: Any, tokenizer: Any, documents: Seq
                                           cfg.batch_size, cfg.general_replay_fraction, cfg.seed)
   row_counts = {name: int(np.sum(kinds == k)) for k, name in enumerate(train_data.ROW_KINDS)}
   loss_tokens = int(sum(float(np.sum(table[int(i)].mask)) for i in plan.reshape(-1)))
+  pad_id = train_data.pad_id(tokenizer)
+  input_tokens = int(sum(int(np.sum(table[int(i)].tokens != pad_id)) for i in plan.reshape(-1)))
 
   opt_config = OptimizerConfig(learning_rate=cfg.learning_rate, warmup_steps=cfg.warmup_steps,
                                total_steps=num_steps, weight_decay=cfg.weight_decay,
@@ -372,9 +412,10 @@ def train(model_config: ModelConfig, params: Any, tokenizer: Any, documents: Seq
         params=unpack_compressed(state.params), steps=num_steps,
         train_tokens=num_steps * cfg.batch_size * cfg.seq_len, loss_tokens=loss_tokens,
         tokens_per_s=total_tokens / max(total_seconds, 1e-9), final_loss=final_loss,
-        sections=sections, row_counts=row_counts, trainable=summary, notes=notes)
+        sections=sections, row_counts=row_counts, trainable=summary, notes=notes,
+        input_tokens=input_tokens, section_steps=steps)
 
-  if cfg.mode == "onepass":
+  if cfg.mode in ("onepass", "onepass_augmented"):
     if restored_step < num_steps:
       run_until(num_steps)
     return outcome(sections=0)
@@ -388,7 +429,7 @@ def train(model_config: ModelConfig, params: Any, tokenizer: Any, documents: Seq
   # values are the next section's "before" values.
   values = None
   for j, section in enumerate(sections):
-    start, end = j * cfg.steps_per_section, (j + 1) * cfg.steps_per_section
+    start, end = int(ends[j]) - steps[j], int(ends[j])
     if end <= restored_step:
       continue
     qa = section_qa[j]

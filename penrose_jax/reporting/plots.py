@@ -113,3 +113,98 @@ def heatmap(matrix: np.ndarray, path: str | pathlib.Path, title: str, xlabel: st
   ax.set_ylabel(ylabel)
   ax.set_title(title)
   return save_figure(fig, path)
+
+
+def _finite(value) -> bool:
+  return value is not None and isinstance(value, (int, float)) and bool(np.isfinite(value))
+
+
+def _set_scale(ax, logy, values: Sequence[float]) -> None:
+  """Log y axis for logy=True, or for logy='auto' when positive values span over 20x."""
+  positive = [v for v in values if _finite(v) and v > 0]
+  if logy == "auto":
+    logy = bool(positive) and len(positive) == len([v for v in values if _finite(v)]) and (
+        max(positive) / min(positive) > 20)
+  if logy:
+    ax.set_yscale("log")
+
+
+def category_plot(categories: Sequence[str], series: Mapping[str, Sequence[Optional[float]]],
+                  path: str | pathlib.Path, title: str, ylabel: str,
+                  logy: bool | str = False, annotate: bool = True) -> pathlib.Path:
+  """Values per labelled category (e.g. pipeline stages), one marked line per series.
+
+  Args:
+    categories: x-axis labels, in order.
+    series: label -> one value per category (None or non-finite = not measured, left out).
+    path: destination PNG.
+    title: figure title.
+    ylabel: y-axis label.
+    logy: logarithmic y axis; 'auto' = when the positive values span more than 20x.
+    annotate: write each value beside its point.
+
+  Returns:
+    The PNG path.
+  """
+  fig, ax = plt.subplots(figsize=(max(5.5, 1.5 * len(categories) + 2.5), 3.8))
+  for label, values in series.items():
+    points = [(i, float(v)) for i, v in enumerate(values) if _finite(v)]
+    if not points:
+      continue
+    xs, ys = zip(*points)
+    ax.plot(xs, ys, marker="o", label=label)
+    if annotate:
+      for x, y in points:
+        ax.annotate(f"{y:.3g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+  ax.set_xticks(range(len(categories)), list(categories))
+  ax.set_xlim(-0.4, len(categories) - 0.6)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title)
+  _set_scale(ax, logy, [v for values in series.values() for v in values])
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  return save_figure(fig, path)
+
+
+def panel_plot(panels: Sequence[Mapping], path: str | pathlib.Path,
+               title: Optional[str] = None) -> pathlib.Path:
+  """Line panels side by side in one figure (e.g. a loss curve next to a validation curve).
+
+  Args:
+    panels: one mapping per panel with 'series' (label -> (xs, ys) or (xs, ys, style), style
+      a dict of matplotlib line keywords such as {'linestyle': '--'}), 'title', 'xlabel',
+      'ylabel' and optionally 'logy' (bool or 'auto', as in `category_plot`), 'ylim'
+      ((low, high); None for a free end), 'note' (small text under the panel) and
+      'integer_x' (bool: whole-number x ticks).
+    path: destination PNG.
+    title: optional figure title above all panels.
+
+  Returns:
+    The PNG path.
+  """
+  fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8), squeeze=False)
+  for ax, panel in zip(axes[0], panels):
+    for label, item in panel["series"].items():
+      xs, ys = item[0], item[1]
+      style = {"marker": "o", "markersize": 3.5, **(item[2] if len(item) > 2 else {})}
+      points = [(x, float(y)) for x, y in zip(xs, ys) if _finite(y)]
+      if points:
+        ax.plot(*zip(*points), label=label, **style)
+    ax.set_title(panel.get("title", ""), fontsize=10)
+    ax.set_xlabel(panel.get("xlabel", ""))
+    ax.set_ylabel(panel.get("ylabel", ""))
+    _set_scale(ax, panel.get("logy", False),
+               [v for item in panel["series"].values() for v in item[1]])
+    if panel.get("ylim") is not None:
+      ax.set_ylim(*panel["ylim"])
+    if panel.get("integer_x"):
+      ax.xaxis.get_major_locator().set_params(integer=True)
+    if panel.get("note"):
+      ax.text(0.0, -0.22, panel["note"], transform=ax.transAxes, fontsize=7, va="top")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend(fontsize=7)
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout()
+  return save_figure(fig, path)

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import json
 import pathlib
+import re
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from penrose_jax.reporting import markdown, plots
+from penrose_jax.reporting import markdown, plots, report_json
 
 # Headline columns of report.md per swept job (others are in results.csv).
 MAIN_COLUMNS = {
@@ -26,8 +27,10 @@ MAIN_COLUMNS = {
     "align": ("logit_kl_before", "logit_kl_after", "hidden_kl_before", "hidden_kl_after",
               "top1_agreement_after", "ppl_after.*", "wall_s"),
     "qa_tune": ("heldout_ll_accuracy_before", "heldout_ll_accuracy_after", "heldout_f1_before",
-                "heldout_f1_after", "general_accuracy_after.*", "train_tokens",
-                "final_train_loss", "wall_s"),
+                "heldout_f1_after", "exam_accuracy_sum_before", "exam_accuracy_sum_after",
+                "exam_accuracy_mean_before", "exam_accuracy_mean_after", "exam_contains_after",
+                "general_accuracy_before.*", "general_accuracy_after.*", "train_tokens",
+                "input_tokens", "final_train_loss", "train_wall_s", "wall_s"),
 }
 _HIGHER_IS_BETTER = ("accuracy", "_em", "f1", "agreement", "tokens_per_s")
 _LOWER_IS_BETTER = ("ppl", "kl", "loss", "js", "bytes", "params_compressed", "param_ratio",
@@ -314,3 +317,35 @@ def render_markdown(config: Any, rows: Sequence[Mapping[str, Any]],
   if skipped:
     lines.append("## Skipped (data not found)\n" + "\n".join(f"- {m}" for m in skipped) + "\n")
   return "\n".join(lines)
+
+
+# What a reader of a committed results folder needs; run folders (checkpoints) stay behind.
+PUBLISHED_FILES = ("results.csv", "report.json", "report.md", "reading.md")
+
+
+def publish(workdir: pathlib.Path, results_dir: pathlib.Path,
+            extra_pngs: Sequence[pathlib.Path] = ()) -> list[pathlib.Path]:
+  """Copies a sweep's table, reports and plots into a results folder meant to be committed.
+
+  Args:
+    workdir: the sweep folder.
+    results_dir: destination (created); its files are replaced, others left alone.
+    extra_pngs: further PNGs (e.g. a run's tiling pictures), copied under `pictures/`.
+
+  Returns:
+    The files written.
+  """
+  written = []
+  sources = [workdir / name for name in PUBLISHED_FILES if (workdir / name).is_file()]
+  sources += sorted((workdir / "plots").glob("*.png"))
+  for src in list(sources) + list(extra_pngs):
+    rel = src.relative_to(workdir) if src.parent.parent != workdir / "runs" else \
+        pathlib.Path("pictures") / f"{src.parent.name}_{src.name}"
+    dest = results_dir / rel
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    data = src.read_bytes()
+    if src.name == "report.md":  # tiling pictures move from runs/<run>/ to pictures/
+      data = re.sub(rb"\(runs/([^/)]+)/([^/)]+\.png)\)", rb"(pictures/\1_\2)", data)
+    report_json.write_file_atomic(dest, lambda handle, data=data: handle.write(data))
+    written.append(dest)
+  return written

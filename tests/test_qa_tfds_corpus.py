@@ -2,7 +2,7 @@
 
 import sys
 
-from penrose_jax.data import tfds_corpus
+from penrose_jax.qa import tfds_corpus
 from penrose_jax.qa import ingest, records
 from penrose_jax.qa.records import QAPair
 

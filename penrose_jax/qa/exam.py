@@ -1,0 +1,383 @@
+"""A user's own closed-book exam: JSONL readers and scoring (multiple choice and open questions).
+
+Multiple-choice lines: {"question": str, "choices": [str, ...] (>= 2, distinct), "gold": int
+index or the answer string, "doc_id": str (optional)}. The held-out format of the demo corpus
+(`answer` instead of `gold`, plus `section` / `reasoning`) is read too; other fields are ignored.
+Open lines: {"question": str, "answer": str or [str, ...] (accepted answers), "doc_id": str
+(optional)}. A path field may name several files, comma-separated.
+
+Every unusable line (bad JSON, missing or empty field, gold out of range or not a choice, a
+doc_id naming no document when the corpus is known) raises `ExamError` naming the file and line:
+a question dropped silently would change the denominator without anyone noticing.
+
+Scoring reuses `evaluation.multiple_choice.score_items` (the question in the chat template as
+context, each choice a continuation; the same prompt the training Q&A use) for accuracy by
+summed and by mean-per-token log-likelihood, and `qa_eval` (greedy answer, SQuAD exact match and
+token F1) for open questions. This module lives in qa/ rather than evaluation/ because it needs
+the chat prompt and greedy answer of qa/, and evaluation/ imports nothing from qa/.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hashlib
+import json
+import pathlib
+from typing import Any, Collection, Optional, Sequence
+
+from penrose_jax.data import paths
+from penrose_jax.evaluation import multiple_choice
+from penrose_jax.models.config import ModelConfig
+from penrose_jax.qa import ingest, qa_eval, train_data, trainer
+
+NO_DOC = "(no doc_id)"  # per-document key of questions without a doc_id
+
+
+class ExamError(ValueError):
+  """An exam file has a line that cannot be used (the message names file and line)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ChoiceQuestion:
+  """A multiple-choice exam question.
+
+  Attributes:
+    question: the question text.
+    choices: the candidate answers.
+    gold: index of the right choice.
+    doc_id: the document the fact comes from ('' = unknown).
+    where: 'file:line' it was read from.
+  """
+
+  question: str
+  choices: tuple[str, ...]
+  gold: int
+  doc_id: str = ""
+  where: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class OpenQuestion:
+  """An open exam question with its accepted answers (scored by the best match)."""
+
+  question: str
+  answers: tuple[str, ...]
+  doc_id: str = ""
+  where: str = ""
+
+
+def _objects(path: pathlib.Path) -> list[tuple[int, dict]]:
+  """(line number, object) for every non-blank line; bad JSON / non-objects raise ExamError."""
+  if not path.is_file():
+    raise ExamError(f"{path}: exam file not found")
+  try:
+    lines = path.read_text(encoding="utf-8").splitlines()
+  except UnicodeDecodeError as err:
+    raise ExamError(f"{path}: not valid UTF-8 ({err.reason})") from None
+  out = []
+  for number, line in enumerate(lines, start=1):
+    if not line.strip():
+      continue
+    try:
+      obj = json.loads(line)
+    except json.JSONDecodeError as err:
+      raise ExamError(f"{path}:{number}: invalid JSON ({err.msg})") from None
+    if not isinstance(obj, dict):
+      raise ExamError(f"{path}:{number}: expected a JSON object, got {type(obj).__name__}")
+    out.append((number, obj))
+  if not out:
+    raise ExamError(f"{path}: no questions")
+  return out
+
+
+def _text(obj: dict, key: str, where: str) -> str:
+  if key not in obj:
+    raise ExamError(f"{where}: missing field {key!r}")
+  value = obj[key]
+  if not isinstance(value, str) or not value.strip():
+    raise ExamError(f"{where}: field {key!r} must be a non-empty string")
+  return value.strip()
+
+
+def _doc_id(obj: dict, where: str, doc_ids: Optional[Collection[str]]) -> str:
+  value = obj.get("doc_id", "")
+  if value is None:
+    value = ""
+  if not isinstance(value, str):
+    raise ExamError(f"{where}: field 'doc_id' must be a string")
+  value = value.strip()
+  if value and doc_ids is not None and value not in doc_ids:
+    known = ", ".join(sorted(doc_ids)[:8]) + (", ..." if len(doc_ids) > 8 else "")
+    raise ExamError(f"{where}: doc_id {value!r} names no document of the corpus ({known})")
+  return value
+
+
+def _gold_index(obj: dict, choices: list[str], where: str) -> int:
+  if "gold" in obj:
+    gold = obj["gold"]
+  elif "answer" in obj:  # the held-out format: the answer string is one of the choices
+    gold = obj["answer"]
+  else:
+    raise ExamError(f"{where}: missing field 'gold' (choice index or answer string)")
+  if isinstance(gold, bool):  # bool is an int in Python; true/false is never an index
+    raise ExamError(f"{where}: gold must be a choice index or the answer string, got {gold}")
+  if isinstance(gold, int):
+    if not 0 <= gold < len(choices):
+      raise ExamError(f"{where}: gold={gold} outside 0..{len(choices) - 1}")
+    return gold
+  if isinstance(gold, str):
+    if gold.strip() not in choices:
+      raise ExamError(f"{where}: gold answer {gold!r} is not one of the choices")
+    return choices.index(gold.strip())
+  raise ExamError(f"{where}: gold must be an integer index or a string, got "
+                  f"{type(gold).__name__}")
+
+
+def read_choice_exam(path: str | pathlib.Path, doc_ids: Optional[Collection[str]] = None
+                     ) -> list[ChoiceQuestion]:
+  """Reads a multiple-choice exam JSONL file.
+
+  Args:
+    path: the file.
+    doc_ids: the corpus's document ids; when given, a doc_id outside them is an error.
+
+  Returns:
+    The questions in file order.
+
+  Raises:
+    ExamError: naming the file and line of the first unusable question.
+  """
+  path = pathlib.Path(path)
+  out = []
+  for number, obj in _objects(path):
+    where = f"{path}:{number}"
+    question = _text(obj, "question", where)
+    if "choices" not in obj:
+      raise ExamError(f"{where}: missing field 'choices'")
+    choices = obj["choices"]
+    if not isinstance(choices, list) or len(choices) < 2:
+      raise ExamError(f"{where}: choices must be a list of at least 2 strings")
+    if not all(isinstance(c, str) and c.strip() for c in choices):
+      raise ExamError(f"{where}: every choice must be a non-empty string")
+    choices = [c.strip() for c in choices]
+    if len(set(choices)) != len(choices):
+      raise ExamError(f"{where}: choices must be distinct")
+    gold = _gold_index(obj, choices, where)
+    out.append(ChoiceQuestion(question, tuple(choices), gold, _doc_id(obj, where, doc_ids),
+                              where))
+  return out
+
+
+def read_open_exam(path: str | pathlib.Path, doc_ids: Optional[Collection[str]] = None
+                   ) -> list[OpenQuestion]:
+  """Reads an open-question exam JSONL file.
+
+  Args:
+    path: the file.
+    doc_ids: the corpus's document ids; when given, a doc_id outside them is an error.
+
+  Returns:
+    The questions in file order.
+
+  Raises:
+    ExamError: naming the file and line of the first unusable question.
+  """
+  path = pathlib.Path(path)
+  out = []
+  for number, obj in _objects(path):
+    where = f"{path}:{number}"
+    question = _text(obj, "question", where)
+    if "answer" not in obj:
+      raise ExamError(f"{where}: missing field 'answer'")
+    answers = obj["answer"] if isinstance(obj["answer"], list) else [obj["answer"]]
+    if not answers or not all(isinstance(a, str) and a.strip() for a in answers):
+      raise ExamError(f"{where}: answer must be a non-empty string or a list of them")
+    out.append(OpenQuestion(question, tuple(a.strip() for a in answers),
+                            _doc_id(obj, where, doc_ids), where))
+  return out
+
+
+def split_paths(spec: str) -> list[str]:
+  """The paths of a comma-separated config field ('' = none).
+
+  Args:
+    spec: e.g. 'exam_a.jsonl,exam_b.jsonl'.
+
+  Returns:
+    The non-empty, stripped parts.
+  """
+  return [part.strip() for part in (spec or "").split(",") if part.strip()]
+
+
+def exam_fingerprint(choice_questions: Sequence[ChoiceQuestion],
+                     open_questions: Sequence[OpenQuestion]) -> str:
+  """A hash of the questions' content (not of where they were read), for caching results.
+
+  Args:
+    choice_questions: multiple-choice questions.
+    open_questions: open questions.
+
+  Returns:
+    A hex digest.
+  """
+  content = [[q.question, list(q.choices), q.gold, q.doc_id] for q in choice_questions]
+  content += [[q.question, list(q.answers), q.doc_id] for q in open_questions]
+  return hashlib.sha1(json.dumps(content).encode()).hexdigest()
+
+
+def _by_doc(rows: Sequence[dict], keys: Sequence[str]) -> dict[str, dict[str, float]]:
+  groups: dict[str, list[dict]] = collections.defaultdict(list)
+  for row in rows:
+    groups[row["doc_id"] or NO_DOC].append(row)
+  return {doc: {"questions": len(group), **{k: sum(r[k] for r in group) / len(group)
+                                            for k in keys}}
+          for doc, group in sorted(groups.items())}
+
+
+def score_choice_exam(params: Any, model_config: ModelConfig, tokenizer: Any,
+                      questions: Sequence[ChoiceQuestion], batch_size: int = 8
+                      ) -> dict[str, Any]:
+  """Closed-book multiple-choice accuracy by summed and by mean-per-token log-likelihood.
+
+  Args:
+    params: params pytree (dense or its dense equivalent: values only are needed).
+    model_config: the architecture.
+    tokenizer: a TextTokenizer.
+    questions: the questions.
+    batch_size: sequences per forward.
+
+  Returns:
+    {'accuracy_sum', 'accuracy_mean' (None without questions), 'by_doc': {doc_id: {questions,
+    accuracy_sum, accuracy_mean}}, 'answers': per question {question, doc_id, gold, pred_sum,
+    pred_mean, correct_sum, correct_mean, logprob_sum, logprob_mean}}.
+  """
+  if not questions:
+    return {"accuracy_sum": None, "accuracy_mean": None, "by_doc": {}, "answers": []}
+  items = [multiple_choice.ScoringItem(
+      tuple((train_data.qa_prompt(tokenizer, q.question), choice) for choice in q.choices),
+      q.gold) for q in questions]
+  result = multiple_choice.score_items(params, model_config, tokenizer, items,
+                                       batch_size=batch_size, per_item=True)
+  rows = []
+  for q, item in zip(questions, result["per_item"]):
+    rows.append({"question": q.question, "doc_id": q.doc_id, "gold": q.choices[q.gold],
+                 "pred_sum": q.choices[item["pred_sum"]],
+                 "pred_mean": q.choices[item["pred_mean"]],
+                 "correct_sum": float(item["pred_sum"] == q.gold),
+                 "correct_mean": float(item["pred_mean"] == q.gold),
+                 "logprob_sum": item["logprob_sum"], "logprob_mean": item["logprob_mean"]})
+  by_doc = _by_doc(rows, ("correct_sum", "correct_mean"))
+  return {"accuracy_sum": result["accuracy"], "accuracy_mean": result["accuracy_norm"],
+          "by_doc": {doc: {"questions": v["questions"], "accuracy_sum": v["correct_sum"],
+                           "accuracy_mean": v["correct_mean"]} for doc, v in by_doc.items()},
+          "answers": rows}
+
+
+def score_open_exam(params: Any, model_config: ModelConfig, tokenizer: Any,
+                    questions: Sequence[OpenQuestion], max_new_tokens: int = 24
+                    ) -> dict[str, Any]:
+  """Greedy closed-book answers scored by exact match, token F1 and containment.
+
+  Args:
+    params: params pytree.
+    model_config: the architecture.
+    tokenizer: a TextTokenizer.
+    questions: the questions.
+    max_new_tokens: answer budget.
+
+  Returns:
+    {'em', 'f1', 'contains' (normalised gold inside the normalised answer; means, None without
+    questions), 'by_doc': {doc_id: {questions, em, f1, contains}}, 'answers': per question}.
+  """
+  rows = []
+  for q in questions:
+    answer = trainer.greedy_answer(params, model_config, tokenizer, q.question, max_new_tokens)
+    norm = qa_eval.normalize_answer(answer)
+    rows.append({
+        "question": q.question, "doc_id": q.doc_id, "gold": list(q.answers), "answer": answer,
+        "em": max(qa_eval.exact_match(answer, g) for g in q.answers),
+        "f1": max(qa_eval.token_f1(answer, g) for g in q.answers),
+        "contains": float(any(qa_eval.normalize_answer(g) in norm for g in q.answers))})
+  n = len(rows)
+  mean = lambda key: sum(r[key] for r in rows) / n if n else None
+  return {"em": mean("em"), "f1": mean("f1"), "contains": mean("contains"),
+          "by_doc": _by_doc(rows, ("em", "f1", "contains")), "answers": rows}
+
+
+def evaluate_exam(params: Any, model_config: ModelConfig, tokenizer: Any,
+                  choice_questions: Sequence[ChoiceQuestion],
+                  open_questions: Sequence[OpenQuestion], batch_size: int = 8,
+                  max_new_tokens: int = 24) -> dict[str, Any]:
+  """Both parts of an exam, as the flat report keys the jobs write.
+
+  Args:
+    params: params pytree (pass the dense equivalent of compressed / LoRA params).
+    model_config: the architecture.
+    tokenizer: a TextTokenizer.
+    choice_questions: multiple-choice questions.
+    open_questions: open questions.
+    batch_size: sequences per scoring forward.
+    max_new_tokens: greedy answer budget of open questions.
+
+  Returns:
+    {'exam_questions', 'exam_accuracy_sum', 'exam_accuracy_mean', 'open_exam_questions',
+    'exam_em', 'exam_f1', 'exam_contains', 'exam_by_doc': {doc_id: {mc_questions,
+    accuracy_sum, accuracy_mean, open_questions, em, f1, contains}}, 'exam_answers':
+    {'choice': [...], 'open': [...]}}.
+  """
+  mc = score_choice_exam(params, model_config, tokenizer, choice_questions, batch_size)
+  op = score_open_exam(params, model_config, tokenizer, open_questions, max_new_tokens)
+  by_doc: dict[str, dict[str, Any]] = {}
+  for doc, row in mc["by_doc"].items():
+    by_doc.setdefault(doc, {})["mc_questions"] = row["questions"]
+    by_doc[doc].update(accuracy_sum=row["accuracy_sum"], accuracy_mean=row["accuracy_mean"])
+  for doc, row in op["by_doc"].items():
+    by_doc.setdefault(doc, {})["open_questions"] = row["questions"]
+    by_doc[doc].update(em=row["em"], f1=row["f1"], contains=row["contains"])
+  return {"exam_questions": len(choice_questions), "exam_accuracy_sum": mc["accuracy_sum"],
+          "exam_accuracy_mean": mc["accuracy_mean"], "open_exam_questions": len(open_questions),
+          "exam_em": op["em"], "exam_f1": op["f1"], "exam_contains": op["contains"],
+          "exam_by_doc": dict(sorted(by_doc.items())),
+          "exam_answers": {"choice": mc["answers"], "open": op["answers"]}}
+
+
+def load_exams(choice_spec: str, open_spec: str, doc_ids: Optional[Collection[str]] = None
+               ) -> tuple[list[ChoiceQuestion], list[OpenQuestion]]:
+  """Reads every file of the two comma-separated config fields.
+
+  Args:
+    choice_spec: multiple-choice exam paths, comma-separated ('' = none); each path as in a
+      config (`data.paths.resolve_data_path`: 'package:injection_exam', ../shared, a file).
+    open_spec: open-question exam paths, comma-separated ('' = none).
+    doc_ids: the corpus's document ids, or None to accept any doc_id.
+
+  Returns:
+    (multiple-choice questions, open questions).
+
+  Raises:
+    ExamError: for a missing file or an unusable line.
+  """
+  resolve = paths.resolve_data_path
+  choice = [q for spec in split_paths(choice_spec)
+            for q in read_choice_exam(resolve(spec), doc_ids)]
+  open_ = [q for spec in split_paths(open_spec) for q in read_open_exam(resolve(spec), doc_ids)]
+  return choice, open_
+
+
+def corpus_doc_ids(corpus_spec: str) -> Optional[set[str]]:
+  """The document ids of a corpus, to check an exam's doc_ids against ('' = no check).
+
+  Args:
+    corpus_spec: a corpus path as in a config ('package:injection_corpus', a folder, a file).
+
+  Returns:
+    The set of doc_ids (file stems), or None for ''.
+
+  Raises:
+    FileNotFoundError: when the corpus does not exist.
+  """
+  if not corpus_spec:
+    return None
+  documents, _ = ingest.load_corpus(paths.resolve_data_path(corpus_spec))
+  return {d.doc_id for d in documents}
