@@ -15,9 +15,11 @@ A rerun with the same workdir resumes from the latest checkpoint.
 Leave perplexity text sets out of one run: --config.eval.skip_text_sets=lambada (comma list of
 eval.text_sets names). List fields take a comma list or a literal on the command line, e.g.
 --config.val_sources=package:demo_corpus.
-Time on the 2-core CPU machine: the first command took 2,575 s (compress 968 s, of it 560 s
-evaluation; train-step compile 154 s; 60 steps at ~53 tokens/s; evaluations), load ~2-4;
-quick (tiny model): ~40 s.
+Time on the 2-core CPU machine: ~20-35 s per update of 4 x 128 tokens beside other jobs
+(2026-12-02, single-SVD student at 0.8, all factors trained; peak RSS ~9 GB: two runs beside
+other jobs were killed by the 24 GB memory limit); the 200-step default is ~1-2 h; quick (tiny
+model): ~40-90 s. On the strong baseline lr 3e-4 first raised validation KL (1.16 -> 1.58 at
+25.6k tokens; results/README.md): treat the rate as untuned for it.
 """
 
 import ml_collections

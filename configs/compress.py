@@ -1,23 +1,24 @@
-"""Compress a model layer by layer into Penrose-tiled (or grid / single) low-rank blocks.
+"""Compress a model layer by layer into low-rank blocks (one whitened SVD per matrix by default).
 
 Command (from the repo root, inside .venv):
-  python -m experiments.compress --config=configs/compress.py --workdir=workdirs/compress_penrose
+  python -m experiments.compress --config=configs/compress.py --workdir=workdirs/compress
   python -m experiments.compress --config=configs/compress.py \
-      --config.compression.tiling=grid --workdir=workdirs/compress_grid
+      --config.compression.tiling=penrose --workdir=workdirs/compress_penrose
   python -m experiments.compress --config=configs/compress.py:quick --workdir=/tmp/compress_quick
 
+Defaults = the strong baseline of results/sweep_baseline (SVD-LLM's recipe): whitened single
+SVD per matrix, every matrix at param_ratio 0.8 (budget_scope 'matrix'), damping 1e-4, 64
+calibration windows of 256 tokens from SOFC train + LAMBADA + demo corpus, sequential
+calibration; evaluation on 48 windows per text set spread over every document.
 Produces DIR/model (compressed checkpoint folder), DIR/report.json (params_dense,
-params_compressed, param_ratio, bytes_compressed, ppl_dense, ppl_compressed, hidden_kl,
-hidden_kl_per_layer, per-matrix rows, wall_s, peak_rss_mib, stage_s: seconds per stage,
-peak_rss_mib_after_layer) and DIR/tiling_*.png.
+params_compressed, param_ratio, bytes_compressed, ppl_dense, ppl_compressed (+ _by_set),
+eval_windows (the scored windows per document), hidden_kl, hidden_kl_per_layer,
+hidden_rel_error_per_layer, logit_kl, per-matrix rows, wall_s, peak_rss_mib, stage_s: seconds
+per stage, peak_rss_mib_after_layer) and DIR/tiling_*.png.
 Rerunning with the same workdir resumes after the last finished layer.
-Leave evaluation text sets out of one run: --config.eval.skip_text_sets=lambada (comma list of
-eval.text_sets names). List fields take a comma list or a literal on the command line:
---config.calibration.sources=../shared/data/sofc_exp/texts@train,package:demo_corpus.
-Time on the 2-core CPU machine: SmolLM2-135M at param_ratio 0.6 with whitening took 13.5-15.5
-min including evaluation when the evaluation compiled the compressed forward (810-925 s under
-load 4-10; README table); without evaluation 307 s (randomized SVD, partly under load;
-benchmarks/compression_speed.py). quick (tiny model): ~20 s.
+Time on the 2-core CPU machine (2026-12-02, beside other jobs): SmolLM2-135M with the defaults
+870 s (calibrate 283 s, factor 61 s, evaluation 466 s of which half is the dense model's
+perplexities; sweeps cache those); quick (tiny model): ~20 s.
 """
 
 import ml_collections

@@ -15,8 +15,12 @@ corpus, sequential calibration) except one setting per run, each at param_ratio 
   calib_sofc     calibration on SOFC train only
   calib_128      128 calibration windows
   dense_calib    every layer whitened on the dense model's activations (not sequential)
-and uniform / normalized at 0.6, uniform at 0.9 and 0.7 (runs in this order; use
---config.time_budget_s to stop early). Evaluation: 48 windows per text set spread over every
+and uniform / normalized at 0.6, uniform at 0.9 and 0.7 (order: see `runs`; use
+--config.time_budget_s to stop early and --config.results_dir=results/sweep_baseline to copy
+the outputs there).
+Measured 2026-12-02 on the 2-core machine beside other jobs: 345-1,080 s per run (the dense
+perplexities are measured once per sweep, DIR/dense_eval_cache.json); the first 7 runs fit a
+2,700 s budget plus the two runs made before it (results/README.md, "Strong baseline"). Evaluation: 48 windows per text set spread over every
 document (SOFC dev: 8 articles; LAMBADA: 48 passages; demo corpus).
 Produces DIR/results.csv, DIR/report.md, DIR/plots/, DIR/runs/<name>/.
 quick (tiny model, 2 runs): ~30 s.

@@ -72,8 +72,19 @@ def assert_same_arrays(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> No
 
 # ---- configs shared by the determinism and fault-injection tests ----
 
+# The two-pass streaming job (pass-1 spectra, ranks.json, then layers): the most state to kill
+# and resume. The default per-matrix single SVD runs pass 2 only. Command-line runs of the
+# same configuration pass these as --config overrides.
+COMPRESS_TWO_PASS = {"compression.tiling": "penrose", "compression.budget_scope": "global",
+                     "compression.param_ratio": 0.6}
+
+
 def compress_quick() -> Any:
-  return compress_config.get_config("quick")
+  config = compress_config.get_config("quick")
+  for key, value in COMPRESS_TWO_PASS.items():
+    section, field = key.split(".")
+    config[section][field] = value
+  return config
 
 
 def align_overrides(student: str) -> dict:

@@ -27,8 +27,8 @@ import pytest
 from penrose_jax.training import (OptimizerConfig, TrainCheckpoints, init_train_state,
                                   make_optimizer, make_schedule, make_train_step, read_metrics,
                                   run_training, trainable_mask)
-from tests.reliability.conftest import (QA_OVERRIDES, TIMING_KEYS, align_overrides,
-                                        assert_same_arrays, checkpoint_arrays,
+from tests.reliability.conftest import (COMPRESS_TWO_PASS, QA_OVERRIDES, TIMING_KEYS,
+                                        align_overrides, assert_same_arrays, checkpoint_arrays,
                                         entrypoint_command, run_and_kill, run_to_end,
                                         without_timing)
 
@@ -52,7 +52,8 @@ def _kill_resume_cycle(job: str, workdir: pathlib.Path, overrides: dict, kills: 
 def test_compress_killed_three_times_equals_uninterrupted(tmp_path, compress_reference):
   ref_dir, ref_report = compress_reference
   workdir = tmp_path / "compress"
-  outcomes = _kill_resume_cycle("compress", workdir, {}, kills=3, window_s=4.0, seed=0)
+  outcomes = _kill_resume_cycle("compress", workdir, COMPRESS_TWO_PASS, kills=3, window_s=4.0,
+                                seed=0)
   assert outcomes.count("killed") >= 2, outcomes
   assert_same_arrays(checkpoint_arrays(ref_dir / "model"), checkpoint_arrays(workdir / "model"))
   report = json.loads((workdir / "report.json").read_text())
