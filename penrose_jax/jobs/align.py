@@ -269,7 +269,8 @@ def _align_loaded(config: ml_collections.ConfigDict, workdir: pathlib.Path, star
         workdir / "model", student.config, aligned, tok,
         provenance={"name": f"{student.name} + KL alignment", "source_model": teacher_spec,
                     "student": student_spec})
-  curve = quality_curve(read_metrics(str(workdir / "train" / "metrics.jsonl")), result,
+  metrics_file = workdir / "train" / "metrics.jsonl"  # absent when num_steps is 0
+  curve = quality_curve(read_metrics(str(metrics_file)) if metrics_file.exists() else [], result,
                         config.batch_size * config.window)
   if curve:
     with timer.stage("write"):
