@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 from configs import align as align_config  # noqa: E402
 from penrose_jax.alignment.align import make_alignment_eval  # noqa: E402
 from penrose_jax.jobs import align, model_source  # noqa: E402
-from penrose_jax.reporting import plots, report_json  # noqa: E402
+from penrose_jax.reporting import report_json  # noqa: E402
 from penrose_jax.training.metrics_log import read_metrics  # noqa: E402
 
 
@@ -47,8 +47,7 @@ def main() -> None:
   metrics = read_metrics(str(pathlib.Path(args.workdir) / "train" / "metrics.jsonl"))
   curve = align.quality_curve(metrics, report, config.batch_size * config.window)
   out = pathlib.Path(args.out)
-  plots.line_plot(curve, out / "align_curve.png", "held-out perplexity vs alignment tokens",
-                  "training tokens", "perplexity / teacher's", logy=True)
+  align.plot_quality_curve(curve, out / "align_curve.png")
   report_json.write_json_atomic(out / "align_curve.json", {
       "curve": {k: {"tokens": xs, "ppl_over_teacher": ys} for k, (xs, ys) in curve.items()},
       "before": before, "val_teacher": teacher_val,

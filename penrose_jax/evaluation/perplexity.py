@@ -81,8 +81,22 @@ def token_windows(token_lists: Sequence[Sequence[int]], window: int,
   Returns:
     List of windows with at least 2 tokens (the tail window of a document may be shorter).
   """
-  return [list(token_lists[d][s:s + window])
-          for d, s in window_picks(token_lists, window, max_windows, seed)]
+  return windows_at(token_lists, window_picks(token_lists, window, max_windows, seed), window)
+
+
+def windows_at(token_lists: Sequence[Sequence[int]], picks: Sequence[tuple[int, int]],
+               window: int) -> list[list[int]]:
+  """The token windows at `window_picks` positions.
+
+  Args:
+    token_lists: one token list per document.
+    picks: (document index, start token) pairs.
+    window: tokens per window.
+
+  Returns:
+    One window per pick (a document's tail window may be shorter).
+  """
+  return [list(token_lists[d][s:s + window]) for d, s in picks]
 
 
 def picks_record(names: Sequence[str], picks: Sequence[tuple[int, int]]) -> dict[str, list[int]]:
@@ -154,7 +168,7 @@ def text_perplexity(params: Any, config: ModelConfig, tokenizer: Any, source: st
   docs = list(text_sources.read_source(str(source)))
   token_lists = [tokenizer.encode(text) for _, text in docs]
   picks = window_picks(token_lists, window, max_windows, seed)
-  windows = [list(token_lists[d][s:s + window]) for d, s in picks]
+  windows = windows_at(token_lists, picks, window)
   result: dict[str, Any] = perplexity(params, config, windows, batch_size, progress)
   record = picks_record([name for name, _ in docs], picks)
   result.update(documents=len(docs), documents_scored=len(record), picks=record)

@@ -176,6 +176,13 @@ def quality_curve(metrics: list[dict[str, Any]], report: dict[str, Any], tokens_
   return curves
 
 
+def plot_quality_curve(curve: dict[str, tuple[list[float], list[float]]], path: pathlib.Path
+                       ) -> pathlib.Path:
+  """PNG of `quality_curve`: one line per set, perplexity / teacher's vs tokens (log y)."""
+  return plots.line_plot(curve, path, "held-out perplexity vs alignment tokens",
+                         "training tokens", "perplexity / teacher's", logy=True)
+
+
 def alignment_config(config: ml_collections.ConfigDict) -> AlignmentConfig:
   """Builds the library's AlignmentConfig from the job config.
 
@@ -274,9 +281,7 @@ def _align_loaded(config: ml_collections.ConfigDict, workdir: pathlib.Path, star
                         config.batch_size * config.window)
   if curve:
     with timer.stage("write"):
-      plots.line_plot(curve, workdir / "align_curve.png",
-                      "held-out perplexity vs alignment tokens", "training tokens",
-                      "perplexity / teacher's", logy=True)
+      plot_quality_curve(curve, workdir / "align_curve.png")
   metrics = {**result, "stage_s": timer.rounded(), "ppl_before": ppl_before,
              "quality_curve": {k: {"tokens": xs, "ppl_over_teacher": ys}
                                for k, (xs, ys) in curve.items()},

@@ -146,7 +146,7 @@ def evaluate_pair(config: ml_collections.ConfigDict, dense: Any, compressed: Any
     docs = list(text_sources.read_source(spec))
     ids = [tokenizer.encode(t) for _, t in docs]
     picks = perplexity.window_picks(ids, ev.window, ev.max_windows or None)
-    windows = [ids[d][s:s + ev.window] for d, s in picks]
+    windows = perplexity.windows_at(ids, picks, ev.window)
     out.setdefault("eval_windows", {})[name] = perplexity.picks_record(
         [n for n, _ in docs], picks)
     out["ppl_dense_by_set"][name] = _dense_ppl_cached(
