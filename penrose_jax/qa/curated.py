@@ -8,12 +8,11 @@ answer. Every problem raises `CuratedQAError` naming the file and line number.
 from __future__ import annotations
 
 import dataclasses
-import json
 import pathlib
 from typing import Any, Sequence
 
 from penrose_jax.qa.ingest import Document
-from penrose_jax.qa.records import QAPair
+from penrose_jax.qa.records import QAPair, read_json_objects
 
 CURATED_FIELDS = ('doc_id', 'section', 'question', 'answer', 'reasoning')
 
@@ -40,19 +39,7 @@ class HeldoutQuestion:
 
 def _read_objects(path: pathlib.Path, required: Sequence[str]) -> list[tuple[int, dict]]:
   out = []
-  try:
-    lines = path.read_text(encoding='utf-8').splitlines()
-  except UnicodeDecodeError as e:
-    raise CuratedQAError(f'{path}: not valid UTF-8 ({e.reason})') from None
-  for number, line in enumerate(lines, start=1):
-    if not line.strip():
-      continue
-    try:
-      obj = json.loads(line)
-    except json.JSONDecodeError as e:
-      raise CuratedQAError(f'{path}:{number}: invalid JSON ({e.msg})') from None
-    if not isinstance(obj, dict):
-      raise CuratedQAError(f'{path}:{number}: expected a JSON object, got {type(obj).__name__}')
+  for number, obj in read_json_objects(path, CuratedQAError):
     missing = [k for k in required if k not in obj]
     if missing:
       raise CuratedQAError(f'{path}:{number}: missing field(s) {", ".join(missing)}')

@@ -29,7 +29,7 @@ from typing import Any, Collection, Optional, Sequence
 from penrose_jax.data import paths
 from penrose_jax.evaluation import multiple_choice
 from penrose_jax.models.config import ModelConfig
-from penrose_jax.qa import ingest, qa_eval, train_data, trainer
+from penrose_jax.qa import ingest, qa_eval, records, train_data, trainer
 
 NO_DOC = "(no doc_id)"  # per-document key of questions without a doc_id
 
@@ -71,21 +71,7 @@ def _objects(path: pathlib.Path) -> list[tuple[int, dict]]:
   """(line number, object) for every non-blank line; bad JSON / non-objects raise ExamError."""
   if not path.is_file():
     raise ExamError(f"{path}: exam file not found")
-  try:
-    lines = path.read_text(encoding="utf-8").splitlines()
-  except UnicodeDecodeError as err:
-    raise ExamError(f"{path}: not valid UTF-8 ({err.reason})") from None
-  out = []
-  for number, line in enumerate(lines, start=1):
-    if not line.strip():
-      continue
-    try:
-      obj = json.loads(line)
-    except json.JSONDecodeError as err:
-      raise ExamError(f"{path}:{number}: invalid JSON ({err.msg})") from None
-    if not isinstance(obj, dict):
-      raise ExamError(f"{path}:{number}: expected a JSON object, got {type(obj).__name__}")
-    out.append((number, obj))
+  out = records.read_json_objects(path, ExamError)
   if not out:
     raise ExamError(f"{path}: no questions")
   return out

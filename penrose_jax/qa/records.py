@@ -115,6 +115,42 @@ def read_jsonl(path: str | pathlib.Path, drop_partial_last_line: bool = True
   return out
 
 
+def read_json_objects(path: str | pathlib.Path, error: type[Exception] = ValueError
+                      ) -> list[tuple[int, dict[str, Any]]]:
+  """(line number, object) for every non-blank line of a hand-written JSONL file.
+
+  Unlike `read_jsonl` (files this package writes, where a kill may tear the last line), every
+  line must parse: a user's file with a bad line is an error naming file and line.
+
+  Args:
+    path: the file.
+    error: exception type raised (e.g. the caller's ValueError subclass).
+
+  Returns:
+    The objects with their 1-based line numbers.
+
+  Raises:
+    error: a line that is not UTF-8, not JSON or not a JSON object.
+  """
+  path = pathlib.Path(path)
+  try:
+    lines = path.read_text(encoding='utf-8').splitlines()
+  except UnicodeDecodeError as e:
+    raise error(f'{path}: not valid UTF-8 ({e.reason})') from None
+  out = []
+  for number, line in enumerate(lines, start=1):
+    if not line.strip():
+      continue
+    try:
+      obj = json.loads(line)
+    except json.JSONDecodeError as e:
+      raise error(f'{path}:{number}: invalid JSON ({e.msg})') from None
+    if not isinstance(obj, dict):
+      raise error(f'{path}:{number}: expected a JSON object, got {type(obj).__name__}')
+    out.append((number, obj))
+  return out
+
+
 def read_qa_jsonl(paths: str | pathlib.Path | Sequence[str | pathlib.Path]) -> list[QAPair]:
   """Reads QAPair records from one JSONL file or several (e.g. per-process shards)."""
   if isinstance(paths, (str, pathlib.Path)):
