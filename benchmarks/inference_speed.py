@@ -3,15 +3,21 @@
 Command (from the repo root):
   python benchmarks/inference_speed.py            # SmolLM2-135M, all configs (slow: ~1 h)
   python benchmarks/inference_speed.py --quick    # tiny random model, seconds
-Options restrict the work: --tilings=penrose,grid --ratios=0.6 --layers=8 (first 8 decoder
-layers of the real model, same matrix shapes) --spectral_ratio=0 (no spectral variant).
+Options restrict the work: --tilings=penrose,grid --ratios=0.6 --num_layers=4 (first 4 decoder
+layers of the real model, same matrix shapes; --layers is the same option)
+--spectral_ratio=0 (no spectral variant). Quick 4-layer check at 0.6:
+  python benchmarks/inference_speed.py --num_layers=4 --ratios=0.6 --min_time=1
 
 In ONE process: loads the model, compresses it in-process with `compress()` (no whitening,
 budget per matrix) for each tiling x param_ratio (+ one factor-scope DCT variant), and times
 every model with the same jitted functions (compressed leaves run `compressed_matmul=
-'factored'`, i.e. `leaf.matmul`): prefill (full forward incl. logits) at batch 1 x T and
-8 x T, and greedy decode at batch 1 with a KV cache. FLOPs per token come from XLA's cost
-analysis of the compiled functions. A large square jnp.dot is timed before and after, so the
+'factored'`, i.e. `leaf.matmul`, on the inference form of `compression.inference.
+prepare_for_inference`: codecs such as the DCT coefficients decoded once at load, factors
+stacked for the segment matmul; --stored_form times the stored leaves instead): prefill (full
+forward incl. logits) at batch 1 x T and 8 x T, and greedy decode at batch 1 with a KV cache. FLOPs per token come from XLA's cost
+analysis of the compiled functions; `compile_s` sums the compile times of the three programs
+(prefill per batch size, prompt fill, decode step) and `prepare_s` is the load-time transform. A
+large square jnp.dot is timed before and after, so the
 load of a shared machine shows in the numbers. Prints a markdown table and writes
 benchmarks/results/inference_speed.json (or --out), rewritten after every model with
 "complete": false until the last one is done.
@@ -35,6 +41,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from penrose_jax.compression.inference import prepare_for_inference  # noqa: E402
 from penrose_jax.compression.transform import compress  # noqa: E402
 from penrose_jax.models import llama  # noqa: E402
 from penrose_jax.models.config import ModelConfig, tiny_config  # noqa: E402
@@ -116,7 +123,7 @@ def load_model(quick: bool, layers: Optional[int] = None) -> tuple[ModelConfig, 
 
 
 def model_variants(params: Any, tilings: list[str], ratios: list[float],
-                   spectral_ratio: float, tiles: int):
+                   spectral_ratio: float, tiles: int, stored_form: bool = False):
   """Yields (name, meta, params) for the dense model and every compressed configuration.
 
   Args:
@@ -125,6 +132,7 @@ def model_variants(params: Any, tilings: list[str], ratios: list[float],
     ratios: param_ratio targets.
     spectral_ratio: ratio of the extra penrose + factor-scope DCT variant (0: none).
     tiles: tiles_per_matrix.
+    stored_form: time the stored leaves, not their `prepare_for_inference` form.
 
   Yields:
     Dense first, then compressed models (compressed lazily: one held at a time).
@@ -141,7 +149,12 @@ def model_variants(params: Any, tilings: list[str], ratios: list[float],
     start = time.time()
     compressed, stats = compress(params, cfg)
     meta = {"tiling": tiling, "param_ratio_target": ratio, "spectral": spectral,
-            "param_ratio": stats["param_ratio"], "compress_s": time.time() - start}
+            "param_ratio": stats["param_ratio"], "compress_s": time.time() - start,
+            "form": "stored" if stored_form else "inference"}
+    if not stored_form:
+      start = time.time()
+      compressed = prepare_for_inference(compressed)
+      meta["prepare_s"] = time.time() - start
     name = f"{tiling} {ratio}" + (f" {spectral}" if spectral != "none" else "")
     yield name, meta, compressed
 
@@ -187,11 +200,14 @@ def benchmark_model(config: ModelConfig, params: Any, seq: int, batches: list[in
   prompt = jnp.asarray(np.random.default_rng(7).integers(0, config.vocab_size, (1, decode_prompt)),
                        jnp.int32)
   cache = llama.init_cache(config, 1, cache_len)
+  start = time.time()
   fill_c = jax.jit(fill).lower(params, prompt, cache).compile()
   token, cache = fill_c(params, prompt, cache)
+  row["compile_fill_s"] = time.time() - start
   start = time.time()
   step_c = jax.jit(step, donate_argnums=(2,)).lower(params, token, cache, jnp.int32(0)).compile()
   row["compile_decode_s"] = time.time() - start
+  row["compile_s"] = sum(v for k, v in row.items() if k.startswith("compile_") and k != "compile_s")
   row["flops_per_token_decode"] = compiled_flops(step_c)
 
   def decode():
@@ -228,7 +244,10 @@ def main(argv: Optional[list[str]] = None) -> dict:
   parser.add_argument("--spectral_ratio", type=float, default=0.6,
                       help="param_ratio of the penrose + DCT variant; 0 disables it")
   parser.add_argument("--tiles", type=int, default=16, help="tiles_per_matrix")
-  parser.add_argument("--layers", type=int, default=None, help="keep the first N layers")
+  parser.add_argument("--layers", "--num_layers", dest="layers", type=int, default=None,
+                      help="keep the first N decoder layers")
+  parser.add_argument("--stored_form", action="store_true",
+                      help="time stored leaves, not their prepare_for_inference form")
   parser.add_argument("--seq", type=int, default=256)
   parser.add_argument("--batches", default="1,8")
   parser.add_argument("--decode_prompt", type=int, default=64)
@@ -263,7 +282,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
             "targets": _targets(rows, args.seq)}
 
   for name, meta, variant in model_variants(params, tilings, ratios, args.spectral_ratio,
-                                            args.tiles):
+                                            args.tiles, args.stored_form):
     row = {"name": name, **meta, **benchmark_model(config, variant, args.seq, batches,
                                                    args.decode_prompt, args.decode_steps,
                                                    args.min_time)}
@@ -304,8 +323,8 @@ def format_table(result: dict, batches: list[int], seq: int) -> str:
            f"{result['peak_after']['gflops']:.0f} GFLOP/s (before/after); load average "
            f"{result['load_average'][0]:.2f}",
            "| model | param_ratio | " + " | ".join(heads) +
-           " | decode 1 tok/s (x dense) | MFLOP/token prefill | MFLOP/token decode |",
-           "|---" * (5 + len(batches)) + "|"]
+           " | decode 1 tok/s (x dense) | MFLOP/token prefill | MFLOP/token decode | compile s |",
+           "|---" * (6 + len(batches)) + "|"]
   for r in result["rows"]:
     cells = [f"{r[f'prefill_{b}x{seq}_tok_s']:.0f} ({r[f'speedup_prefill_{b}x{seq}']:.2f})"
              for b in batches]
@@ -314,7 +333,7 @@ def format_table(result: dict, batches: list[int], seq: int) -> str:
                  + " | ".join(cells)
                  + f" | {r['decode_tok_s']:.1f} ({r['speedup_decode']:.2f}) | "
                  f"{r[f'flops_per_token_prefill_{batches[0]}x{seq}'] / 1e6:.1f} | "
-                 f"{r['flops_per_token_decode'] / 1e6:.1f} |")
+                 f"{r['flops_per_token_decode'] / 1e6:.1f} | {r['compile_s']:.1f} |")
   for k, v in result["targets"].items():
     lines.append(f"{k}: {v:.3f}")
   return "\n".join(lines)

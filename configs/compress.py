@@ -6,19 +6,24 @@ Command (from the repo root, inside .venv):
       --config.compression.tiling=penrose --workdir=workdirs/compress_penrose
   python -m experiments.compress --config=configs/compress.py:quick --workdir=/tmp/compress_quick
 
-Defaults = the strong baseline of results/sweep_baseline (SVD-LLM's recipe): whitened single
-SVD per matrix, every matrix at param_ratio 0.8 (budget_scope 'matrix'), damping 1e-4, 64
-calibration windows of 256 tokens from SOFC train + LAMBADA + demo corpus, sequential
-calibration; evaluation on 48 windows per text set spread over every document.
+Defaults = the best of results/sweep_baseline: whitened single SVD per matrix, param_ratio 0.8
+shared by a measured-sensitivity knapsack (budget_scope 'sensitivity': each matrix truncated
+alone to 0.4 / 0.6 / 0.8, logit KL to the dense model on 2 calibration windows, then an exact
+knapsack; SOFC dev 1.29x / LAMBADA 1.38x dense at 0.8 against 2.18x / 3.03x for SVD-LLM's
+uniform split, budget_scope 'matrix'), damping 1e-4, 64 calibration windows of 256 tokens from
+SOFC train + LAMBADA + demo corpus, sequential calibration; evaluation on 48 windows per text
+set spread over every document.
 Produces DIR/model (compressed checkpoint folder), DIR/report.json (params_dense,
 params_compressed, param_ratio, bytes_compressed, ppl_dense, ppl_compressed (+ _by_set),
 eval_windows (the scored windows per document), hidden_kl, hidden_kl_per_layer,
 hidden_rel_error_per_layer, logit_kl, per-matrix rows, wall_s, peak_rss_mib, stage_s: seconds
 per stage, peak_rss_mib_after_layer) and DIR/tiling_*.png.
 Rerunning with the same workdir resumes after the last finished layer.
-Time on the 2-core CPU machine (2026-12-02, beside other jobs): SmolLM2-135M with the defaults
-870 s (calibrate 283 s, factor 61 s, evaluation 466 s of which half is the dense model's
-perplexities; sweeps cache those); quick (tiny model): ~20 s.
+Time on the 2-core CPU machine (2026-12-02, beside other jobs): SmolLM2-135M with the uniform
+split 870 s (calibrate 283 s, factor 61 s, evaluation 466 s of which half is the dense model's
+perplexities; sweeps cache those); the sensitivity pass adds 630 truncated forwards (~35 min
+under heavy load, 2 windows; the table is cached per sweep, so other ratios skip it);
+quick (tiny model): ~20-40 s.
 """
 
 import ml_collections
@@ -42,7 +47,10 @@ def compression_section() -> ml_collections.ConfigDict:
   c.rank_policy = "budget"      # 'budget' | 'fixed' | 'energy'
   # 'matrix' (SVD-LLM's uniform split), 'normalized' (one model-wide budget, greedy on relative
   # output error) or 'global' (greedy on raw whitened energies: starves early attention).
-  c.budget_scope = "matrix"
+  # 'sensitivity' (best measured): one ratio per matrix from its logit KL when truncated alone
+  # to each candidate (ASVD), then an exact knapsack under param_ratio; 'matrix' = SVD-LLM's
+  # uniform split; 'normalized' / 'global' = model-wide greedy on relative / raw whitened energy.
+  c.budget_scope = "sensitivity"
   c.param_ratio = 0.8
   # Rank floor per tile: without it the global greedy zeroed whole matrices (layers_0 v_proj
   # of SmolLM2 at 0.6), which alignment cannot revive. The README's first compression table
@@ -60,6 +68,8 @@ def compression_section() -> ml_collections.ConfigDict:
   c.keep_energy = 1.0           # kept coefficient energy fraction
   c.quantize = "none"           # 'none' | 'int8' | 'int4'
   c.group_size = 64
+  c.sensitivity_candidates = ()  # () = (0.4, 0.6, 0.8, 1.0)
+  c.sensitivity_windows = 0      # calibration windows the KL is measured on; 0 = 2
   return c
 
 

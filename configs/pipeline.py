@@ -19,6 +19,8 @@ and final evaluation), --config.compress.eval.skip_text_sets / --config.align.ev
 The demo variant uses smaller calibration / evaluation sets, 20k tokens of alignment and short
 fine-tuning. Measured time: see README "What make demo produces" (the old defaults' demo, Penrose
 tiles with a global budget at 0.6, took 949 s; results/README.md).
+SOFC-Exp extraction per stage (report.md table + bar plot, extraction/<stage>/ folders):
+  --config.extraction.enabled=True (on in quick; off in demo, ~12 min more on SmolLM2-135M).
 Time of quick (tiny model): ~1-2 min.
 """
 
@@ -62,9 +64,20 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
   # Dense and final evaluation: benchmarks (forgetting) and perplexity on every text set.
   config.eval = evaluate_config.get_config(quick)
   config.eval.text_sets = text_sets()
-  # SOFC-Exp extraction (evaluate's `extraction`) stays off here until the pipeline reports it
-  # per stage (issue 19 item 4); on the default model it adds ~45 min per evaluation stage.
+  # The dense / final evaluations leave SOFC-Exp extraction out: `extraction` below runs it
+  # on all four models in extraction/<stage>/ instead (one sentence draw for every row).
   config.eval.extraction.enabled = False
+  # SOFC-Exp extraction of the dense, compressed, aligned and Q&A-tuned models side by side
+  # (report.md table + plots/extraction_by_stage.png; docs/sofc_extraction.md). Fields as
+  # evaluate's `extraction`. Off in the demo: on SmolLM2-135M zero-shot costs ~9 s per
+  # sentence of all three tasks on the shared 2-core machine (measured: detection 0.7,
+  # entities 5.8, slots 2.7 s; answers decode up to 64 tokens), so these 16 sentences per task
+  # take ~3 min per model with its load and compiles, ~12 min for the four (estimated from
+  # those per-sentence times, not run). quick: the tiny model on 2 dev articles (seconds).
+  config.extraction = ml_collections.ConfigDict(config.eval.extraction.to_dict())
+  config.extraction.enabled = bool(quick)
+  if not quick:
+    config.extraction.update(max_sentences=16, k_shot="0")
   # Each stage's own config; the pipeline wires model paths between stages at run time.
   config.compress = compress_config.get_config(quick)
   config.align = align_config.get_config(quick)
@@ -96,6 +109,7 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
     config.compress.eval.hidden_kl_windows = 4
     # 40 updates of 4 x 128 tokens (20k tokens) of logit-KL alignment on mixed text.
     config.align.num_steps = 40
+    config.align.optimizer.warmup_steps = 10
     config.align.num_train_windows = 160
     config.align.num_val_windows = 4
     config.align.log_every = 1

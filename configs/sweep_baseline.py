@@ -9,6 +9,9 @@ Whitened single SVD per matrix on SmolLM2-135M ('default'), everything as config
 corpus, sequential calibration) except one setting per run, each at param_ratio 0.8:
   uniform        the base (SVD-LLM's uniform per-matrix split)
   normalized     one model-wide budget, greedy on each matrix's relative output error
+  sensitivity    one ratio per matrix (0.4/0.6/0.8/dense) from its measured logit KL when
+                 truncated alone (ASVD; KL on 2 calibration windows of 256 tokens), exact
+                 knapsack under the budget (also at 0.6)
   global         one model-wide budget, greedy on raw whitened energies (the old default)
   penrose16 / grid16   16 tiles per matrix, Penrose or grid layout, per-matrix budget
   damp_1e-2 / damp_1e-6   relative Cholesky damping
@@ -19,8 +22,10 @@ and uniform / normalized at 0.6, uniform at 0.9 and 0.7 (order: see `runs`; use
 --config.time_budget_s to stop early and --config.results_dir=results/sweep_baseline to copy
 the outputs there).
 Measured 2026-12-02 on the 2-core machine beside other jobs: 345-1,080 s per run (the dense
-perplexities are measured once per sweep, DIR/dense_eval_cache.json); the first 7 runs fit a
-2,700 s budget plus the two runs made before it (results/README.md, "Strong baseline"). Evaluation: 48 windows per text set spread over every
+perplexities are measured once per sweep, DIR/dense_eval_cache.json); sensitivity_0.8 2,499 s
+(its sensitivity table, ~35 min under heavy load, is cached in DIR/spectra_cache, so
+sensitivity_0.6 took 306 s); 9 of the 16 runs are in results/README.md ("Strong baseline").
+Evaluation: 48 windows per text set spread over every
 document (SOFC dev: 8 articles; LAMBADA: 48 passages; demo corpus).
 Produces DIR/results.csv, DIR/report.md, DIR/plots/, DIR/runs/<name>/.
 quick (tiny model, 2 runs): ~30 s.
@@ -52,6 +57,12 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
       ("uniform_0.6", {"compression.param_ratio": 0.6}),
       ("damp_1e-2_0.8", {"compression.damping": 1e-2}),
       ("calib_sofc_0.8", {"calibration.sources": [sofc_train]}),
+      # One measured sensitivity table (sweep cache) serves both ratios.
+      ("sensitivity_0.8", {"compression.budget_scope": "sensitivity",
+                           "compression.sensitivity_windows": 2}),
+      ("sensitivity_0.6", {"compression.budget_scope": "sensitivity",
+                           "compression.sensitivity_windows": 2,
+                           "compression.param_ratio": 0.6}),
       ("grid16_0.8", {"compression.tiling": "grid"}),
       ("dense_calib_0.8", {"calibration.sequential": False}),
       ("normalized_0.6", {"compression.budget_scope": "normalized",

@@ -175,9 +175,13 @@ def _float_leaves(tree):
   return [a for a in jax.tree_util.tree_leaves(tree) if jnp.issubdtype(a.dtype, jnp.floating)]
 
 
+@pytest.mark.parametrize("path", ["segments", "batched"])
 @pytest.mark.parametrize("storage", sorted(BAND_STORAGE))
 @pytest.mark.parametrize("tiling_name", sorted(BAND_TILINGS))
-def test_band_matmul_matches_materialize(tiling_name, storage):
+def test_band_matmul_matches_materialize(tiling_name, storage, path, monkeypatch):
+  # MATMUL_PATH is read at trace time, so each path gets fresh jitted functions.
+  monkeypatch.setattr(leaves, "MATMUL_PATH", path)
+  _MATMUL = jax.jit(lambda l, x: l.matmul(x))
   leaf = _band_leaf(tiling_name, storage)
   plan = leaves.band_plan(leaf.shape, leaf.groups())
   assert (plan is None) == (tiling_name == "custom")
@@ -202,7 +206,9 @@ def test_band_matmul_matches_materialize(tiling_name, storage):
                                atol=2e-3 if a.dtype == jnp.float16 else 1e-5)
 
 
-def test_band_matmul_has_no_gather_or_scatter():
+@pytest.mark.parametrize("path", ["segments", "batched"])
+def test_band_matmul_has_no_gather_or_scatter(path, monkeypatch):
+  monkeypatch.setattr(leaves, "MATMUL_PATH", path)
   leaf = _band_leaf("penrose", "plain")
   hlo = jax.jit(lambda l, x: l.matmul(x)).lower(leaf, X).as_text()
   assert "gather" not in hlo and "scatter" not in hlo

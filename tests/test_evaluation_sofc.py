@@ -232,3 +232,73 @@ def test_evaluate_skips_missing_extraction_data(tmp_path, tiny_model_dir):
   report = evaluate.run(_quick_config(tiny_model_dir, tmp_path / "missing"), tmp_path / "out")
   assert "extraction" not in report
   assert any(s.startswith("extraction:") and "not found" in s for s in report["skipped"])
+
+
+def test_spread_sentences_shares_out_over_articles():
+  groups = [list(range(0, 30)), list(range(100, 103)), [], list(range(200, 250))]
+  picked = extraction.spread_sentences(groups, 12, seed=1)
+  assert picked == extraction.spread_sentences(groups, 12, seed=1) == sorted(picked)
+  per_group = [sum(1 for p in picked if p in g) for g in groups]
+  # Equal shares of 12 over the three non-empty articles; none has fewer than it could give.
+  assert sum(per_group) == 12 and per_group[2] == 0 and min(per_group[:2] + per_group[3:]) >= 3
+  assert extraction.article_quotas([1, 10, 10], 9, seed=0) == [1, 4, 4]
+  assert extraction.spread_sentences(groups, 0, seed=1) == [x for g in groups for x in g]
+
+
+def _fake_extraction(value):
+  summary = {f"{k}_0_shot": value for k in ("detection_accuracy", "detection_f1",
+                                             "entity_micro_f1", "entity_micro_f1_overlap",
+                                             "slot_micro_f1", "slot_micro_f1_overlap")}
+  return {"extraction": {"summary": summary, "0_shot": {}, "sentences": {"detection": 4},
+                         "articles": ["PMC2"], "majority": {"detection_accuracy": 0.75}}}
+
+
+def test_pipeline_extraction_table_and_plot(tmp_path):
+  from penrose_jax.jobs import pipeline_report
+  stages = {f"extraction_{key}": _fake_extraction(v) for key, v in
+            (("dense", 0.1), ("compressed", 0.2), ("aligned", 0.3), ("qa_tuned", 0.4))}
+  rows = pipeline_report.extraction_rows(stages)
+  assert [name for name, _ in rows] == ["majority 'no'", "dense 0-shot", "compressed 0-shot",
+                                        "aligned 0-shot", "Q&A-tuned 0-shot"]
+  assert rows[0][1]["detection_accuracy"] == 0.75 and rows[0][1]["slot_micro_f1_overlap"] == 0.0
+  assert rows[4][1]["entity_micro_f1"] == 0.4
+  table = pipeline_report.extraction_table(rows)
+  assert "| Q&A-tuned 0-shot | 0.4 |" in table and "entity F1 exact" in table
+  plot = pipeline_report._extraction_plot(stages, tmp_path)
+  assert plot[0][0].stat().st_size > 0
+  assert pipeline_report.extraction_rows({"dense": {}}) == []
+
+
+def test_extraction_benchmark_quick_end_to_end(tmp_path, tiny_model_dir, sofc_root):
+  import json
+  import os
+  import subprocess
+  import sys
+  root = pathlib.Path(__file__).resolve().parents[1]
+  env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  out = tmp_path / "bench"
+  command = [sys.executable, str(root / "benchmarks" / "sofc_extraction.py"), "--quick",
+             f"--model={tiny_model_dir}", f"--data_root={sofc_root}", f"--out={out}",
+             # The compressed-model rows' code path on a model folder; no training on it.
+             f"--compressed={tiny_model_dir}", "--compressed_methods=majority,zero_shot"]
+  proc = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  result = json.loads((out / "results.json").read_text())
+  names = [r["name"] for r in result["rows"]]
+  assert names == ["majority", "zero_shot", "k_shot", "adapted", "onepass", "compressed_majority",
+                   "compressed_zero_shot"]
+  zero = result["rows"][1]
+  assert zero["sentences"] == {"detection": 2, "entities": 1, "slots": 1}
+  assert result["rows"][0]["scores"]["detection_accuracy"] == 0.5
+  for row in result["rows"]:
+    assert all(v is None or 0.0 <= v <= 1.0 for v in row["scores"].values()), row
+  assert result["rows"][3]["training"]["train_steps"] >= 1
+  assert len(list((out / "train").glob("onepass_*/model/model.json"))) == 1
+  csv_lines = (out / "results.csv").read_text().splitlines()
+  assert csv_lines[0].startswith("name,model,detection_accuracy") and len(csv_lines) == 8
+  assert "entity F1 exact" in (out / "report.md").read_text()
+  assert (out / "extraction_scores.png").stat().st_size > 0
+  # A rerun measures nothing again: every row (and both training runs) is reused.
+  proc = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  assert proc.stdout.count("already measured") == 5 and "scoring" not in proc.stdout

@@ -115,6 +115,18 @@ def _check_pipeline_report(report, text, workdir):
   for name in PLOTS:
     assert (workdir / "plots" / f"{name}.png").stat().st_size > 0, name
     assert f"(plots/{name}.png)" in text
+  # SOFC-Exp extraction (on in quick): one row per stage where ../shared has the corpus.
+  extraction_rows = report["summary"]["extraction"]
+  if paths.resolve_data_path(pipeline_config.get_config("quick").extraction.data_root).exists():
+    assert list(extraction_rows)[:2] == ["majority 'no'", "dense 0-shot"]
+    for row in ("compressed 1-shot", "aligned 0-shot", "Q&A-tuned 1-shot"):
+      assert 0.0 <= extraction_rows[row]["entity_micro_f1"] <= 1.0, row
+      assert f"| {row} |" in text
+    assert "## SOFC-Exp extraction (dev split)" in text
+    assert (workdir / "plots" / "extraction_by_stage.png").stat().st_size > 0
+    assert (workdir / "extraction" / "qa_tuned" / "report.json").is_file()
+  else:
+    assert extraction_rows == {} and "SOFC-Exp extraction" not in text
   tilings = list((workdir / "plots").glob("tiling_*.png"))
   assert tilings and all(f"(plots/{p.name})" in text for p in tilings)
   compress_report = json.loads((workdir / "compress" / "report.json").read_text())

@@ -7,14 +7,16 @@
 * `QuantizedDense`: the plain RTN int8/int4 baseline of the whole kernel.
 
 matmul never forms the (in, out) matrix. Every tiling we build (penrose, grid, single) is a set
-of row bands whose tiles cut the band's columns into intervals, so the default "band" path
-uses static slices only: per band, one dot of x[..., r0:r0+h] with the band's u factors and
-dense blocks concatenated along the rank axis, then one small dot per low-rank tile with its
-v, and a concatenation of the tile outputs (zeros for rank-0 gaps) along the output axis;
-band outputs are summed. Gathers/scatters (slow on CPU, and a scatter-add per group) are
-kept only as the fallback for leaves whose tiles are not band-structured (custom layouts),
-detected statically. Tile coordinates are static (`StaticArray`), so jit specialises the
-slices and grads flow only through the stored float values.
+of row bands whose tiles cut the band's columns into intervals (`band_plan`, checked
+statically), so the default path (`factored.apply_segments`) runs one dot per band (x[..., band]
+against the band's u factors and dense blocks side by side) and then one dot per output column
+segment (the intervals between all bands' column cuts), whose contraction spans every band's
+rank slots covering it; segments are concatenated: static slices and dots only, no gather,
+scatter or band sum. `MATMUL_PATH = 'batched'` selects `factored.apply` (batched dots per tile
+shape and rank bucket) instead. Gathers/scatters are kept only as the fallback for leaves whose
+tiles are not band-structured (custom layouts). Tile coordinates are static (`StaticArray`), so
+jit specialises the slices and grads flow only through the stored float values. For inference,
+`compression.inference.prepare_for_inference` decodes codecs and stacks factors once.
 
 Registration: every leaf is put in LEAF_TYPES here and, when `penrose_jax.io.checkpoint`
 provides `register_leaf_type`, registered there too (try-import: no hard dependency either
@@ -34,11 +36,16 @@ from flax import struct
 # Leaf arrays may be QuantizedArray / SpectralArray: importing their modules here registers
 # their codecs, so restoring a checkpoint in a fresh process (which imports only this module)
 # can decode them.
-from penrose_jax.compression import pytree_codec, quantization, spectral  # noqa: F401
+from penrose_jax.compression import factored, pytree_codec, quantization, spectral  # noqa: F401
 from penrose_jax.compression.pytree_codec import (StaticArray, as_dense, host_dense,
                                                   register_codec, stored_bytes, stored_count)
 
 LEAF_TYPES: dict[str, type] = {}
+# How band-structured leaves multiply (read at trace time; see factored.py): 'segments' (one
+# dot per row band, then one per output column segment; fastest measured on CPU) or
+# 'batched' (one batched dot per band height and per (tile width, rank bucket): the fewest
+# ops, slower on XLA:CPU whose batched dots and band-sum assembly ran 1.5-3x slower).
+MATMUL_PATH = "segments"
 
 
 def register_leaf(cls: type) -> type:
@@ -249,33 +256,10 @@ def band_plan(shape, groups) -> Optional[tuple]:
   return tuple(plan)
 
 
-def _band_matmul(shape, groups, bands, x: jax.Array, dtype) -> jax.Array:
-  """x @ W over row bands with static slices and concatenations only (see module doc)."""
-  n = shape[1]
-  # Decode every group once (quantized / spectral codecs), then take tiles by static index.
-  decoded = [(as_dense(g.u, dtype), as_dense(g.v, dtype)) if isinstance(g, LowRankGroup)
-             else (as_dense(g.data, dtype), None) for g in groups]
-  zeros = lambda width: jnp.zeros(x.shape[:-1] + (width,), dtype)
-  out = None
-  for r0, h, tiles in bands:
-    xb = jax.lax.slice_in_dim(x, r0, r0 + h, axis=x.ndim - 1)
-    # Low-rank u (h, r) and dense blocks (h, w) side by side: one dot serves the whole band.
-    cols = [decoded[gi][0][k] for _, _, gi, k, _ in tiles]
-    t = xb @ (cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=1))
-    pieces, pos, off = [], 0, 0
-    for c0, w, gi, k, rank in tiles:
-      if c0 > pos:
-        pieces.append(zeros(c0 - pos))
-      width = w if rank is None else rank
-      tk = jax.lax.slice_in_dim(t, off, off + width, axis=t.ndim - 1)
-      pieces.append(tk if rank is None else tk @ decoded[gi][1][k].T)
-      off += width
-      pos = c0 + w
-    if pos < n:
-      pieces.append(zeros(n - pos))
-    yb = pieces[0] if len(pieces) == 1 else jnp.concatenate(pieces, axis=-1)
-    out = yb if out is None else out + yb
-  return zeros(n) if out is None else out
+def _decode_groups(groups, dtype) -> list:
+  """Per group (u, v) or (blocks, None) as dtype arrays, codecs decoded (once per group)."""
+  return [(as_dense(g.u, dtype), as_dense(g.v, dtype)) if isinstance(g, LowRankGroup)
+          else (as_dense(g.data, dtype), None) for g in groups]
 
 
 def _gather_matmul(shape, groups, x: jax.Array, dtype) -> jax.Array:
@@ -316,7 +300,13 @@ class _GroupedLeaf(_CheckpointMixin):
     bands = band_plan(self.shape, groups)
     if bands is None:
       return _gather_matmul(self.shape, groups, x, dtype)
-    return _band_matmul(self.shape, groups, bands, x, dtype)
+    decoded = _decode_groups(groups, dtype)
+    if MATMUL_PATH == "batched":
+      plan = factored.plan_for(self.shape, bands)
+      return factored.apply(plan, factored.stack_factors(plan, decoded, jnp, dtype), x)
+    plan = factored.segment_plan_for(self.shape, bands)
+    return factored.apply_segments(plan, factored.stack_segment_factors(plan, decoded, jnp, dtype),
+                                   x)
 
   def materialize(self) -> jax.Array:
     """The dense (in, out) float32 matrix."""

@@ -207,22 +207,37 @@ def allocate_global_ranks(spectra: Mapping[str, list[rank_blocks.TileSpectrum]],
   return out
 
 
-def _local_ranks(cfg: CompressionConfig, tiling: Tiling, svds) -> list[int]:
+def local_ranks(cfg: CompressionConfig, tiling: Tiling, svds,
+                param_ratio: Optional[float] = None) -> list[int]:
+  """Tile ranks of one matrix under a per-matrix policy (fixed, energy or its own budget).
+
+  Args:
+    cfg: compression config.
+    tiling: the matrix's tiling.
+    svds: its tiles' SVDs (`rank_blocks.tile_svds`).
+    param_ratio: this matrix's budget; None = cfg.param_ratio (the sensitivity scope gives
+      each matrix its own).
+
+  Returns:
+    Canonical rank per tile.
+  """
   spectra = [rank_blocks.TileSpectrum(t[2], t[3], sv.s, 1.0, (), sv.tail_energy)
              for t, sv in zip(tiling.tiles, svds)]
   if cfg.rank_policy == "fixed":
     return rank_allocation.fixed_ranks(tiling, cfg.fixed_ranks)
   if cfg.rank_policy == "energy":
     return rank_allocation.energy_ranks(spectra, cfg.energy)
+  ratio = cfg.param_ratio if param_ratio is None else param_ratio
   return rank_allocation.allocate_ranks(
-      spectra, rank_allocation.factor_budget(tiling.m * tiling.n, cfg.param_ratio,
-                                             tiling.num_tiles), min_rank=cfg.min_rank)
+      spectra, rank_allocation.factor_budget(tiling.m * tiling.n, ratio, tiling.num_tiles),
+      min_rank=cfg.min_rank)
 
 
 def compress_layer(layer_key: str, layer_params: Mapping[str, Any], x: Optional[np.ndarray],
                    cfg: CompressionConfig, fns: Optional[StreamFunctions],
                    ranks: Optional[Mapping[str, list[int]]] = None,
-                   timer: Optional[StageTimer] = None
+                   timer: Optional[StageTimer] = None,
+                   matrix_ratios: Optional[Mapping[str, float]] = None
                    ) -> tuple[dict, dict, list[dict], dict[str, tuple[Tiling, list[int]]]]:
   """Pass 2 for one layer: replaces its selected kernels by compressed leaves.
 
@@ -236,6 +251,8 @@ def compress_layer(layer_key: str, layer_params: Mapping[str, Any], x: Optional[
     ranks: path -> per-tile ranks from `allocate_global_ranks` (global budget only).
     timer: optional StageTimer: Grams count as 'calibrate', SVDs as 'factor', building the
       leaves (truncation, spectral coding, quantization, error rows) as 'build_leaves'.
+    matrix_ratios: path -> that matrix's param_ratio (budget_scope 'sensitivity'); matrices
+      not in it use cfg.param_ratio.
 
   Returns:
     (new layer params (input untouched), the same layer with each compressed kernel
@@ -259,7 +276,10 @@ def compress_layer(layer_key: str, layer_params: Mapping[str, Any], x: Optional[
       gram = grams.get(proj)
       with maybe_stage(timer, "factor"):
         svds, damps = rank_blocks.tile_svds(w, tiling, gram, cfg.damping, cfg.svd_method)
-      tile_ranks = list(ranks[path]) if ranks is not None else _local_ranks(cfg, tiling, svds)
+      if ranks is not None:
+        tile_ranks = list(ranks[path])
+      else:
+        tile_ranks = local_ranks(cfg, tiling, svds, (matrix_ratios or {}).get(path))
       with maybe_stage(timer, "build_leaves"):
         leaf = build_leaf(w, tiling, tile_ranks, gram, cfg.damping, cfg.spectral,
                           cfg.spectral_scope, cfg.tau, cfg.keep_energy, cfg.quantize,

@@ -28,7 +28,7 @@ from penrose_jax.compression.tiling import TILING_KINDS, Tiling, make_tiling
 
 DEFAULT_INCLUDE = r".*(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)/kernel$"
 RANK_POLICIES = ("budget", "fixed", "energy")
-BUDGET_SCOPES = ("matrix", "global", "normalized")
+BUDGET_SCOPES = ("matrix", "global", "normalized", "sensitivity")
 METHODS = ("tiled", "rtn")
 
 
@@ -47,7 +47,9 @@ class CompressionConfig:
     rank_policy: 'budget' | 'fixed' | 'energy'.
     budget_scope: 'matrix' (each matrix keeps param_ratio: SVD-LLM's uniform split), 'global'
       (one budget over all matched matrices, greedy on raw whitened energies) or 'normalized'
-      (one budget, greedy on each matrix's energies relative to its total).
+      (one budget, greedy on each matrix's energies relative to its total) or 'sensitivity'
+      (one ratio per matrix from measured logit-KL sensitivities and an exact knapsack;
+      compression.sensitivity).
     param_ratio: stored / dense params target in (0, 1] for the budget policy.
     energy: kept squared-singular-value fraction per tile for the energy policy.
     fixed_ranks: shape_id -> rank (or one int) for the fixed policy.
@@ -61,6 +63,10 @@ class CompressionConfig:
     keep_energy: kept coefficient energy fraction per block.
     quantize: 'none' | 'int8' | 'int4' for stored values.
     group_size: quantization group size.
+    sensitivity_candidates: ratios each matrix may get under budget_scope 'sensitivity';
+      () = sensitivity.DEFAULT_CANDIDATES.
+    sensitivity_windows: calibration windows the sensitivity KL is measured on; 0 = the
+      default (sensitivity.DEFAULT_WINDOWS).
   """
 
   include: str = DEFAULT_INCLUDE
@@ -86,6 +92,8 @@ class CompressionConfig:
   keep_energy: Optional[float] = None
   quantize: str = "none"
   group_size: int = 64
+  sensitivity_candidates: Any = ()
+  sensitivity_windows: int = 0
 
 
 def as_compression_config(config: Any) -> CompressionConfig:
@@ -155,6 +163,14 @@ def validate_config(cfg: CompressionConfig) -> None:
     raise ValueError("config.fixed_ranks=None but rank_policy='fixed' needs shape_id -> rank")
   if cfg.method == "rtn" and cfg.quantize == "none":
     raise ValueError("config.quantize='none' but method='rtn' needs 'int8' or 'int4'")
+  bad = [c for c in cfg.sensitivity_candidates
+         if not isinstance(c, (int, float)) or not 0.0 < c <= 1.0]
+  if bad:
+    raise ValueError(f"config.sensitivity_candidates={cfg.sensitivity_candidates!r}: every "
+                     f"ratio must be a number in (0, 1]; bad: {bad}")
+  if not isinstance(cfg.sensitivity_windows, int) or cfg.sensitivity_windows < 0:
+    raise ValueError(f"config.sensitivity_windows={cfg.sensitivity_windows!r} must be an "
+                     "int >= 0 (0 = the default)")
 
 
 def build_leaf(w, tiling: Tiling, ranks, gram=None, damping: float = 1e-2,

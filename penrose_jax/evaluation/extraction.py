@@ -8,8 +8,11 @@ shared by a batch and prompts differ in length). Prompts longer than the model's
 the answer budget keep their last tokens (counted in `truncated_prompts`; only the tiny test
 model is that short).
 
-Sentences: `max_sentences` > 0 draws that many sentences per task with a seeded generator and
-keeps them in document order, so a capped run is a fixed, spread-out subset of the split.
+Sentences: `max_sentences` > 0 draws that many sentences per task, shared out evenly over the
+split's articles (`spread_sentences`: an article with fewer candidates passes its surplus on; a
+seeded draw inside each article), kept in document order, so a capped run is a fixed subset
+that describes every article. A plain draw over the pooled sentences had left some dev articles
+with one experiment sentence or none in a 40-sentence run.
 """
 
 from __future__ import annotations
@@ -95,6 +98,53 @@ def select_sentences(sentences: Sequence[Any], max_sentences: int, seed: int) ->
     return list(sentences)
   keep = np.random.default_rng(seed).choice(len(sentences), max_sentences, replace=False)
   return [sentences[i] for i in sorted(keep)]
+
+
+def article_quotas(sizes: Sequence[int], total: int, seed: int) -> list[int]:
+  """How many of `total` picks each article gets: equal shares, surplus passed on.
+
+  Args:
+    sizes: candidates per article.
+    total: picks wanted (>= sum(sizes) takes everything).
+    seed: orders the articles that get one more than the others, and, with fewer picks than
+      articles, which articles get one.
+
+  Returns:
+    One quota per article (each <= its size; they sum to min(total, sum(sizes))).
+  """
+  quota = [0] * len(sizes)
+  left = min(total, sum(sizes))
+  rng = np.random.default_rng(seed)
+  open_ = [i for i, n in enumerate(sizes) if n > 0]
+  while left > 0 and open_:
+    share = max(1, left // len(open_))
+    for i in rng.permutation(open_).tolist():
+      take = min(share, sizes[i] - quota[i], left)
+      quota[i] += take
+      left -= take
+      if left == 0:
+        break
+    open_ = [i for i in open_ if quota[i] < sizes[i]]
+  return quota
+
+
+def spread_sentences(groups: Sequence[Sequence[Any]], max_sentences: int, seed: int
+                     ) -> list[Any]:
+  """A seeded subset of at most max_sentences shared out over groups (articles), in order.
+
+  Args:
+    groups: candidates per article, in document order.
+    max_sentences: cap (0 = all).
+    seed: generator seed (quotas and the draw inside each article).
+
+  Returns:
+    The kept sentences, article by article in the original order.
+  """
+  if max_sentences <= 0 or sum(len(g) for g in groups) <= max_sentences:
+    return [s for g in groups for s in g]
+  quotas = article_quotas([len(g) for g in groups], max_sentences, seed)
+  return [s for i, (g, q) in enumerate(zip(groups, quotas)) if q
+          for s in select_sentences(g, q, seed + 1 + i)]
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
@@ -213,7 +263,7 @@ def evaluate_extraction(params: Any, config: ModelConfig, tokenizer: Any,
     {'split', 'articles', 'sentences' (per task), 'prompt_format' ('chat_template', or 'plain'
     for a tokenizer without one), 'majority' (always 'no' / no mentions),
     '<k>_shot': {task: scores}, 'summary' (flat headline numbers), 'truncated_prompts',
-    'wall_s'}.
+    'wall_s'}; 'sentences_per_article' gives each task's count per article.
   """
   start = time.time()
   tasks = _split_list(settings.tasks)
@@ -231,11 +281,13 @@ def evaluate_extraction(params: Any, config: ModelConfig, tokenizer: Any,
     # k-shot examples always come from the train split, never from the evaluated articles.
     pool = [s for a in sofc_annotations.load_articles(settings.data_root, "train")
             for s in a.sentences]
-  all_sentences = [s for a in articles for s in a.sentences]
-  chosen = {t: select_sentences(sofc_tasks.task_sentences(all_sentences, t),
+  chosen = {t: spread_sentences([sofc_tasks.task_sentences(a.sentences, t) for a in articles],
                                 settings.max_sentences, settings.seed) for t in tasks}
   out: dict[str, Any] = {"split": settings.split, "articles": [a.doc_id for a in articles],
                          "sentences": {t: len(s) for t, s in chosen.items()},
+                         "sentences_per_article": {
+                             t: {a.doc_id: sum(1 for s in c if s.doc_id == a.doc_id)
+                                 for a in articles} for t, c in chosen.items()},
                          "prompt_format": ("chat_template" if getattr(tokenizer, "chat_template",
                                                                       None) else "plain")}
   if "detection" in chosen:

@@ -34,7 +34,7 @@ from absl import logging
 from tqdm import tqdm
 
 from penrose_jax.alignment import losses
-from penrose_jax.compression import spectra_cache, streaming
+from penrose_jax.compression import sensitivity, spectra_cache, streaming
 from penrose_jax.compression.tiling_plot import render_tiling_png
 from penrose_jax.compression.transform import as_compression_config, summarize_rows
 from penrose_jax.data import text_sources
@@ -43,7 +43,7 @@ from penrose_jax.jobs import model_source
 from penrose_jax import parallel
 from penrose_jax.models import llama
 from penrose_jax.models.linear import dense_equivalent
-from penrose_jax.reporting import report_json
+from penrose_jax.reporting import plots, report_json
 from penrose_jax.reporting.stage_timer import StageTimer
 
 
@@ -187,6 +187,76 @@ class _State:
     report_json.write_json_atomic(self.path, self.values)
 
 
+def sensitivity_ratios(config: ml_collections.ConfigDict, cfg: Any, source: Any,
+                       globals_: Any, x0: np.ndarray, fns: streaming.StreamFunctions,
+                       stream_dir: pathlib.Path, cache_dir: Optional[pathlib.Path],
+                       timer: StageTimer) -> dict[str, Any]:
+  """Per-matrix ratios of budget_scope 'sensitivity' (measured once, reused on resume).
+
+  Args:
+    config: the compress config.
+    cfg: its CompressionConfig.
+    source: the model's LayerStream.
+    globals_: embedding / final norm / LM head params.
+    x0: calibration embeddings.
+    fns: jitted block functions.
+    stream_dir: the run's stream folder (sensitivity.json and matrix_ratios.json go there).
+    cache_dir: a sweep's shared cache folder: the table depends on the model, calibration,
+      factoring fields and candidates, not on param_ratio, so runs at other ratios reuse it.
+    timer: StageTimer ('sensitivity' stage).
+
+  Returns:
+    {'ratios': path -> ratio, 'table': path -> {ratio: KL}, 'reused_from': cache file or ''}.
+  """
+  ratios_path = stream_dir / "matrix_ratios.json"
+  cands, windows = sensitivity.settings(cfg)
+  key = spectra_cache.cache_key(config.model, config.calibration.to_dict(), cfg)
+  name = f"sensitivity_{key}_{'-'.join(sensitivity.ratio_key(c) for c in cands)}_w{windows}.json"
+  cache_file = None if cache_dir is None else pathlib.Path(cache_dir) / name
+  table_path = stream_dir / "sensitivity.json"
+  reused = ""
+  for candidate in (table_path, cache_file):
+    if candidate is not None and candidate.exists():
+      stored = json.loads(candidate.read_text())
+      reused = "" if candidate == table_path else str(candidate)
+      break
+  else:
+    with timer.stage("sensitivity"):
+      table, sizes = sensitivity.measure(source.read_layer, globals_, x0, cfg, fns,
+                                         source.config, cands, windows, progress=tqdm)
+    stored = {"table": table, "sizes": sizes, "candidates": list(cands), "windows": windows}
+    for target in (table_path, cache_file):
+      if target is not None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        report_json.write_json_atomic(target, stored)
+  if ratios_path.exists():
+    ratios = json.loads(ratios_path.read_text())
+  else:
+    ratios = sensitivity.knapsack_ratios(stored["table"], stored["sizes"], cfg.param_ratio,
+                                         cands)
+    report_json.write_json_atomic(ratios_path, ratios)
+  return {"ratios": ratios, "table": stored["table"], "reused_from": reused}
+
+
+def plot_sensitivity_ratios(ratios: dict[str, float], path: pathlib.Path) -> pathlib.Path:
+  """Heatmap of the chosen ratio per matrix type (rows) and layer (columns).
+
+  Args:
+    ratios: 'layers_i/group/name/kernel' -> ratio.
+    path: destination PNG.
+
+  Returns:
+    The PNG path.
+  """
+  layer_of = {p: int(p.split("/")[0].split("_")[1]) for p in ratios}
+  kinds = sorted({p.split("/", 1)[1].rsplit("/", 1)[0] for p in ratios})
+  grid = np.full((len(kinds), max(layer_of.values()) + 1), np.nan)
+  for p, r in ratios.items():
+    grid[kinds.index(p.split("/", 1)[1].rsplit("/", 1)[0]), layer_of[p]] = r
+  return plots.heatmap(grid, path, "ratio chosen per matrix (sensitivity knapsack)", "layer",
+                       "matrix", row_labels=kinds)
+
+
 def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
         spectra_cache_dir: str | pathlib.Path | None = None,
         dense_eval_cache: str | pathlib.Path | None = None) -> dict[str, Any]:
@@ -230,10 +300,15 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
   skipped: list[str] = []
   calib_used: list[str] = []
   x0 = None
-  if needs_acts or streaming.needs_global_pass(cfg):
+  by_sensitivity = cfg.budget_scope == "sensitivity" and cfg.method == "tiled"
+  if needs_acts or streaming.needs_global_pass(cfg) or by_sensitivity:
     with timer.stage("calibrate"):
       tokens, calib_used, skipped = calibration_tokens(config, source.tokenizer)
       x0 = np.asarray(llama.embed_tokens(globals_, tokens), np.float32)
+  sens = None
+  if by_sensitivity:
+    shared = None if spectra_cache_dir is None else pathlib.Path(spectra_cache_dir)
+    sens = sensitivity_ratios(config, cfg, source, globals_, x0, fns, stream_dir, shared, timer)
   global_keys = sorted(globals_)
   del globals_  # embeddings / LM head are written already; streaming holds one layer only
   ranks = None
@@ -273,8 +348,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
     key = f"layers_{i}"
     with timer.stage("load"):
       layer = parallel.shard_params({key: source.read_layer(i)}, mesh, layer_rules)[key]
-    new_layer, approx_layer, rows, layouts = streaming.compress_layer(key, layer, x, cfg, fns,
-                                                                      ranks, timer)
+    new_layer, approx_layer, rows, layouts = streaming.compress_layer(
+        key, layer, x, cfg, fns, ranks, timer, None if sens is None else sens["ratios"])
     with timer.stage("write"):
       model_source.save_params_part(model_dir, key, new_layer)
     if needs_acts:
@@ -309,6 +384,11 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
   metrics: dict[str, Any] = {**summarize_rows(rows), "calibration_sources": calib_used,
                              "calibration_windows": 0 if x0 is None else int(x0.shape[0]),
                              "spectra_reused_from": spectra_reused}
+  if sens is not None:
+    metrics["sensitivity"] = {"matrix_ratios": sens["ratios"], "kl": sens["table"],
+                              "reused_from": sens["reused_from"]}
+    with timer.stage("plot"):
+      plot_sensitivity_ratios(sens["ratios"], workdir / "sensitivity_ratios.png")
   picture_files = []
   for path, tile_ranks in state.values["layouts"].items():
     row = next(r for r in rows if r["name"] == path)

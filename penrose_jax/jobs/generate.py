@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 import ml_collections
 
+from penrose_jax.compression import inference
 from penrose_jax.data import paths
 from penrose_jax.jobs import model_source
 from penrose_jax.models import generation
@@ -99,6 +100,8 @@ def run(config: ml_collections.ConfigDict, workdir: Optional[str | pathlib.Path]
     records = read_prompts(paths.resolve_data_path(prompts_path))  # checked before loading
   cache_dir = pathlib.Path(workdir or ".") / "model_cache"
   loaded = model_source.load(config.model, cache_dir=cache_dir)
+  # Decode spectral / quantized codecs and stack factors once, not inside every compiled step.
+  loaded = loaded._replace(params=inference.prepare_for_inference(loaded.params))
   gen_start = time.time()
   if records is None:
     text = _complete(loaded, config, config.prompt)

@@ -6,6 +6,8 @@ Stages, each in its own subfolder of the workdir and each the same job a user ca
   align/     jobs.align (KL alignment of the compressed model to the dense one)
   qa_tune/   jobs.qa_tune (section-wise Q&A fine-tuning on the demo corpus)
   final/     evaluation of the final model, same sets as dense/, and its answer to the chat prompt
+  extraction/<dense|compressed|aligned|qa_tuned>/  with `extraction.enabled`: evaluate's SOFC-Exp
+             extraction section alone (no text sets, no benchmarks) on each stage's model
 Then DIR/report.md, DIR/report.json and DIR/plots/*.png (`jobs/pipeline_report.py`: one row per
 stage and one column per text set, plots, the command to chat with the final model). A stage
 whose report.json exists with the same config is not rerun, so an interrupted pipeline continues
@@ -109,6 +111,59 @@ def _stage_configs(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> 
   return {"compress": compress_cfg, "align": align_cfg, "qa_tune": qa_cfg}
 
 
+# Extraction stage key -> (model folder under the workdir, or None for config.model; the last
+# training stage whose model it evaluates). The order is the report's row order.
+EXTRACTION_MODELS = {"dense": (None, None), "compressed": ("compress/model", "compress"),
+                     "aligned": ("align/model", "align"), "qa_tuned": ("qa_tune/model", "qa_tune")}
+
+
+def extraction_eval_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The evaluate config of an extraction stage: config.eval with only its extraction section.
+
+  Args:
+    config: the pipeline config (eval, extraction).
+
+  Returns:
+    An evaluate config with no text sets, benchmarks or exam, and `extraction` =
+    config.extraction switched on.
+  """
+  cfg = ml_collections.ConfigDict(config.eval.to_dict())
+  cfg.text_sets = ml_collections.ConfigDict()
+  cfg.skip_text_sets = ""
+  cfg.benchmarks = ""
+  cfg.exam_path = cfg.open_exam_path = ""
+  cfg.extraction = ml_collections.ConfigDict(config.extraction.to_dict())
+  cfg.extraction.enabled = True
+  return cfg
+
+
+def extraction_stages(config: ml_collections.ConfigDict, workdir: pathlib.Path,
+                      cache_dir: pathlib.Path, ran_through: dict[str, bool]) -> dict[str, Any]:
+  """Scores the dense, compressed, aligned and Q&A-tuned models on the SOFC-Exp tasks.
+
+  Each model gets its own evaluate run in DIR/extraction/<stage>/ (reused like every stage),
+  so the four rows share one sentence draw and one set of k-shot examples.
+
+  Args:
+    config: the pipeline config.
+    workdir: pipeline folder.
+    cache_dir: model cache folder.
+    ran_through: training stage name -> whether it or an earlier stage ran anew (its model
+      changed, so a finished extraction run of it is not reused).
+
+  Returns:
+    {'extraction_<stage>': evaluate report}.
+  """
+  eval_cfg = extraction_eval_config(config)
+  out = {}
+  for key, (folder, stage) in EXTRACTION_MODELS.items():
+    spec = config.model if folder is None else str(workdir / folder)
+    out[f"extraction_{key}"], _ = _evaluate_stage(
+        spec, eval_cfg, workdir / "extraction" / key, cache_dir,
+        bool(stage and ran_through.get(stage)))
+  return out
+
+
 def final_chat(model_dir: pathlib.Path, config: ml_collections.ConfigDict,
                cache_dir: pathlib.Path) -> str:
   """The final model's greedy answer to config.chat_prompt (shown next to the dense answer).
@@ -163,13 +218,18 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
   configs = _stage_configs(config, workdir)
   jobs = {"compress": compress.run, "align": align.run, "qa_tune": qa_tune.run}
   upstream_ran = False  # once a stage runs anew, every later stage must too
+  ran_through = {}
   for name in STAGES:
     stages[name], ran = run_stage(name, jobs[name], configs[name], workdir / name, upstream_ran)
     upstream_ran = upstream_ran or ran
+    ran_through[name] = upstream_ran
   stages["final"], _ = _evaluate_stage(str(workdir / "qa_tune" / "model"), config.eval,
                                        workdir / "final", cache_dir, upstream_ran)
   final_answer = final_chat(workdir / "qa_tune" / "model", config, cache_dir)
   print(f"[chat, final model] {config.chat_prompt}\n{final_answer}", flush=True)
+  extraction = config.get("extraction")
+  if extraction is not None and extraction.enabled:
+    stages.update(extraction_stages(config, workdir, cache_dir, ran_through))
   summary = summarize(stages)
   plot_files = make_plots(stages, workdir)
   metrics = {"chat": {"prompt": config.chat_prompt, "answer": answer,

@@ -4,6 +4,8 @@ Reads the stage reports (and a few files in the stage folders: align/train/metri
 qa_tune/metrics.jsonl, qa_tune/traces.jsonl, qa_tune/heldout_answers.json, compress/stream/
 state.json); writes nothing but DIR/plots/*.png. Every plot is optional: a stage file that is
 missing (an older run, a stage with that part switched off) leaves its plot out.
+The SOFC-Exp extraction table and bar plot (`extraction_rows`, `extraction_table`,
+`extraction_plot`) also serve `benchmarks/sofc_extraction.py`, so both show the same columns.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import pathlib
 from typing import Any, Optional
 
 import ml_collections
+import numpy as np
 
 from penrose_jax.compression import streaming
 from penrose_jax.compression.tiling_plot import render_tiling_png
@@ -31,6 +34,13 @@ STAGE_ROWS = (("dense", "dense"), ("compressed", "compressed"), ("aligned", "ali
 SET_ORDER = ("demo_corpus", "general_text", "sofc_dev", "lambada")
 # Feature-softmax KL values below this are float noise (softmax over 576 features saturates).
 KL_FLOOR = 1e-6
+# Extraction scores (evaluation/extraction.py summary keys without the shot suffix) and their
+# column labels: detection by log-likelihood, entity / slot span micro-F1.
+EXTRACTION_COLUMNS = (("detection_accuracy", "detection acc"), ("detection_f1", "detection F1"),
+                      ("entity_micro_f1", "entity F1 exact"),
+                      ("entity_micro_f1_overlap", "entity F1 overlap"),
+                      ("slot_micro_f1", "slot F1 exact"),
+                      ("slot_micro_f1_overlap", "slot F1 overlap"))
 
 
 def _ratio(value: Optional[float], reference: Optional[float]) -> Optional[float]:
@@ -103,6 +113,7 @@ def summarize(stages: dict[str, Any]) -> dict[str, Any]:
       "heldout_f1_before": qa.get("heldout_f1_before"),
       "heldout_f1_after": qa.get("heldout_f1_after"),
       "accuracy_dense": stages["dense"]["accuracy"], "accuracy_final": stages["final"]["accuracy"],
+      "extraction": {name: scores for name, scores in extraction_rows(stages)},
   }
 
 
@@ -279,6 +290,100 @@ def _mean(values: list[float]) -> Optional[float]:
   return sum(values) / len(values) if values else None
 
 
+def extraction_scores(extraction: dict[str, Any], shot: int) -> dict[str, Optional[float]]:
+  """One shot count's headline scores from an evaluate report's `extraction` section.
+
+  Args:
+    extraction: report['extraction'] (evaluation/extraction.py).
+    shot: the shot count.
+
+  Returns:
+    {EXTRACTION_COLUMNS key: value or None (task not run)}.
+  """
+  summary = extraction.get("summary", {})
+  return {key: summary.get(f"{key}_{shot}_shot") for key, _ in EXTRACTION_COLUMNS}
+
+
+def extraction_rows(stages: dict[str, Any]) -> list[tuple[str, dict[str, Optional[float]]]]:
+  """The pipeline's extraction rows: majority (on the dense draw), then each stage x shot.
+
+  Args:
+    stages: stage name -> report; 'extraction_<stage key>' holds that model's evaluate report.
+
+  Returns:
+    (row label, scores) pairs in pipeline order; empty when no extraction stage ran.
+  """
+  rows = []
+  for key, label in STAGE_ROWS:
+    ext = (stages.get(f"extraction_{key}") or {}).get("extraction")
+    if not ext:
+      continue
+    if not rows and "majority" in ext:
+      # Predicting nothing scores 0 on every span measure, overlap included.
+      rows.append(("majority 'no'", {k: ext["majority"].get(k, 0.0)
+                                     for k, _ in EXTRACTION_COLUMNS}))
+    shots = sorted(int(k.split("_")[0]) for k in ext if k.endswith("_shot"))
+    for shot in shots:
+      rows.append((f"{label} {shot}-shot", extraction_scores(ext, shot)))
+  return rows
+
+
+def extraction_table(rows: list[tuple[str, dict[str, Optional[float]]]]) -> str:
+  """Markdown table: one row per model / method, the EXTRACTION_COLUMNS scores.
+
+  Args:
+    rows: (label, scores) pairs (`extraction_rows`, or the benchmark's methods).
+
+  Returns:
+    Markdown table text.
+  """
+  return markdown.table(["model"] + [label for _, label in EXTRACTION_COLUMNS],
+                        [[name] + [scores.get(k) for k, _ in EXTRACTION_COLUMNS]
+                         for name, scores in rows])
+
+
+def extraction_plot(rows: list[tuple[str, dict[str, Optional[float]]]], path: pathlib.Path,
+                    title: str) -> pathlib.Path:
+  """One grouped bar chart: per score a group, per row (model / method) a bar.
+
+  Args:
+    rows: (label, scores) pairs; None (not measured) draws no bar.
+    path: destination PNG (written atomically).
+    title: figure title.
+
+  Returns:
+    The PNG path.
+  """
+  # plots.plt: pyplot with the Agg backend that reporting.plots selects before importing it.
+  wide = max(7.0, 1.3 * len(EXTRACTION_COLUMNS) + 0.4 * len(rows))
+  fig, ax = plots.plt.subplots(figsize=(wide, 4))
+  width = 0.8 / max(1, len(rows))
+  x = np.arange(len(EXTRACTION_COLUMNS))
+  for i, (name, scores) in enumerate(rows):
+    values = [scores.get(k) for k, _ in EXTRACTION_COLUMNS]
+    keep = [j for j, v in enumerate(values) if v is not None and math.isfinite(float(v))]
+    ax.bar(x[keep] + (i - (len(rows) - 1) / 2) * width, [float(values[j]) for j in keep],
+           width, label=name)
+  ax.set_xticks(x, [label for _, label in EXTRACTION_COLUMNS], rotation=15, ha="right")
+  ax.set_ylim(0, 1.0)
+  ax.set_ylabel("score (0-1)")
+  ax.set_title(title)
+  ax.grid(axis="y", alpha=0.3)
+  ax.legend(fontsize=7, ncol=2)
+  return plots.save_figure(fig, path)
+
+
+def _extraction_plot(stages: dict[str, Any], out_dir: pathlib.Path) -> list[tuple]:
+  rows = extraction_rows(stages)
+  if not rows:
+    return []
+  path = extraction_plot(rows, out_dir / "extraction_by_stage.png",
+                         "SOFC-Exp extraction (dev) after each stage")
+  return [(path, "SOFC-Exp extraction on the dev split per stage and shot count: detection "
+                 "accuracy / F1 of 'yes', entity and slot span micro-F1 (exact and overlap "
+                 "match); the majority baseline always answers 'no' and lists nothing.")]
+
+
 def _tiling_plots(compress: dict[str, Any], compress_dir: pathlib.Path,
                   out_dir: pathlib.Path) -> list[tuple]:
   """Redraws the compress stage's tiling pictures with short titles and explains the count."""
@@ -353,6 +458,7 @@ def make_plots(stages: dict[str, Any], workdir: pathlib.Path) -> list[tuple[path
   return (_stage_plot(summary, out_dir) + _divergence_plot(stages["compress"], out_dir)
           + _align_plot(workdir / "align", stages["align"], out_dir)
           + _qa_plot(workdir / "qa_tune", stages["qa_tune"], out_dir)
+          + _extraction_plot(stages, out_dir)
           + _tiling_plots(stages["compress"], workdir / "compress", out_dir))
 
 
@@ -430,6 +536,15 @@ def render_markdown(report: dict[str, Any], stages: dict[str, Any],
                               [[b, s["accuracy_dense"].get(b), s["accuracy_final"].get(b)]
                                for b in benches]) if benches
                else "(no benchmark data found: ARC-Easy / PIQA / COPA need ../shared)\n")
+  ext_rows = extraction_rows(stages)
+  if ext_rows:
+    ext = next(v["extraction"] for k, v in stages.items()
+               if k.startswith("extraction_") and v.get("extraction"))
+    lines += ["## SOFC-Exp extraction (dev split)\n", extraction_table(ext_rows),
+              f"Sentences per task: {ext.get('sentences')} from {len(ext.get('articles', []))} "
+              "dev articles, the same draw for every stage (docs/sofc_extraction.md). Detection "
+              "by the log-likelihood of 'yes' vs 'no'; entities and slots by greedy answers "
+              "parsed into spans, micro-F1 by exact and by overlap match.\n"]
   lines.append("## Plots\n")
   for path, caption in plot_files:
     lines.append(f"![{path.stem}]({path.relative_to(workdir)})\n\n{caption}\n")

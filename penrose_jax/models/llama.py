@@ -322,6 +322,25 @@ def apply_block(layer_params: Params, x: jax.Array, config: ModelConfig,
   return out
 
 
+def apply_head(params: Params, x: jax.Array, config: ModelConfig) -> jax.Array:
+  """Final norm and LM head on the last block's output (the streaming sensitivity pass).
+
+  Args:
+    params: the model params (only 'final_norm' and 'embed' or 'lm_head' are read).
+    x: (B, T, D) output of the last block.
+    config: the architecture.
+
+  Returns:
+    (B, T, V) float32 logits, as `forward` computes them.
+  """
+  final = RMSNorm(config.rms_norm_eps).apply({"params": params["final_norm"]}, x)
+  if config.tie_embeddings:
+    logits = final @ jnp.asarray(params["embed"]["embedding"]).T.astype(final.dtype)
+  else:
+    logits = linear(params["lm_head"]["kernel"], final)
+  return logits.astype(jnp.float32)
+
+
 def block_linear_inputs(layer_params: Params, x: jax.Array, config: ModelConfig,
                         positions: Optional[jax.Array] = None) -> dict[str, jax.Array]:
   """Inputs seen by each projection of one block (for activation-aware whitening).
