@@ -271,6 +271,16 @@ def _read_traces(path: pathlib.Path, keep_until_step: int) -> list[dict]:
   return kept
 
 
+def _save_section_checkpoint(directory: pathlib.Path, step: int, state: Any) -> None:
+  """Saves the train state at a section's end, as `run_training` would (2 kept)."""
+  checkpoints = TrainCheckpoints(str(directory), max_to_keep=2, async_save=False)
+  try:
+    checkpoints.save(step, state, meta={"data_position": step})
+    checkpoints.wait()
+  finally:
+    checkpoints.close()
+
+
 def _append_jsonl(path: pathlib.Path, record: dict) -> None:
   with open(path, "a", encoding="utf-8") as handle:
     handle.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -443,10 +453,7 @@ def train(model_config: ModelConfig, params: Any, tokenizer: Any, documents: Seq
     qa_before = mean_masked_loss(values, model_config, qa_examples, cfg.batch_size)
     text_before = mean_masked_loss(values, model_config, text_examples, cfg.batch_size)
     t0 = time.time()
-    # Checkpoints are full train states (params + Adam moments: ~0.75 GB for SmolLM2); one
-    # every few sections is a fair trade against redoing those sections after a kill.
-    run_until(end, checkpoint=((j + 1) % max(cfg.checkpoint_every_sections, 1) == 0
-                               or j == len(sections) - 1))
+    run_until(end, checkpoint=False)
     values = dense_equivalent(unpack_compressed(state.params))
     record = {
         "section_index": j, "doc_id": section.doc_id, "section": section.title,
@@ -462,6 +469,13 @@ def train(model_config: ModelConfig, params: Any, tokenizer: Any, documents: Seq
                                             cfg.batch_size),
         "train_loss_last": final_loss, "train_s": time.time() - t0}
     _append_jsonl(traces_path, record)
+    # Checkpoints are full train states (params + Adam moments: ~0.75 GB for SmolLM2); one
+    # every few sections is a fair trade against redoing those sections after a kill. The
+    # checkpoint comes after the section's trace: a kill between the two redoes the section
+    # (resume drops its trace line), where the other order could restore past a section whose
+    # trace was never written.
+    if (j + 1) % max(cfg.checkpoint_every_sections, 1) == 0 or j == len(sections) - 1:
+      _save_section_checkpoint(checkpoint_dir, end, state)
     if on_section_end is not None:
       on_section_end(j, record)
   return outcome(sections=len(sections))
