@@ -76,13 +76,6 @@ def _kl_function(config: ModelConfig) -> Callable:
   return jax.jit(kl)
 
 
-def _swap_kernel(layer: Mapping[str, Any], proj: str, kernel: np.ndarray) -> dict:
-  group, name = proj.split("/")
-  new = {g: dict(m) if isinstance(m, Mapping) else m for g, m in layer.items()}
-  new[group][name] = {**layer[group][name], "kernel": jnp.asarray(kernel, jnp.float32)}
-  return new
-
-
 def measure(read_layer: Callable[[int], Any], globals_: Mapping[str, Any], x0: np.ndarray,
             cfg: CompressionConfig, fns: streaming.StreamFunctions, model_config: ModelConfig,
             candidates: Sequence[float], windows: int,
@@ -135,7 +128,8 @@ def measure(read_layer: Callable[[int], Any], globals_: Mapping[str, Any], x0: n
           continue
         ranks = streaming.local_ranks(cfg, tiling, svds, float(c))
         leaf = build_leaf(w, tiling, ranks, gram, cfg.damping, svds=svds)
-        h = fns.block(_swap_kernel(layers[i], proj, leaf.materialize_host()), hs[i])
+        w_hat = np.asarray(leaf.materialize_host(), np.float32)
+        h = fns.block(streaming.replace_kernels(layers[i], {proj: w_hat}), hs[i])
         for j in range(i + 1, num_layers):
           h = fns.block(layers[j], h)
         row[ratio_key(c)] = float(kl_fn(globals_, h, dense_logp))
@@ -173,24 +167,26 @@ def knapsack_ratios(table: Mapping[str, Mapping[str, float]], sizes: Mapping[str
   total = sum(int(sizes[p]) for p in paths)
   unit = unit or max(1, total // 100_000)
   budget = int(math.floor(param_ratio * total / unit))
-  inf = np.inf
-  best = np.full(budget + 1, inf)
+  # Per matrix and candidate: (cost in budget units, KL), shared by the DP and the backtrack.
+  options = []
+  for p in paths:
+    row = []
+    for c in cands:
+      if c < 1.0 and ratio_key(c) not in table[p]:
+        raise ValueError(f"sensitivity table row {p} has no ratio {ratio_key(c)}; measured: "
+                         f"{sorted(table[p])}")
+      loss = 0.0 if c >= 1.0 else float(table[p][ratio_key(c)])
+      row.append((int(math.ceil(c * sizes[p] / unit)), loss))
+    options.append(row)
+  best = np.full(budget + 1, np.inf)
   best[0] = 0.0
   choices = np.zeros((len(paths), budget + 1), np.int8)
-  for k, p in enumerate(paths):
-    new = np.full(budget + 1, inf)
-    for ci, c in enumerate(cands):
-      if c >= 1.0:
-        loss = 0.0
-      else:
-        if ratio_key(c) not in table[p]:
-          raise ValueError(f"sensitivity table row {p} has no ratio {ratio_key(c)}; measured: "
-                           f"{sorted(table[p])}")
-        loss = float(table[p][ratio_key(c)])
-      cost = int(math.ceil(c * sizes[p] / unit))
+  for k, row in enumerate(options):
+    new = np.full(budget + 1, np.inf)
+    for ci, (cost, loss) in enumerate(row):
       if cost > budget:
         continue
-      shifted = np.full(budget + 1, inf)
+      shifted = np.full(budget + 1, np.inf)
       shifted[cost:] = best[:budget + 1 - cost] + loss
       better = shifted < new
       new[better] = shifted[better]
@@ -202,7 +198,7 @@ def knapsack_ratios(table: Mapping[str, Mapping[str, float]], sizes: Mapping[str
   b = int(np.argmin(best))
   out = {}
   for k in range(len(paths) - 1, -1, -1):
-    c = cands[choices[k][b]]
-    out[paths[k]] = c
-    b -= int(math.ceil(c * sizes[paths[k]] / unit))
+    ci = int(choices[k][b])
+    out[paths[k]] = cands[ci]
+    b -= options[k][ci][0]
   return out

@@ -289,11 +289,11 @@ def compress_layer(layer_key: str, layer_params: Mapping[str, Any], x: Optional[
       layouts[path] = (tiling, tile_ranks)
     replace[proj] = leaf
     approx[proj] = w_hat
-  return (_replace_kernels(layer_params, replace), _replace_kernels(layer_params, approx), rows,
+  return (replace_kernels(layer_params, replace), replace_kernels(layer_params, approx), rows,
           layouts)
 
 
-def _replace_kernels(layer_params: Mapping[str, Any], replace: Mapping[str, Any]) -> dict:
+def replace_kernels(layer_params: Mapping[str, Any], replace: Mapping[str, Any]) -> dict:
   """A copy of a layer with kernels at 'group/name' paths swapped (input untouched)."""
   new_layer = {}
   for group, modules in layer_params.items():
