@@ -6,7 +6,11 @@ Command (from the repo root):
   python -m experiments.qa_tune --config=configs/qa_tune.py --config.mode=onepass \
       --workdir=workdirs/qa_tune_onepass
 
-Variants: '' (SmolLM2-135M-Instruct 'default', LoRA r=8 on all projections, the demo corpus),
+Variants: 'injection' (the injection recipe INJECTION_RECIPE on the packaged injection benchmark,
+exam scored before / during / after, ARC-Easy and PIQA 500 items each; your own documents and
+exam: --config.corpus=DIR --config.exam_path=FILE --config.open_exam_path=FILE; measured in
+results/sweep_injection: ~19 min of training for 8 documents on the 2-core CPU machine),
+'' (SmolLM2-135M-Instruct 'default', LoRA r=8 on all projections, the demo corpus),
 'quick' (the tiny random model, 2 documents, 2 updates per section; ~15-25 s on the 2-core CPU
 machine), 'sofc_qa' (Q&A generation only: model + rule sources on SOFC articles, no training),
 'sofc_tasks' (LoRA on the SOFC-Exp extraction tasks of the 26 train articles; score the saved
@@ -38,8 +42,20 @@ SOFC_TRAIN_ARTICLES = (
     "PMC6073263,PMC6158676")
 
 
+# The injection recipe (variant 'injection', the base of configs/sweep_injection.py; measured
+# in results/sweep_injection): the study material only, answer-only completions (the loss falls
+# on the fact; rows fit 112 tokens), LoRA r=8 at lr 3e-3, each section's rows about once, the
+# exam scored at 3 points inside the run, no per-section loss traces (two forward passes per
+# section). On the 8 injection documents: 365 updates, 163,520 train tokens, 19.4 min of
+# training on the 2-core CPU machine.
+INJECTION_RECIPE = dict(qa_sources="study", completion="answer", seq_len=112, batch_size=4,
+                        learning_rate=3e-3, epochs_per_section=1.0, curriculum_passes=1,
+                        replay_fraction=0.2, general_replay_fraction=0.1, trace_losses=False,
+                        trace_questions=0, curve_points=4)
+
+
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-  """Returns the qa_tune config; variants: '', 'quick', 'sofc_qa', 'sofc_tasks'."""
+  """Returns the qa_tune config; variants: '', 'quick', 'sofc_qa', 'sofc_tasks', 'injection'."""
   config = ml_collections.ConfigDict()
   config.model = "default"  # 'default' | 'tiny' | .gguf | HF dir | model checkpoint folder
   config.corpus = "package:demo_corpus"
@@ -78,6 +94,17 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   # steps_per_section; every mode spends the same total).
   config.epochs_per_section = 0.0
   config.section_order = "mixed"  # 'mixed' | 'text_then_qa' | 'qa_then_text' (within a section)
+  # What a Q&A row trains: 'answer_reasoning' (answer, then 'Reasoning: ...') | 'answer'.
+  config.completion = "answer_reasoning"
+  # Sections 1..N in order this many times (spaced repetition; each pass gets
+  # epochs_per_section / steps_per_section of updates per section).
+  config.curriculum_passes = 1
+  # Pack a section's Q&A pairs into multi-turn chat rows of seq_len tokens (fewer rows).
+  config.pack_qa = False
+  config.trace_losses = True  # per-section Q&A / text loss before / after in traces.jsonl
+  # > 1: the multiple-choice exam is also scored at curve_points - 1 points inside the run
+  # (report exam_curve, sweep plot learning_curve_*.png).
+  config.curve_points = 0
   config.batch_size = 4
   config.seq_len = 128
   config.replay_fraction = 0.25
@@ -139,7 +166,19 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.heldout_path = ""
     config.seq_len = 384
     config.sofc_tasks.max_per_document = 40  # detection would otherwise be 85 % of the pairs
+  elif arg == "injection":
+    # The packaged injection benchmark with the injection recipe (INJECTION_RECIPE).
+    config.corpus = "package:injection_corpus"
+    config.curated_path = ""  # the curated file and held-out questions are about the demo corpus
+    config.heldout_path = ""
+    config.exam_path = "package:injection_exam"
+    config.open_exam_path = "package:injection_open_exam"
+    config.exam_cache_dir = "workdirs/exam_cache"
+    config.eval.benchmarks = "arc_easy,piqa"
+    config.eval.max_items = 500
+    for key, value in INJECTION_RECIPE.items():
+      config[key] = value
   elif arg:
     raise ValueError(f"configs/qa_tune.py: unknown variant {arg!r}; expected '', 'quick', "
-                     "'sofc_qa' or 'sofc_tasks'")
+                     "'sofc_qa', 'sofc_tasks' or 'injection'")
   return config

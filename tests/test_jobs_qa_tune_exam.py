@@ -30,8 +30,15 @@ def test_exam_before_after_and_the_before_cache(tmp_path, tiny_model_dir, monkey
   real_score = exam_eval.score
   monkeypatch.setattr(exam_eval, "score", lambda *a, **k: calls.append(1) or real_score(*a, **k))
   config = _config(tiny_model_dir, tmp_path / "cache")
+  config.curve_points = 3
   report = qa_tune.run(config, tmp_path / "run")
-  assert len(calls) == 2  # before and after
+  # The learning curve: before, two points inside the run (at section ends), after.
+  curve = report["exam_curve"]
+  assert [p["step"] for p in curve][0] == 0 and curve[-1]["step"] == report["train_steps"]
+  assert len(curve) == 4 and curve[1]["step"] < curve[2]["step"] < curve[-1]["step"]
+  assert curve[0]["exam_accuracy_sum"] == report["exam_accuracy_sum_before"]
+  assert curve[-1]["exam_accuracy_mean"] == report["exam_accuracy_mean_after"]
+  assert len(calls) == 4  # before, the 2 inner curve points, after
   # max_documents=2: the questions about the other 6 documents are counted, not scored.
   assert report["exam_questions"] == 14 and report["open_exam_questions"] == 14
   assert report["exam_questions_excluded"] == 2 * (56 - 14)
@@ -46,7 +53,7 @@ def test_exam_before_after_and_the_before_cache(tmp_path, tiny_model_dir, monkey
   # A sibling run (another workdir) of the same model and exam reuses "before" from the cache.
   config.mode = "none"
   other = qa_tune.run(config, tmp_path / "other")
-  assert len(calls) == 2
+  assert len(calls) == 4 and other["exam_curve"] == []
   assert other["exam_accuracy_sum_before"] == report["exam_accuracy_sum_before"]
   assert (tmp_path / "other" / "exam_before.json").is_file()
 

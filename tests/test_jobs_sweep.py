@@ -33,7 +33,8 @@ EXPECTED_PLOTS = {
     "sweep_injection": ("train_tokens_vs_exam_accuracy_sum_after.png",
                         "train_tokens_vs_exam_accuracy_mean_after.png",
                         "bar_exam_accuracy_sum_after.png", "train_loss.png",
-                        "qa_loss_by_section.png"),
+                        "learning_curve_exam_accuracy_mean.png",
+                        "learning_curve_exam_accuracy_sum.png"),
 }
 
 

@@ -141,7 +141,7 @@ def test_setup_py_ships_every_benchmark_file():
     assert any(fnmatch.fnmatch(relative, p) for p in patterns), relative
 
 
-@pytest.mark.parametrize("variant", ["", "two_docs", "quick"])
+@pytest.mark.parametrize("variant", ["", "recipe", "two_docs", "quick"])
 def test_sweep_injection_runs_train_on_no_exam_text(variant, corpus, questions, tmp_path):
   """Every run of configs/sweep_injection.py: the Q&A and study texts its qa_tune job builds
   (same sources and settings), the section text and the general replay text hold no exam

@@ -182,9 +182,19 @@ def _run_loaded(config: ml_collections.ConfigDict, workdir: pathlib.Path, start:
       exam_before = exam_eval.score_before(loaded, loaded.params, run_exam, config, workdir, say)
       say(f"exam before: accuracy sum/mean {exam_before['exam_accuracy_sum']} / "
           f"{exam_before['exam_accuracy_mean']}, EM {exam_before['exam_em']}")
+  # Learning curve: the multiple-choice exam (cheap: no generation) at points inside the run.
+  curve_exam = exam_eval.RunExam(run_exam.choice, [], 0, "")
+  evaluate = None
+  if curve_exam and config.eval.enabled and cfg.curve_points > 1:
+    def evaluate(params):
+      scores = exam_eval.score(loaded, lora.merge_lora(params), curve_exam, config.eval)
+      say(f"learning curve: exam accuracy sum/mean {scores['exam_accuracy_sum']} / "
+          f"{scores['exam_accuracy_mean']}")
+      return {k: scores[k] for k in ("exam_accuracy_sum", "exam_accuracy_mean")}
   t0 = time.time()
   outcome = trainer.train(loaded.config, loaded.params, loaded.tokenizer, documents, pairs,
-                          general_texts, cfg, workdir, progress=False, study_texts=study_texts)
+                          general_texts, cfg, workdir, progress=False, study_texts=study_texts,
+                          evaluate=evaluate)
   train_seconds = time.time() - t0
   say(f"trained {outcome.steps} steps, {outcome.train_tokens} tokens, "
       f"{outcome.tokens_per_s:.1f} tokens/s, final loss {outcome.final_loss}")
@@ -212,6 +222,16 @@ def _run_loaded(config: ml_collections.ConfigDict, workdir: pathlib.Path, start:
         provenance={"name": f"{loaded.name} + qa_tune {cfg.mode} ({cfg.trainable})",
                     "source_model": config.model, "job": "qa_tune", "mode": cfg.mode})
   pick = lambda metrics, key: None if metrics is None else metrics[key]
+  exam_curve = []
+  curve_path = workdir / "curve.jsonl"
+  if (evaluate is not None and cfg.mode != "none" and exam_before is not None
+      and exam_after is not None):
+    point = lambda step, scores: {
+        "step": step, "train_tokens": step * cfg.batch_size * cfg.seq_len,
+        **{k: scores[k] for k in ("exam_accuracy_sum", "exam_accuracy_mean")}}
+    exam_curve = ([point(0, exam_before)]
+                  + (records.read_jsonl(curve_path) if curve_path.exists() else [])
+                  + [point(outcome.steps, exam_after)])
   metrics = {
       "mode": cfg.mode, "trainable": cfg.trainable,
       "documents": len(documents), "sections": stats["sections"],
@@ -233,7 +253,7 @@ def _run_loaded(config: ml_collections.ConfigDict, workdir: pathlib.Path, start:
       "pairs_per_section_by_source": stats["pairs_per_section_by_source"],
       "model_pairs_generated": stats["model_pairs_generated"],
       "filter_rejection_rate": stats["filter_rejection_rate"],
-      "qa_generation_s": qa_seconds, "train_wall_s": train_seconds,
+      "qa_generation_s": qa_seconds, "train_wall_s": train_seconds, "exam_curve": exam_curve,
       "general_text": general_note, "notes": outcome.notes, "skipped": sorted(set(skipped)),
       **exam_eval.report_fields(run_exam, exam_before, exam_after)}
   report = report_json.build_report("qa_tune", config, loaded.name, time.time() - start, metrics)

@@ -158,6 +158,90 @@ def encode_qa_example(tokenizer: Any, question: str, answer: str, reasoning: str
   return _row(ids, targets, seq_len, _pad_id(tokenizer), "qa")
 
 
+def _conversation_ids(tokenizer: Any, turns: Sequence[tuple[str, str]], eot: str
+                      ) -> tuple[list[int], list[bool]]:
+  """Token ids and target flags of a multi-turn chat (see `encode_qa_conversation`)."""
+  ids: list[int] = []
+  targets: list[bool] = []
+  messages: list[dict[str, str]] = []
+  done = ""
+  for question, completion in turns:
+    messages.append({"role": "user", "content": question})
+    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+    if not prompt.startswith(done):
+      raise ValueError("the chat template is not prefix-consistent across turns; Q&A rows "
+                       "cannot be packed (use pack_qa=False)")
+    prompt_ids = tokenizer.encode(prompt[len(done):])
+    completion_ids = tokenizer.encode(completion + eot)
+    ids += list(prompt_ids) + list(completion_ids)
+    targets += [False] * len(prompt_ids) + [True] * len(completion_ids)
+    messages.append({"role": "assistant", "content": completion})
+    done = tokenizer.apply_chat_template(messages, add_generation_prompt=False)
+  return ids, targets
+
+
+def encode_qa_conversation(tokenizer: Any, turns: Sequence[tuple[str, str]], seq_len: int,
+                           eot: Optional[str] = None) -> Example:
+  """Several Q&A pairs as one multi-turn chat row, the loss on every assistant turn.
+
+  The chat template's text of the first k turns must be a prefix of that of k + 1 turns
+  (checked), so each turn's prompt is the new text the template adds for its user message;
+  prompts and completions are tokenized piece by piece (they meet at the template's special
+  tokens).
+
+  Args:
+    tokenizer: a TextTokenizer with a chat template.
+    turns: (question, completion text without end of turn) pairs, in order.
+    seq_len: row length (the conversation is cut on the right).
+    eot: end-of-turn marker (computed from the template when None).
+
+  Returns:
+    An Example of kind 'qa'.
+
+  Raises:
+    ValueError: the template is not prefix-consistent across turns.
+  """
+  eot = end_of_turn(tokenizer) if eot is None else eot
+  ids, targets = _conversation_ids(tokenizer, turns, eot)
+  return _row(ids, targets, seq_len, _pad_id(tokenizer), "qa")
+
+
+def pack_qa_examples(tokenizer: Any, turns: Sequence[tuple[str, str]], seq_len: int,
+                     eot: Optional[str] = None) -> list[Example]:
+  """Packs Q&A pairs, in the given order, greedily into multi-turn rows of seq_len tokens.
+
+  Every row starts with a complete first turn (system prompt included, as a single question
+  has it); a pair that does not fit starts the next row. A row holding one pair is exactly
+  `encode_qa_example`'s row (an overlong pair keeps its answer, the prompt is cut on the left).
+
+  Args:
+    tokenizer: a TextTokenizer with a chat template.
+    turns: (question, completion text) pairs.
+    seq_len: row length.
+    eot: end-of-turn marker.
+
+  Returns:
+    The rows (kind 'qa'), fewer than the pairs whenever two pairs fit in one row.
+  """
+  eot = end_of_turn(tokenizer) if eot is None else eot
+
+  def emit(group: list[tuple[str, str]]) -> Example:
+    if len(group) == 1:
+      return encode_qa_example(tokenizer, group[0][0], group[0][1], "", seq_len, eot)
+    return encode_qa_conversation(tokenizer, group, seq_len, eot)
+
+  rows: list[Example] = []
+  group: list[tuple[str, str]] = []
+  for turn in turns:
+    if group and len(_conversation_ids(tokenizer, group + [turn], eot)[0]) > seq_len:
+      rows.append(emit(group))
+      group = []
+    group.append(turn)
+  if group:
+    rows.append(emit(group))
+  return rows
+
+
 def pad_id(tokenizer: Any) -> int:
   """The id rows are right-padded with (pad token, else end of sequence)."""
   return _pad_id(tokenizer)

@@ -87,6 +87,21 @@ class CurriculumConfig:
     max_traces: fail if the train step compiles more than this many times (None = no check).
     checkpoint_every_sections: sectionwise mode checkpoints after every this many sections
       and after the last (a resumed run redoes the sections after the latest checkpoint).
+    completion: what a Q&A row trains the model to say: 'answer_reasoning' (the answer, then
+      'Reasoning: ...') or 'answer' (the answer alone: shorter rows, the whole loss on the
+      fact).
+    curriculum_passes: 'sectionwise' goes through all sections in order this many times
+      (each pass gives each section epochs_per_section / steps_per_section of updates); the
+      other modes get the same budget.
+    pack_qa: pack each section's Q&A pairs into multi-turn chat rows of seq_len tokens
+      (`train_data.pack_qa_examples`): ~1/3 of the rows for short answer-only pairs, so an
+      epoch costs a third of the tokens; later turns see earlier pairs of the section in
+      context.
+    trace_losses: score each section's Q&A and text loss before / after its updates in
+      traces.jsonl (two forward passes over the section per section).
+    curve_points: > 1 scores `train`'s `evaluate` callback at this many - 1 evenly spaced
+      points inside the run (section ends in 'sectionwise'), for a learning curve
+      (curve.jsonl); the job adds the before / after points.
   """
 
   mode: str = "sectionwise"
@@ -111,6 +126,36 @@ class CurriculumConfig:
   log_every: int = 1
   max_traces: Optional[int] = None
   checkpoint_every_sections: int = 1
+  completion: str = "answer_reasoning"
+  curriculum_passes: int = 1
+  pack_qa: bool = False
+  trace_losses: bool = True
+  curve_points: int = 0
+
+
+COMPLETIONS = ("answer_reasoning", "answer")
+
+
+def curve_steps(num_steps: int, points: int, section_ends: Sequence[int] = ()) -> list[int]:
+  """The steps inside a run at which the learning curve is scored.
+
+  Args:
+    num_steps: updates of the run.
+    points: points of the curve after step 0, the last one being the end of the run (<= 1:
+      no inner points).
+    section_ends: when given, each point moves to the first section end at or after it.
+
+  Returns:
+    Sorted distinct steps in (0, num_steps).
+  """
+  steps = set()
+  for k in range(1, max(points, 1)):
+    target = int(round(num_steps * k / points))
+    if section_ends:
+      target = next((int(e) for e in section_ends if e >= target), num_steps)
+    if 0 < target < num_steps:
+      steps.add(target)
+  return sorted(steps)
 
 
 @dataclasses.dataclass
@@ -292,7 +337,8 @@ def train(model_config: ModelConfig, params: Any, tokenizer: Any, documents: Seq
           qa_pairs: Sequence[QAPair], general_texts: Sequence[str], cfg: CurriculumConfig,
           workdir: str | pathlib.Path,
           on_section_end: Optional[Callable[[int, dict], None]] = None,
-          progress: bool = False, study_texts: Sequence[Any] = ()) -> TrainOutcome:
+          progress: bool = False, study_texts: Sequence[Any] = (),
+          evaluate: Optional[Callable[[Any], dict]] = None) -> TrainOutcome:
   """Trains in the configured mode; resumable from `workdir` (module docstring).
 
   Args:
@@ -309,12 +355,17 @@ def train(model_config: ModelConfig, params: Any, tokenizer: Any, documents: Seq
     progress: tqdm bars.
     study_texts: plain-text study records (`study_material.StudyText`: doc_id, section_order,
       text), trained as text rows of their section.
+    evaluate: callback(params) -> dict of scalars, scored at `curve_steps` when
+      cfg.curve_points > 1; one line per point in workdir/curve.jsonl (step, train_tokens and
+      the dict), kept across a resume.
 
   Returns:
     TrainOutcome.
   """
   if cfg.mode not in MODES:
     raise ValueError(f"mode must be one of {MODES}, got {cfg.mode!r}")
+  if cfg.completion not in COMPLETIONS:
+    raise ValueError(f"completion must be one of {COMPLETIONS}, got {cfg.completion!r}")
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   notes: list[str] = []
@@ -331,7 +382,9 @@ def train(model_config: ModelConfig, params: Any, tokenizer: Any, documents: Seq
 
   eot = train_data.end_of_turn(tokenizer)
   max_windows = cfg.max_section_windows or None
-  sections = [s for d in documents for s in d.sections]
+  # curriculum_passes > 1: the whole section sequence again (spaced repetition); each
+  # occurrence of a section gets its own updates and trace line.
+  sections = [s for d in documents for s in d.sections] * max(cfg.curriculum_passes, 1)
   by_section = _section_pairs(qa_pairs)
   texts_by_section: dict[tuple[str, int], list[str]] = {}
   for record in study_texts:
@@ -347,14 +400,23 @@ def train(model_config: ModelConfig, params: Any, tokenizer: Any, documents: Seq
                                       max_windows)
     pairs = sorted(by_section.get((section.doc_id, section.order), []),
                    key=lambda p: TRACE_SOURCE_ORDER.get(p.source, 9))
-    qa = [(p, train_data.encode_qa_example(tokenizer, p.question, p.answer, p.reasoning,
-                                           cfg.seq_len, eot)) for p in pairs]
+    qa = [(p, train_data.encode_qa_example(
+        tokenizer, p.question, p.answer,
+        p.reasoning if cfg.completion == "answer_reasoning" else "", cfg.seq_len, eot))
+          for p in pairs]
     # Study texts are short: joined per section and cut into full windows, not one per row.
     study = train_data.text_windows(
         tokenizer, "\n\n".join(texts_by_section.get((section.doc_id, section.order), [])),
         cfg.seq_len, "study")
     section_qa.append(qa)
-    section_examples.append(windows + study + [ex for _, ex in qa])
+    qa_rows = [ex for _, ex in qa]
+    if cfg.pack_qa and pairs:  # multi-turn rows of several pairs (seeded order per section)
+      order = np.random.default_rng([cfg.seed, len(section_examples)]).permutation(len(pairs))
+      qa_rows = train_data.pack_qa_examples(
+          tokenizer, [(pairs[i].question, train_data.qa_completion(
+              pairs[i].answer, pairs[i].reasoning if cfg.completion == "answer_reasoning"
+              else "")) for i in order], cfg.seq_len, eot)
+    section_examples.append(windows + study + qa_rows)
   sizes = [len(exs) for exs in section_examples]
   steps = train_data.section_steps(sizes, cfg.steps_per_section, cfg.epochs_per_section,
                                    cfg.batch_size, cfg.replay_fraction,
@@ -408,14 +470,28 @@ def train(model_config: ModelConfig, params: Any, tokenizer: Any, documents: Seq
   common = dict(log_every=cfg.log_every, checkpoint_every=0, max_to_keep=2, resume=False,
                 progress=progress, async_checkpoints=False)
 
+  curve_path = workdir / "curve.jsonl"
+  points = []
+  if evaluate is not None and cfg.curve_points > 1:
+    points = curve_steps(num_steps, cfg.curve_points,
+                         ends if cfg.mode == "sectionwise" else ())
+    records.write_jsonl_atomic(curve_path, [
+        r for r in records.read_jsonl(curve_path) if r["step"] <= restored_step]
+        if curve_path.exists() else [])
+
   def run_until(end: int, checkpoint: bool = True):
     nonlocal state, total_tokens, total_seconds, final_loss
-    result = run_training(state, step_fn, batch_fn, end, str(workdir),
-                          checkpoint_at_end=checkpoint, **common)
-    state = result.state
-    total_tokens += result.train_tokens
-    total_seconds += result.train_tokens / max(result.tokens_per_s, 1e-9)
-    final_loss = result.last_metrics.get("loss", final_loss)
+    for stop in [p for p in points if int(state.step) < p < end] + [end]:
+      result = run_training(state, step_fn, batch_fn, stop, str(workdir),
+                            checkpoint_at_end=checkpoint and stop == end, **common)
+      state = result.state
+      total_tokens += result.train_tokens
+      total_seconds += result.train_tokens / max(result.tokens_per_s, 1e-9)
+      final_loss = result.last_metrics.get("loss", final_loss)
+      if stop in points:  # a learning-curve point inside the run
+        _append_jsonl(curve_path, {"step": stop,
+                                   "train_tokens": stop * cfg.batch_size * cfg.seq_len,
+                                   **evaluate(unpack_compressed(state.params))})
 
   def outcome(sections: int) -> TrainOutcome:
     return TrainOutcome(
@@ -450,8 +526,9 @@ def train(model_config: ModelConfig, params: Any, tokenizer: Any, documents: Seq
     if values is None:
       values = dense_equivalent(unpack_compressed(state.params))
     before = [answer(values, pair.question) for pair, _ in traced]
-    qa_before = mean_masked_loss(values, model_config, qa_examples, cfg.batch_size)
-    text_before = mean_masked_loss(values, model_config, text_examples, cfg.batch_size)
+    losses = lambda p, examples: (mean_masked_loss(p, model_config, examples, cfg.batch_size)
+                                  if cfg.trace_losses else None)
+    qa_before, text_before = losses(values, qa_examples), losses(values, text_examples)
     t0 = time.time()
     run_until(end, checkpoint=False)
     values = dense_equivalent(unpack_compressed(state.params))
@@ -463,10 +540,8 @@ def train(model_config: ModelConfig, params: Any, tokenizer: Any, documents: Seq
                        "before": b, "after": answer(values, pair.question)}
                       for (pair, _), b in zip(traced, before)],
         "qa_loss_before": qa_before,
-        "qa_loss_after": mean_masked_loss(values, model_config, qa_examples, cfg.batch_size),
-        "text_loss_before": text_before,
-        "text_loss_after": mean_masked_loss(values, model_config, text_examples,
-                                            cfg.batch_size),
+        "qa_loss_after": losses(values, qa_examples),
+        "text_loss_before": text_before, "text_loss_after": losses(values, text_examples),
         "train_loss_last": final_loss, "train_s": time.time() - t0}
     _append_jsonl(traces_path, record)
     # Checkpoints are full train states (params + Adam moments: ~0.75 GB for SmolLM2); one

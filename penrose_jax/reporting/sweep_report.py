@@ -210,6 +210,16 @@ def _curves(config: Any, reports: Mapping[str, Mapping[str, Any]], workdir: path
     out.append(plots.line_plot(sections, workdir / "plots" / "qa_loss_by_section.png",
                                "Q&A loss on each section's pairs, before / after its updates",
                                "section (reading order)", "masked answer loss"))
+  # Learning curves (qa_tune with curve_points): exam accuracy at points inside each run.
+  for key, label in (("exam_accuracy_mean", "mean"), ("exam_accuracy_sum", "summed")):
+    curves = {name: ([p["train_tokens"] for p in report["exam_curve"]],
+                     [p[key] for p in report["exam_curve"]])
+              for name, report in reports.items() if len(report.get("exam_curve") or []) > 1}
+    if curves:
+      out.append(plots.line_plot(
+          curves, workdir / "plots" / f"learning_curve_{key}.png",
+          f"closed-book exam accuracy ({label} log-likelihood) during training",
+          "training tokens", "exam accuracy"))
   return out
 
 
