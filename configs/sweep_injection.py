@@ -19,7 +19,9 @@ package:injection_open_exam). Runs, most informative first:
   onepass_augmented           the sectionwise rows shuffled over all documents (no section order)
   sectionwise_packed_epochs2  Q&A pairs packed into multi-turn rows of 256 tokens, 2 epochs
                               per section (~1.3x the budget, 2x the exposures per fact)
-  'recipe' adds: 2 curriculum passes, completions with reasoning, lr 1e-3, all parameters.
+  sectionwise_passes2         all sections in order twice, half an epoch each (spaced
+                              repetition at the recipe's budget)
+  'recipe' adds: completions with reasoning, lr 1e-3, all parameters.
 Every run scores the multiple-choice exam at 3 points inside the run (curve_points 4: the
 learning curve) and the open questions after. The base model's exam scores are computed once
 (exam_cache_dir). Forgetting: ARC-Easy and PIQA (../shared/data/general_eval), 500 items each
@@ -35,7 +37,8 @@ bars of the after metrics; training loss per run), DIR/runs/<name>/ (qa_tune wor
 exam_answers.json, curve.jsonl, traces.jsonl, metrics.jsonl); results_dir copies the tables and
 plots to results/sweep_injection/ (two_docs: results/sweep_injection/two_docs/).
 
-Variants: '' (8 documents, the 3 modes + packed), 'recipe' (sectionwise and the 5 recipe runs),
+Variants: '' (8 documents, the 3 modes + packed + passes2), 'recipe' (sectionwise and the 5
+recipe runs),
 'two_docs' (the first 2 documents, 14 exam questions, 100 ARC / PIQA items), 'quick' (tiny
 model, 2 documents, 2 runs, tests).
 
@@ -83,7 +86,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   base.save_model = False
   base.eval.benchmarks = "arc_easy,piqa"
   base.eval.max_items = 500
-  runs = MODE_RUNS + RECIPE_RUNS[:1]
+  runs = MODE_RUNS + RECIPE_RUNS[:2]
   results_dir = "results/sweep_injection"
   if arg == "recipe":
     runs = MODE_RUNS[:1] + RECIPE_RUNS
