@@ -35,6 +35,10 @@ from penrose_jax.qa import records, sofc_source, study_material, trainer
 from penrose_jax.reporting import report_json
 
 
+# The exam scores a learning-curve point records (report.json exam_curve).
+CURVE_KEYS = ("exam_accuracy_sum", "exam_accuracy_mean")
+
+
 def resolve_path(path: str) -> pathlib.Path | None:
   """Resolves a config path ('' = none; else `data.paths.resolve_data_path`: 'package:'
   names, ../shared).
@@ -190,7 +194,7 @@ def _run_loaded(config: ml_collections.ConfigDict, workdir: pathlib.Path, start:
       scores = exam_eval.score(loaded, lora.merge_lora(params), curve_exam, config.eval)
       say(f"learning curve: exam accuracy sum/mean {scores['exam_accuracy_sum']} / "
           f"{scores['exam_accuracy_mean']}")
-      return {k: scores[k] for k in ("exam_accuracy_sum", "exam_accuracy_mean")}
+      return {k: scores[k] for k in CURVE_KEYS}
   t0 = time.time()
   outcome = trainer.train(loaded.config, loaded.params, loaded.tokenizer, documents, pairs,
                           general_texts, cfg, workdir, progress=False, study_texts=study_texts,
@@ -224,11 +228,10 @@ def _run_loaded(config: ml_collections.ConfigDict, workdir: pathlib.Path, start:
   pick = lambda metrics, key: None if metrics is None else metrics[key]
   exam_curve = []
   curve_path = workdir / "curve.jsonl"
-  if (evaluate is not None and cfg.mode != "none" and exam_before is not None
-      and exam_after is not None):
+  if evaluate is not None and cfg.mode != "none":  # evaluate implies exam before / after
     point = lambda step, scores: {
         "step": step, "train_tokens": step * cfg.batch_size * cfg.seq_len,
-        **{k: scores[k] for k in ("exam_accuracy_sum", "exam_accuracy_mean")}}
+        **{k: scores[k] for k in CURVE_KEYS}}
     exam_curve = ([point(0, exam_before)]
                   + (records.read_jsonl(curve_path) if curve_path.exists() else [])
                   + [point(outcome.steps, exam_after)])

@@ -94,9 +94,9 @@ class CurriculumConfig:
       (each pass gives each section epochs_per_section / steps_per_section of updates); the
       other modes get the same budget.
     pack_qa: pack each section's Q&A pairs into multi-turn chat rows of seq_len tokens
-      (`train_data.pack_qa_examples`): ~1/3 of the rows for short answer-only pairs, so an
-      epoch costs a third of the tokens; later turns see earlier pairs of the section in
-      context.
+      (`train_data.pack_qa_examples`; the injection benchmark's 804 answer-only pairs: 624
+      rows at 112 tokens, 224 rows = 57k tokens at 256 against 90k unpacked at 112); later
+      turns see earlier pairs of the section in context.
     trace_losses: score each section's Q&A and text loss before / after its updates in
       traces.jsonl (two forward passes over the section per section).
     curve_points: > 1 scores `train`'s `evaluate` callback at this many - 1 evenly spaced
@@ -301,8 +301,10 @@ def _section_text(section: Section) -> str:
   return f"{section.title}\n\n{section.text}"
 
 
-def _read_traces(path: pathlib.Path, keep_until_step: int) -> list[dict]:
-  """Existing trace lines of sections that ended at or before the restored step."""
+def _lines_until(path: pathlib.Path, keep_until_step: int, step_key: str = "end_step"
+                 ) -> list[dict]:
+  """Existing JSONL lines (traces, curve points) whose step_key is at or before the restored
+  step; unreadable lines are dropped."""
   if not path.exists():
     return []
   kept = []
@@ -311,7 +313,7 @@ def _read_traces(path: pathlib.Path, keep_until_step: int) -> list[dict]:
       record = json.loads(line)
     except json.JSONDecodeError:
       continue
-    if int(record.get("end_step", 1 << 62)) <= keep_until_step:
+    if int(record.get(step_key, 1 << 62)) <= keep_until_step:
       kept.append(record)
   return kept
 
@@ -395,15 +397,14 @@ def train(model_config: ModelConfig, params: Any, tokenizer: Any, documents: Seq
     notes.append("general replay skipped: no general text")
   section_examples: list[list[train_data.Example]] = []
   section_qa: list[list[tuple[QAPair, train_data.Example]]] = []
+  reasoning = lambda pair: pair.reasoning if cfg.completion == "answer_reasoning" else ""
   for section in sections:
     windows = train_data.text_windows(tokenizer, _section_text(section), cfg.seq_len, "section",
                                       max_windows)
     pairs = sorted(by_section.get((section.doc_id, section.order), []),
                    key=lambda p: TRACE_SOURCE_ORDER.get(p.source, 9))
-    qa = [(p, train_data.encode_qa_example(
-        tokenizer, p.question, p.answer,
-        p.reasoning if cfg.completion == "answer_reasoning" else "", cfg.seq_len, eot))
-          for p in pairs]
+    qa = [(p, train_data.encode_qa_example(tokenizer, p.question, p.answer, reasoning(p),
+                                           cfg.seq_len, eot)) for p in pairs]
     # Study texts are short: joined per section and cut into full windows, not one per row.
     study = train_data.text_windows(
         tokenizer, "\n\n".join(texts_by_section.get((section.doc_id, section.order), [])),
@@ -413,9 +414,9 @@ def train(model_config: ModelConfig, params: Any, tokenizer: Any, documents: Seq
     if cfg.pack_qa and pairs:  # multi-turn rows of several pairs (seeded order per section)
       order = np.random.default_rng([cfg.seed, len(section_examples)]).permutation(len(pairs))
       qa_rows = train_data.pack_qa_examples(
-          tokenizer, [(pairs[i].question, train_data.qa_completion(
-              pairs[i].answer, pairs[i].reasoning if cfg.completion == "answer_reasoning"
-              else "")) for i in order], cfg.seq_len, eot)
+          tokenizer, [(pairs[i].question, train_data.qa_completion(pairs[i].answer,
+                                                                   reasoning(pairs[i])))
+                      for i in order], cfg.seq_len, eot)
     section_examples.append(windows + study + qa_rows)
   sizes = [len(exs) for exs in section_examples]
   steps = train_data.section_steps(sizes, cfg.steps_per_section, cfg.epochs_per_section,
@@ -475,9 +476,7 @@ def train(model_config: ModelConfig, params: Any, tokenizer: Any, documents: Seq
   if evaluate is not None and cfg.curve_points > 1:
     points = curve_steps(num_steps, cfg.curve_points,
                          ends if cfg.mode == "sectionwise" else ())
-    records.write_jsonl_atomic(curve_path, [
-        r for r in records.read_jsonl(curve_path) if r["step"] <= restored_step]
-        if curve_path.exists() else [])
+    records.write_jsonl_atomic(curve_path, _lines_until(curve_path, restored_step, "step"))
 
   def run_until(end: int, checkpoint: bool = True):
     nonlocal state, total_tokens, total_seconds, final_loss
@@ -507,13 +506,15 @@ def train(model_config: ModelConfig, params: Any, tokenizer: Any, documents: Seq
     return outcome(sections=0)
 
   traces_path = workdir / "traces.jsonl"
-  kept = _read_traces(traces_path, restored_step)
+  kept = _lines_until(traces_path, restored_step)
   records.write_jsonl_atomic(traces_path, kept)
   # The section traces score values only: each state's dense equivalent is materialized once
   # (one compiled program) and shared by its losses and answers, instead of every loss batch
   # materializing the stored blocks again inside the compressed forward. A section's "after"
   # values are the next section's "before" values.
   values = None
+  losses = lambda p, examples: (mean_masked_loss(p, model_config, examples, cfg.batch_size)
+                                if cfg.trace_losses else None)
   for j, section in enumerate(sections):
     start, end = int(ends[j]) - steps[j], int(ends[j])
     if end <= restored_step:
@@ -526,8 +527,6 @@ def train(model_config: ModelConfig, params: Any, tokenizer: Any, documents: Seq
     if values is None:
       values = dense_equivalent(unpack_compressed(state.params))
     before = [answer(values, pair.question) for pair, _ in traced]
-    losses = lambda p, examples: (mean_masked_loss(p, model_config, examples, cfg.batch_size)
-                                  if cfg.trace_losses else None)
     qa_before, text_before = losses(values, qa_examples), losses(values, text_examples)
     t0 = time.time()
     run_until(end, checkpoint=False)
