@@ -70,6 +70,9 @@ def compression_section() -> ml_collections.ConfigDict:
   c.group_size = 64
   c.sensitivity_candidates = ()  # () = (0.4, 0.6, 0.8, 1.0)
   c.sensitivity_windows = 0      # calibration windows the KL is measured on; 0 = 2
+  # The layout the KL is measured with ('' = tiling); 'single' gives tiled runs the per-matrix
+  # ratios of one SVD per matrix (a sweep measures that table once).
+  c.sensitivity_tiling = ""
   return c
 
 

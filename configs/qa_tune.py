@@ -42,14 +42,18 @@ SOFC_TRAIN_ARTICLES = (
     "PMC6073263,PMC6158676")
 
 
-# The injection recipe (variant 'injection', the base of configs/sweep_injection.py; measured
-# in results/sweep_injection): the study material only, answer-only completions (the loss falls
-# on the fact; rows fit 112 tokens), LoRA r=8 at lr 3e-3, each section's rows about once, the
-# exam scored at 3 points inside the run, no per-section loss traces (two forward passes per
-# section). On the 8 injection documents: 365 updates, 163,520 train tokens, 19.4 min of
-# training on the 2-core CPU machine.
-INJECTION_RECIPE = dict(qa_sources="study", completion="answer", seq_len=112, batch_size=4,
-                        learning_rate=3e-3, epochs_per_section=1.0, curriculum_passes=1,
+# The injection recipe (variant 'injection', the base of configs/sweep_injection.py; the best
+# measured in results/sweep_injection): the study material only, its rows shuffled over all
+# documents (mode 'onepass_augmented': 58.9 % on the injection exam against 41.1 % for the same
+# rows in section order, paired p = 0.013; --config.mode=sectionwise restores the paper's
+# order), answer-only completions (the loss falls on the fact; rows fit 112 tokens), LoRA r=8
+# at lr 3e-3, each section's rows about once, the exam scored at 3 points inside the run, no
+# per-section loss traces (two forward passes per section). On the 8 injection documents: 365
+# updates, 163,520 train tokens, ~19 min of training on the 2-core CPU machine. A compressed
+# checkpoint (every projection compressed) needs --config.trainable=compressed.
+INJECTION_RECIPE = dict(mode="onepass_augmented", qa_sources="study", completion="answer",
+                        seq_len=112, batch_size=4, learning_rate=3e-3, epochs_per_section=1.0,
+                        curriculum_passes=1,
                         replay_fraction=0.2, general_replay_fraction=0.1, trace_losses=False,
                         trace_questions=0, curve_points=4)
 

@@ -62,14 +62,17 @@ MODE_RUNS = [("sectionwise", {"mode": "sectionwise"}),
              ("onepass", {"mode": "onepass", **NO_GENERAL}),
              ("onepass_augmented", {"mode": "onepass_augmented", **NO_GENERAL})]
 # One setting of the section-wise recipe changed per run, most informative first.
-RECIPE_RUNS = [("sectionwise_packed_epochs2", {"pack_qa": True, "seq_len": 256, "batch_size": 2,
-                                              "epochs_per_section": 2.0, **NO_GENERAL}),
-               ("sectionwise_passes2", {"curriculum_passes": 2, "epochs_per_section": 0.5,
-                                        **NO_GENERAL}),
-               ("sectionwise_reasoning", {"completion": "answer_reasoning", "seq_len": 192,
-                                          **NO_GENERAL}),
-               ("sectionwise_lr1e-3", {"learning_rate": 1e-3, **NO_GENERAL}),
-               ("sectionwise_all", {"trainable": "all", "learning_rate": 5e-5, **NO_GENERAL})]
+SECTIONWISE = {"mode": "sectionwise"}  # the recipe's own mode shuffles (onepass_augmented)
+RECIPE_RUNS = [("sectionwise_packed_epochs2", {**SECTIONWISE, "pack_qa": True, "seq_len": 256,
+                                              "batch_size": 2, "epochs_per_section": 2.0,
+                                              **NO_GENERAL}),
+               ("sectionwise_passes2", {**SECTIONWISE, "curriculum_passes": 2,
+                                        "epochs_per_section": 0.5, **NO_GENERAL}),
+               ("sectionwise_reasoning", {**SECTIONWISE, "completion": "answer_reasoning",
+                                          "seq_len": 192, **NO_GENERAL}),
+               ("sectionwise_lr1e-3", {**SECTIONWISE, "learning_rate": 1e-3, **NO_GENERAL}),
+               ("sectionwise_all", {**SECTIONWISE, "trainable": "all", "learning_rate": 5e-5,
+                                    **NO_GENERAL})]
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:

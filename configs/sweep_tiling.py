@@ -1,21 +1,25 @@
-"""Ablation: Penrose vs grid vs single tiling at equal param_ratio, with and without whitening.
+"""Ablation: Penrose vs grid tiles vs one SVD per matrix at equal stored parameters, per matrix.
 
 Command (from the repo root):
-  python -m experiments.sweep --config=configs/sweep_tiling.py --workdir=workdirs/sweep_tiling
+  python -m experiments.sweep --config=configs/sweep_tiling.py --workdir=workdirs/sweep_tiling \
+      --config.results_dir=results/sweep_tiling
   python -m experiments.sweep --config=configs/sweep_tiling.py:quick --workdir=/tmp/sweep_tiling_q
 
-Runs the `compress` job 6 times on SmolLM2-135M ('default'), param_ratio 0.6 (global budget,
-16 tiles per matrix), everything else as configs/compress.py: tiling penrose | grid | single x
-whiten True | False. Produces DIR/results.csv (one row per run: params, bytes, perplexity per
-text set, hidden / logit KL, wall_s, peak RSS), DIR/report.md (table, computed best run per
-metric, plots), DIR/plots/ (param_ratio vs perplexity and vs hidden KL per method, per-layer
-hidden-KL heatmap), the tiling pictures of every run linked from report.md, and each run's
-workdir in DIR/runs/<name>/ (a rerun skips finished runs and resumes an unfinished one).
-Time on the 2-core CPU machine: measured 1,963 s (32.7 min, 2026-11-23; whitened runs 362-437 s,
-unwhitened 212-286 s, the last four with the test suite running beside them), peak RSS
-12.4 GB. quick (tiny model, 2 runs: penrose / grid, whitened; per-matrix budget and 4 tiles
-per matrix, see quick_compress_base): measured 25 s inside the test run, ~35-45 s as a command
-(startup, tiny model build).
+The strong baseline of configs/compress.py (whitened, sensitivity allocator, damping 1e-4, 64
+mixed calibration windows) on SmolLM2-135M ('default'); every run takes its per-matrix ratios
+from the same measured table of one SVD per matrix (sensitivity_tiling='single': measured once
+by the first run, reused from DIR/spectra_cache), so each matrix stores the same number of
+values in every run and only the layout inside the matrix changes: single, penrose / grid with
+16 and 64 tiles per matrix at param_ratio 0.8, then single / penrose16 / grid16 at 0.6 (order:
+see `runs`; --config.time_budget_s stops early). At 16 tiles the Penrose layout of a
+576 x 1536 matrix is a non-uniform grid (the same column cuts in every band); the aperiodic
+layout shows at 64 (DIR/runs/<name>/tiling_*.png). Evaluation: SOFC dev and LAMBADA, 48
+windows each spread over every document (the demo corpus is skipped for time).
+Produces DIR/results.csv, DIR/report.md, DIR/plots/, DIR/runs/<name>/.
+The earlier sweep of this file (global greedy budget at 0.6, x whitening; collapsed models) is
+in results/README.md ("Earlier measurements").
+quick (tiny model, 2 runs: penrose / grid, whitened; per-matrix budget and 4 tiles per matrix,
+see quick_compress_base): ~25-45 s.
 """
 
 import ml_collections
@@ -47,16 +51,25 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   """Returns the tiling sweep; `quick` runs two tilings on the tiny model."""
   if arg not in ("", "quick"):
     raise ValueError(f"configs/sweep_tiling.py: unknown variant {arg!r}; expected '' or 'quick'")
-  base = quick_compress_base() if arg else compress_config.get_config()
-  base.compression.param_ratio = 0.6
-  runs = [(f"{tiling}_{'w' if whiten else 'nw'}",
-           {"compression.tiling": tiling, "compression.whiten": whiten})
-          for whiten in (True, False) for tiling in TILINGS]
   if arg:
-    runs = runs[:2]
+    base = quick_compress_base()
+    runs = [(f"{tiling}_w", {"compression.tiling": tiling}) for tiling in TILINGS[:2]]
+  else:
+    base = compress_config.get_config()  # tiling 'single', sensitivity knapsack at 0.8
+    base.eval.skip_text_sets = "demo_corpus"
+    runs = [("single_0.8", {})]
+    for tiles in (16, 64):
+      runs += [(f"{tiling}{tiles}_0.8", {"compression.tiling": tiling,
+                                         "compression.tiles_per_matrix": tiles,
+                                         "compression.sensitivity_tiling": "single"})
+               for tiling in ("penrose", "grid")]
+    runs += [("single_0.6", {"compression.param_ratio": 0.6})]
+    runs += [(f"{tiling}16_0.6", {"compression.tiling": tiling, "compression.param_ratio": 0.6,
+                                  "compression.sensitivity_tiling": "single"})
+             for tiling in ("penrose", "grid")]
   return make_sweep_config(
-      base, "compress", runs, title="tiling (Penrose / grid / single) x whitening",
-      description="Equal global parameter budget (param_ratio 0.6); only the tiling and the "
-                  "activation whitening change between runs.",
-      method_key=("compression.tiling", "compression.whiten"), plot_x="param_ratio",
+      base, "compress", runs, title="tiling (single / Penrose / grid) at equal stored parameters",
+      description="Whitened; every matrix keeps the ratio the sensitivity knapsack chose from "
+                  "the single-SVD table, so only the layout inside each matrix changes.",
+      method_key=("compression.tiling", "compression.tiles_per_matrix"), plot_x="param_ratio",
       plot_y=("ppl_compressed", "hidden_kl"), bar_metrics=("ppl_compressed", "hidden_kl"))

@@ -104,9 +104,33 @@ def test_compress_job_with_sensitivity_scope_meets_the_budget(tmp_path):
   assert stored == ratios
 
 
+def test_tiled_run_takes_the_single_svd_ratios_from_the_sweep_cache(tmp_path):
+  config = compress_config.get_config("quick")
+  config.compression.budget_scope = "sensitivity"
+  config.compression.param_ratio = 0.6
+  config.compression.sensitivity_candidates = (0.3, 0.6, 1.0)
+  config.compression.sensitivity_tiling = "single"
+  config.eval.enabled = False
+  cache = tmp_path / "cache"
+  single = compress.run(config, tmp_path / "single", spectra_cache_dir=cache)
+  config.compression.tiling = "grid"
+  config.compression.tiles_per_matrix = 4
+  grid = compress.run(config, tmp_path / "grid", spectra_cache_dir=cache)
+  assert grid["sensitivity"]["reused_from"] == str(next(cache.glob("sensitivity_*.json")))
+  assert "sensitivity" not in grid["stage_s"]  # no pass of its own
+  assert grid["sensitivity"]["matrix_ratios"] == single["sensitivity"]["matrix_ratios"]
+  assert grid["param_ratio"] <= 0.6 + 0.02
+  # Measured with its own layout, the grid run needs its own table.
+  config.compression.sensitivity_tiling = ""
+  own = compress.run(config, tmp_path / "grid_own", spectra_cache_dir=cache)
+  assert own["sensitivity"]["reused_from"] == "" and "sensitivity" in own["stage_s"]
+  assert len(list(cache.glob("sensitivity_*.json"))) == 2
+
+
 @pytest.mark.parametrize("field,value,message", [
     ("sensitivity_candidates", (0.5, 1.5), "sensitivity_candidates"),
     ("sensitivity_windows", -1, "sensitivity_windows"),
+    ("sensitivity_tiling", "hexagonal", "sensitivity_tiling"),
 ])
 def test_bad_sensitivity_settings_name_the_field(field, value, message):
   with pytest.raises(ValueError, match=message):

@@ -142,3 +142,17 @@ def test_resume_matches_uninterrupted_and_onepass_budget(tiny, tmp_path):
   assert sum(onepass.row_counts.values()) == sum(full.row_counts.values())
   assert onepass.row_counts["general"] == full.row_counts["general"]
   assert not (tmp_path / "onepass" / "traces.jsonl").exists()
+
+
+def test_trainable_choice_is_checked_against_the_model(tiny):
+  from penrose_jax.compression import transform
+  compressed, _ = transform.compress(tiny.params, {"tiling": "single", "budget_scope": "matrix",
+                                                   "param_ratio": 0.5})
+  with pytest.raises(ValueError, match="trainable='compressed'"):
+    trainer.check_trainable(compressed, trainer.CurriculumConfig(trainable="lora"))
+  trainer.check_trainable(compressed, trainer.CurriculumConfig(trainable="compressed"))
+  trainer.check_trainable(tiny.params, trainer.CurriculumConfig(trainable="lora"))
+  with pytest.raises(ValueError, match="no compressed leaves"):
+    trainer.check_trainable(tiny.params, trainer.CurriculumConfig(trainable="compressed"))
+  with pytest.raises(ValueError, match="trainable must be one of"):
+    trainer.check_trainable(tiny.params, trainer.CurriculumConfig(trainable="adapters"))

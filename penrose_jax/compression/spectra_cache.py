@@ -41,6 +41,8 @@ def cache_key(model: str, calibration: Mapping[str, Any], cfg: CompressionConfig
     A 20-character hex key.
   """
   fields = {name: getattr(cfg, name) for name in SPECTRA_FIELDS}
+  if cfg.tiling == "single":  # one tile whatever the tile settings: runs share the key
+    fields.update(tiles_per_matrix=None, tile_lengths=None, phase=None)
   blob = json.dumps({"format": _FORMAT, "model": model, "calibration": dict(calibration),
                      "compression": fields}, sort_keys=True, default=str)
   return hashlib.sha256(blob.encode()).hexdigest()[:20]

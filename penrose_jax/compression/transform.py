@@ -67,6 +67,9 @@ class CompressionConfig:
       () = sensitivity.DEFAULT_CANDIDATES.
     sensitivity_windows: calibration windows the sensitivity KL is measured on; 0 = the
       default (sensitivity.DEFAULT_WINDOWS).
+    sensitivity_tiling: the tiling each matrix is truncated with when its sensitivity is
+      measured; '' = `tiling`. 'single' gives a tiled model the per-matrix ratios of one SVD
+      per matrix (a sweep measures that table once), so tilings differ only inside each matrix.
   """
 
   include: str = DEFAULT_INCLUDE
@@ -94,6 +97,7 @@ class CompressionConfig:
   group_size: int = 64
   sensitivity_candidates: Any = ()
   sensitivity_windows: int = 0
+  sensitivity_tiling: str = ""
 
 
 def as_compression_config(config: Any) -> CompressionConfig:
@@ -134,6 +138,7 @@ def validate_config(cfg: CompressionConfig) -> None:
         raise ValueError(f"config.{name}={pattern!r} is not a valid regex: {e}") from None
   _choice("method", cfg.method, METHODS)
   _choice("tiling", cfg.tiling, TILING_KINDS)
+  _choice("sensitivity_tiling", cfg.sensitivity_tiling, ("",) + TILING_KINDS)
   _choice("rank_policy", cfg.rank_policy, RANK_POLICIES)
   _choice("budget_scope", cfg.budget_scope, BUDGET_SCOPES)
   _choice("svd_method", cfg.svd_method, rank_blocks.SVD_METHODS)

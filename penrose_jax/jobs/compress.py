@@ -20,6 +20,7 @@ wrong inputs, and the final checkpoint equals an uninterrupted run's.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -202,7 +203,8 @@ def sensitivity_ratios(config: ml_collections.ConfigDict, cfg: Any, source: Any,
     fns: jitted block functions.
     stream_dir: the run's stream folder (sensitivity.json and matrix_ratios.json go there).
     cache_dir: a sweep's shared cache folder: the table depends on the model, calibration,
-      factoring fields and candidates, not on param_ratio, so runs at other ratios reuse it.
+      factoring fields (with `sensitivity_tiling` as the tiling) and candidates, not on
+      param_ratio, so runs at other ratios (or other tilings measured as 'single') reuse it.
     timer: StageTimer ('sensitivity' stage).
 
   Returns:
@@ -210,6 +212,8 @@ def sensitivity_ratios(config: ml_collections.ConfigDict, cfg: Any, source: Any,
   """
   ratios_path = stream_dir / "matrix_ratios.json"
   cands, windows = sensitivity.settings(cfg)
+  if cfg.sensitivity_tiling and cfg.sensitivity_tiling != cfg.tiling:
+    cfg = dataclasses.replace(cfg, tiling=cfg.sensitivity_tiling)  # the measured layout
   key = spectra_cache.cache_key(config.model, config.calibration.to_dict(), cfg)
   name = f"sensitivity_{key}_{'-'.join(sensitivity.ratio_key(c) for c in cands)}_w{windows}.json"
   cache_file = None if cache_dir is None else pathlib.Path(cache_dir) / name

@@ -130,6 +130,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
       loaded.config, compressed_matmul=config.get("compressed_matmul", "factored")))
   loaded = loaded._replace(params=parallel.shard_params(loaded.params, mesh, rules))
   say(f"loaded {loaded.name}")
+  if config.mode != "none":
+    trainer.check_trainable(loaded.params, curriculum_config(config))  # before any evaluation
   with parallel.batch_placement(mesh, data_axes):
     return _run_loaded(config, workdir, start, say, loaded)
 

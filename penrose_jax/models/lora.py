@@ -126,6 +126,29 @@ def _map_kernels(params: Any, fn, path: tuple[str, ...] = ()) -> Any:
   return fn("/".join(path), params)
 
 
+def wrappable_kernels(params: Any, include_regex: str = DEFAULT_INCLUDE_REGEX) -> list[str]:
+  """The '/'-joined paths `add_lora` would wrap: dense 2-D float kernels matching the regex.
+
+  Args:
+    params: params pytree (compressed leaves never match).
+    include_regex: searched in each leaf's path.
+
+  Returns:
+    The paths, in tree order.
+  """
+  pattern = re.compile(include_regex)
+  paths: list[str] = []
+
+  def collect(path: str, leaf: Any) -> Any:
+    if (not is_compressed(leaf) and path.endswith("kernel") and np.ndim(leaf) == 2
+        and jnp.issubdtype(jnp.asarray(leaf).dtype, jnp.floating) and pattern.search(path)):
+      paths.append(path)
+    return leaf
+
+  _map_kernels(params, collect)
+  return paths
+
+
 def add_lora(params: Any, rank: int, alpha: float = 16.0,
              include_regex: str = DEFAULT_INCLUDE_REGEX, seed: int = 0) -> Any:
   """Wraps matching dense kernels in LoRAKernel leaves (pure: the input is not modified).
@@ -147,16 +170,7 @@ def add_lora(params: Any, rank: int, alpha: float = 16.0,
   """
   if rank < 1:
     raise ValueError(f"add_lora: rank must be >= 1, got {rank}")
-  pattern = re.compile(include_regex)
-  paths: list[str] = []
-
-  def collect(path: str, leaf: Any) -> Any:
-    if (not is_compressed(leaf) and path.endswith("kernel") and np.ndim(leaf) == 2
-        and jnp.issubdtype(jnp.asarray(leaf).dtype, jnp.floating) and pattern.search(path)):
-      paths.append(path)
-    return leaf
-
-  _map_kernels(params, collect)
+  paths = wrappable_kernels(params, include_regex)
   if not paths:
     raise ValueError(f"add_lora: no dense kernel matches {include_regex!r}")
   index = {p: k for k, p in enumerate(sorted(paths))}

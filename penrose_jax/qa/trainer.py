@@ -192,6 +192,29 @@ class TrainOutcome:
   section_steps: list[int] = dataclasses.field(default_factory=list)
 
 
+def check_trainable(params: Any, cfg: CurriculumConfig) -> None:
+  """Fails before any work when `cfg.trainable` cannot train this model.
+
+  Args:
+    params: model params (dense or compressed leaves).
+    cfg: the curriculum config.
+
+  Raises:
+    ValueError: unknown `trainable`; 'lora' on a model whose projections are all compressed
+      (LoRA wraps dense kernels); 'compressed' on a model without compressed leaves.
+  """
+  if cfg.trainable not in TRAINABLE:
+    raise ValueError(f"trainable must be one of {TRAINABLE}, got {cfg.trainable!r}")
+  if cfg.trainable == "lora" and not lora.wrappable_kernels(params):
+    raise ValueError("trainable='lora' wraps dense projection kernels, but every projection "
+                     "of this model is compressed: use trainable='compressed' (trains the "
+                     "stored factors; the model stays compressed)")
+  if cfg.trainable == "compressed" and not any(
+      jax.tree_util.tree_leaves(trainable_mask(params, "compressed"))):
+    raise ValueError("trainable='compressed' but the model has no compressed leaves; load a "
+                     "compressed checkpoint or use trainable='lora' / 'all'")
+
+
 def prepare_trainable(params: Any, cfg: CurriculumConfig) -> tuple[Any, str]:
   """Adds LoRA adapters when asked and picks the trainable selector.
 
@@ -203,20 +226,13 @@ def prepare_trainable(params: Any, cfg: CurriculumConfig) -> tuple[Any, str]:
     (params to train, selector for training.trainable_mask).
 
   Raises:
-    ValueError: unknown `trainable`, or 'compressed' on a model without compressed leaves.
+    ValueError: see `check_trainable`.
   """
+  check_trainable(params, cfg)
   if cfg.trainable == "lora":
     return (lora.add_lora(params, cfg.lora_rank, cfg.lora_alpha, seed=cfg.seed),
             lora.LORA_TRAINABLE_REGEX)
-  if cfg.trainable == "compressed":
-    mask = trainable_mask(params, "compressed")
-    if not any(jax.tree_util.tree_leaves(mask)):
-      raise ValueError("trainable='compressed' but the model has no compressed leaves; load a "
-                       "compressed checkpoint or use trainable='lora' / 'all'")
-    return params, "compressed"
-  if cfg.trainable == "all":
-    return params, "all"
-  raise ValueError(f"trainable must be one of {TRAINABLE}, got {cfg.trainable!r}")
+  return params, cfg.trainable
 
 
 def masked_lm_loss(params: Any, batch: dict, model_config: ModelConfig
