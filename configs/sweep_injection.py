@@ -14,9 +14,10 @@ LoRA r=8 at lr 3e-3, 1 epoch per section, replay 0.2, general text 0.1) on the p
 injection benchmark (docs/knowledge_injection.md section 4: package:injection_corpus, 8 invented
 documents, 32 sections; exam package:injection_exam, 56 four-way questions, and
 package:injection_open_exam). Runs, most informative first:
-  sectionwise                 the recipe: one section after the other
+  sectionwise                 the recipe's rows one section after the other (the paper's order)
   onepass                     the plain document text, the same number of updates (train_tokens)
-  onepass_augmented           the sectionwise rows shuffled over all documents (no section order)
+  onepass_augmented           the sectionwise rows shuffled over all documents (no section
+                              order; the best measured, now the recipe's own mode)
   sectionwise_packed_epochs2  Q&A pairs packed into multi-turn rows of 256 tokens, 2 epochs
                               per section (~1.3x the budget, 2x the exposures per fact)
   sectionwise_passes2         all sections in order twice, half an epoch each (spaced

@@ -16,6 +16,8 @@ see `runs`; --config.time_budget_s stops early). At 16 tiles the Penrose layout 
 layout shows at 64 (DIR/runs/<name>/tiling_*.png). Evaluation: SOFC dev and LAMBADA, 48
 windows each spread over every document (the demo corpus is skipped for time).
 Produces DIR/results.csv, DIR/report.md, DIR/plots/, DIR/runs/<name>/.
+Measured 2026-12-02 on the 2-core machine beside other jobs: single_0.8 938 s (655 s of it the
+sensitivity table), the other 7 runs 250-575 s each (2,940 s); results in results/sweep_tiling.
 The earlier sweep of this file (global greedy budget at 0.6, x whitening; collapsed models) is
 in results/README.md ("Earlier measurements").
 quick (tiny model, 2 runs: penrose / grid, whitened; per-matrix budget and 4 tiles per matrix,
