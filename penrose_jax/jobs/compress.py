@@ -212,7 +212,7 @@ def sensitivity_ratios(config: ml_collections.ConfigDict, cfg: Any, source: Any,
   """
   ratios_path = stream_dir / "matrix_ratios.json"
   cands, windows = sensitivity.settings(cfg)
-  if cfg.sensitivity_tiling and cfg.sensitivity_tiling != cfg.tiling:
+  if cfg.sensitivity_tiling:
     cfg = dataclasses.replace(cfg, tiling=cfg.sensitivity_tiling)  # the measured layout
   key = spectra_cache.cache_key(config.model, config.calibration.to_dict(), cfg)
   name = f"sensitivity_{key}_{'-'.join(sensitivity.ratio_key(c) for c in cands)}_w{windows}.json"
