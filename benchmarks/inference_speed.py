@@ -3,6 +3,8 @@
 Command (from the repo root):
   python benchmarks/inference_speed.py            # SmolLM2-135M, all configs (slow: ~1 h)
   python benchmarks/inference_speed.py --quick    # tiny random model, seconds
+  python benchmarks/inference_speed.py --ratios=0.6 --tilings=single,penrose --spectral_ratio=0 \
+      --share_layers=both                          # per-layer vs shared compiled blocks
 Options restrict the work: --tilings=penrose,grid --ratios=0.6 --num_layers=4 (first 4 decoder
 layers of the real model, same matrix shapes; --layers is the same option)
 --spectral_ratio=0 (no spectral variant). Quick 4-layer check at 0.6:
@@ -13,9 +15,13 @@ budget per matrix) for each tiling x param_ratio (+ one factor-scope DCT variant
 every model with the same jitted functions (compressed leaves run `compressed_matmul=
 'factored'`, i.e. `leaf.matmul`, on the inference form of `compression.inference.
 prepare_for_inference`: codecs such as the DCT coefficients decoded once at load, factors
-stacked for the segment matmul; --stored_form times the stored leaves instead): prefill (full
-forward incl. logits) at batch 1 x T and 8 x T, and greedy decode at batch 1 with a KV cache. FLOPs per token come from XLA's cost
-analysis of the compiled functions; `compile_s` sums the compile times of the three programs
+stacked for the segment matmul; --share_layers=on times `share_layers=True` instead (each
+tile's rank padded to its largest over the layers and the layers scanned, so one block
+compiles), =both times both forms; with either, a 'dense shared' row (the scanned dense
+model) follows the dense reference row, which is always the unrolled dense model;
+--stored_form times the stored leaves): prefill (full forward incl. logits) at batch 1 x T and
+8 x T, and greedy decode at batch 1 with a KV cache. FLOPs per token come from XLA's cost
+analysis of the compiled functions (of the unrolled program for scanned layers); `compile_s` sums the compile times of the three programs
 (prefill per batch size, prompt fill, decode step) and `prepare_s` is the load-time transform. A
 large square jnp.dot is timed before and after, so the
 load of a shared machine shows in the numbers. Prints a markdown table and writes
@@ -41,7 +47,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from penrose_jax.compression.inference import prepare_for_inference  # noqa: E402
+from penrose_jax.compression.inference import (prepare_for_inference,  # noqa: E402
+                                                rank_padding)
 from penrose_jax.compression.transform import compress  # noqa: E402
 from penrose_jax.models import llama  # noqa: E402
 from penrose_jax.models.config import ModelConfig, tiny_config  # noqa: E402
@@ -80,6 +87,27 @@ def compiled_flops(compiled: Any) -> float:
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   return float((cost or {}).get("flops", 0.0))
+
+
+def program_flops(fn: Any, compiled: Any, params: Any, *args: Any) -> float:
+  """FLOPs of one call of jitted `fn` on (params, *args).
+
+  XLA's cost analysis counts a loop body once, so for params in the stacked-layers form
+  (`llama.stack_layers`: a lax.scan over layers) the FLOPs are those of the same program
+  lowered on the unrolled layers (lowering compiles nothing).
+
+  Args:
+    fn: the jitted function.
+    compiled: its compiled executable for these arguments.
+    params: the params it ran on.
+    *args: the other arguments.
+
+  Returns:
+    FLOPs per call.
+  """
+  if llama.LAYER_RUNS not in params:
+    return compiled_flops(compiled)
+  return compiled_flops(fn.lower(llama.unstack_layers(params), *args))
 
 
 def measure_peak(size: int = 2048, min_time: float = 1.0) -> dict:
@@ -123,7 +151,8 @@ def load_model(quick: bool, layers: Optional[int] = None) -> tuple[ModelConfig, 
 
 
 def model_variants(params: Any, tilings: list[str], ratios: list[float],
-                   spectral_ratio: float, tiles: int, stored_form: bool = False):
+                   spectral_ratio: float, tiles: int, stored_form: bool = False,
+                   share_layers: str = "off"):
   """Yields (name, meta, params) for the dense model and every compressed configuration.
 
   Args:
@@ -133,11 +162,18 @@ def model_variants(params: Any, tilings: list[str], ratios: list[float],
     spectral_ratio: ratio of the extra penrose + factor-scope DCT variant (0: none).
     tiles: tiles_per_matrix.
     stored_form: time the stored leaves, not their `prepare_for_inference` form.
+    share_layers: 'on' (inference form with ranks aligned across layers and the layers
+      scanned: one compiled block), 'off' (one compiled block per layer) or 'both' (a row for
+      each, from the same compressed params; the shared row's name ends in 'shared'). Unless
+      'off', a 'dense shared' row (the dense layers scanned) follows the dense reference row.
 
   Yields:
     Dense first, then compressed models (compressed lazily: one held at a time).
   """
-  yield "dense", {"tiling": None, "param_ratio_target": None, "spectral": "none"}, params
+  dense_meta = {"tiling": None, "param_ratio_target": None, "spectral": "none"}
+  yield "dense", dense_meta, params
+  if share_layers != "off" and not stored_form:  # what scanning alone does to dense
+    yield "dense shared", {**dense_meta, "share_layers": True}, llama.stack_layers(params)
   configs = [(t, r, "none") for r in ratios for t in tilings]
   if spectral_ratio > 0:
     configs.append(("penrose", spectral_ratio, "dct"))
@@ -151,12 +187,21 @@ def model_variants(params: Any, tilings: list[str], ratios: list[float],
     meta = {"tiling": tiling, "param_ratio_target": ratio, "spectral": spectral,
             "param_ratio": stats["param_ratio"], "compress_s": time.time() - start,
             "form": "stored" if stored_form else "inference"}
-    if not stored_form:
-      start = time.time()
-      compressed = prepare_for_inference(compressed)
-      meta["prepare_s"] = time.time() - start
     name = f"{tiling} {ratio}" + (f" {spectral}" if spectral != "none" else "")
-    yield name, meta, compressed
+    if stored_form:
+      yield name, meta, compressed
+      continue
+    for shared in {"on": (True,), "off": (False,), "both": (False, True)}[share_layers]:
+      start = time.time()
+      prepared = prepare_for_inference(compressed, share_layers=shared)
+      extra = {"prepare_s": time.time() - start, "share_layers": shared,
+               "rank_padding": rank_padding(compressed) if shared else 0.0,
+               # compiled blocks: scanned runs, or one per layer
+               "layer_runs": (len(prepared[llama.LAYER_RUNS]) if llama.LAYER_RUNS in prepared
+                              else sum(k.startswith("layers_") for k in prepared))}
+      yield name + (" shared" if shared and share_layers == "both" else ""), {**meta, **extra}, \
+          prepared
+      del prepared
 
 
 def benchmark_model(config: ModelConfig, params: Any, seq: int, batches: list[int],
@@ -185,7 +230,8 @@ def benchmark_model(config: ModelConfig, params: Any, seq: int, batches: list[in
     row[f"compile_prefill_{b}x{seq}_s"] = time.time() - start
     seconds = time_call(lambda: compiled(params, tokens), min_time=min_time)
     row[f"prefill_{b}x{seq}_tok_s"] = b * seq / seconds
-    row[f"flops_per_token_prefill_{b}x{seq}"] = compiled_flops(compiled) / (b * seq)
+    row[f"flops_per_token_prefill_{b}x{seq}"] = program_flops(prefill, compiled, params,
+                                                              tokens) / (b * seq)
 
   cache_len = decode_prompt + decode_steps + 1
 
@@ -205,10 +251,12 @@ def benchmark_model(config: ModelConfig, params: Any, seq: int, batches: list[in
   token, cache = fill_c(params, prompt, cache)
   row["compile_fill_s"] = time.time() - start
   start = time.time()
-  step_c = jax.jit(step, donate_argnums=(2,)).lower(params, token, cache, jnp.int32(0)).compile()
+  step_jit = jax.jit(step, donate_argnums=(2,))
+  step_c = step_jit.lower(params, token, cache, jnp.int32(0)).compile()
   row["compile_decode_s"] = time.time() - start
   row["compile_s"] = sum(v for k, v in row.items() if k.startswith("compile_") and k != "compile_s")
-  row["flops_per_token_decode"] = compiled_flops(step_c)
+  row["flops_per_token_decode"] = program_flops(step_jit, step_c, params, token, cache,
+                                                jnp.int32(0))
 
   def decode():
     tok, cch = token, jax.tree_util.tree_map(jnp.copy, cache)
@@ -248,6 +296,10 @@ def main(argv: Optional[list[str]] = None) -> dict:
                       help="keep the first N decoder layers")
   parser.add_argument("--stored_form", action="store_true",
                       help="time stored leaves, not their prepare_for_inference form")
+  parser.add_argument("--share_layers", default="off", choices=("on", "off", "both"),
+                      help="compressed models: ranks aligned across layers and the layers "
+                           "scanned (one compiled block), per-layer programs (what `generate` "
+                           "runs), or a row of each (--quick: both)")
   parser.add_argument("--seq", type=int, default=256)
   parser.add_argument("--batches", default="1,8")
   parser.add_argument("--decode_prompt", type=int, default=64)
@@ -259,6 +311,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
   if args.quick:
     args.tilings, args.ratios, args.spectral_ratio = "grid,penrose", "0.6", 0.0
     args.tiles, args.seq, args.min_time, args.decode_prompt, args.decode_steps = 4, 32, 0.1, 8, 4
+    args.share_layers = "both"
   tilings = [t for t in args.tilings.split(",") if t]
   ratios = [float(r) for r in args.ratios.split(",") if r]
   batches = [int(b) for b in args.batches.split(",") if b]
@@ -282,7 +335,8 @@ def main(argv: Optional[list[str]] = None) -> dict:
             "targets": _targets(rows, args.seq)}
 
   for name, meta, variant in model_variants(params, tilings, ratios, args.spectral_ratio,
-                                            args.tiles, args.stored_form):
+                                            args.tiles, args.stored_form,
+                                            args.share_layers):
     row = {"name": name, **meta, **benchmark_model(config, variant, args.seq, batches,
                                                    args.decode_prompt, args.decode_steps,
                                                    args.min_time)}
@@ -302,17 +356,26 @@ def main(argv: Optional[list[str]] = None) -> dict:
 
 
 def _targets(rows: list[dict], seq: int) -> dict:
-  """The issue's targets: 1.3x prefill at ratio 0.6, penrose within 10% of grid."""
+  """Issue 20's comparisons: compile time over dense's, tiled over single and grid prefill.
+
+  Args:
+    rows: benchmark rows, the unrolled dense model first.
+    seq: prefill length.
+
+  Returns:
+    {'<row>_compile_over_dense': ..., '<a>_over_<b>_prefill_<ratio>[_shared]': ...} (1 x seq
+    prefill tokens/s ratios between layouts at one ratio and form).
+  """
   key = f"prefill_1x{seq}_tok_s"
   by_name = {r["name"]: r for r in rows}
-  out = {}
-  for r in rows:
-    if r["param_ratio_target"] == 0.6 and r["spectral"] == "none":
-      out[f"{r['tiling']}_0.6_prefill_speedup"] = r[key] / rows[0][key]
+  out = {f"{r['name'].replace(' ', '_')}_compile_over_dense": r["compile_s"] / rows[0]["compile_s"]
+         for r in rows[1:]}
   for ratio in sorted({r["param_ratio_target"] for r in rows if r["param_ratio_target"]}):
-    grid, pen = by_name.get(f"grid {ratio}"), by_name.get(f"penrose {ratio}")
-    if grid and pen:
-      out[f"penrose_over_grid_prefill_{ratio}"] = pen[key] / grid[key]
+    for suffix in ("", " shared"):
+      for a, b in (("penrose", "grid"), ("penrose", "single"), ("grid", "single")):
+        ra, rb = by_name.get(f"{a} {ratio}{suffix}"), by_name.get(f"{b} {ratio}{suffix}")
+        if ra and rb:
+          out[f"{a}_over_{b}_prefill_{ratio}{suffix.replace(' ', '_')}"] = ra[key] / rb[key]
   return out
 
 

@@ -53,7 +53,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   # Logit KL only: sweep_alignment on SmolLM2-135M (README) measured SOFC dev ppl 354 with it,
   # 909 with hidden KL added 1:1 and 116,299 with hidden KL alone. hidden_kl stays a key so
   # --config.objective.weights.hidden_kl=1.0 restores the preprint's objective.
-  config.objective.weights = ml_collections.ConfigDict({"logit_kl": 1.0, "hidden_kl": 0.0})
+  # 'ce' (next-token loss on the training text, no teacher: SVD-LLM's parameter update) stays a
+  # key so --config.objective.weights.ce=1.0 --config.objective.weights.logit_kl=0 runs it.
+  config.objective.weights = ml_collections.ConfigDict({"logit_kl": 1.0, "hidden_kl": 0.0,
+                                                       "ce": 0.0})
   config.objective.temperature = 1.0
   config.objective.layers = ()  # () = all layers for hidden_kl
   config.optimizer = ml_collections.ConfigDict()

@@ -1,18 +1,21 @@
-"""Ablation: stored bytes vs perplexity: tiled low-rank (+int8 / int4) against plain RTN.
+"""Ablation: stored bytes vs perplexity: low rank (+int8 / int4) against plain RTN.
 
 Command (from the repo root):
-  python -m experiments.sweep --config=configs/sweep_bytes.py --workdir=workdirs/sweep_bytes
+  python -m experiments.sweep --config=configs/sweep_bytes.py --workdir=workdirs/sweep_bytes \
+      --config.results_dir=results/sweep_bytes
   python -m experiments.sweep --config=configs/sweep_bytes.py:quick --workdir=/tmp/sweep_bytes_q
 
-Runs the `compress` job on SmolLM2-135M: tiling penrose / grid / single (whitened, param_ratio
-0.6) with quantize none / int8 / int4 of the stored values (9 runs), and the plain round-to-
-nearest baseline method='rtn' with int8 / int4 (group size 64; 2 runs). Produces
-DIR/results.csv, DIR/report.md (the bytes / perplexity table), DIR/plots/
-bytes_compressed_vs_ppl_compressed.png (one line per method, plus the dense point),
-DIR/runs/<name>/. Time on the 2-core CPU machine (2026-11-24, another sweep beside it): 3,484 s
-for 8 runs (the 3 float32 tiled runs were sweep_tiling's, reused): 447-584 s per tiled run,
-151-177 s per RTN run, peak RSS 13.1 GiB; results in the README. quick (tiny model, 2 runs:
-penrose int8, rtn int8): measured 21 s inside the test run, ~30 s as a command.
+Runs the `compress` job on SmolLM2-135M with configs/compress.py's strong baseline (one whitened
+SVD per matrix, sensitivity knapsack) at param_ratio 0.8 and 0.6 with the stored values in
+float32 / int8 / int4 (group size 64), and the plain round-to-nearest baseline method='rtn'
+with int8 / int4 on the dense kernels (group size 64). The float32 runs are configs/
+sweep_ratio.py's single_0.8 / single_0.6 (link their run folders into DIR/runs and copy its
+DIR/spectra_cache/sensitivity_*.json to reuse them and the sensitivity table).
+Produces DIR/results.csv, DIR/report.md (the bytes / perplexity table), DIR/plots/
+bytes_compressed_vs_ppl_compressed.png (one line per storage format, plus the dense point),
+DIR/runs/<name>/. The earlier sweep of this file (tiled layouts at a global greedy budget) is in
+results/README.md ("Earlier measurements"). quick (tiny model, 2 runs: penrose int8, rtn int8):
+measured 21 s inside the test run, ~30 s as a command.
 """
 
 import ml_collections
@@ -21,28 +24,43 @@ from configs import compress as compress_config
 from configs.sweep_tiling import quick_compress_base
 from penrose_jax.jobs.sweep import make_sweep_config
 
+RATIOS = (0.8, 0.6)
+QUANT = ("none", "int8", "int4")
+
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
   """Returns the bytes sweep; `quick` runs Penrose int8 and RTN int8 on the tiny model."""
   if arg not in ("", "quick"):
     raise ValueError(f"configs/sweep_bytes.py: unknown variant {arg!r}; expected '' or 'quick'")
-  base = quick_compress_base() if arg else compress_config.get_config()
-  base.compression.param_ratio = 0.6
-  base.compression.whiten = True
-  runs = [(f"{tiling}_{quant}", {"compression.method": "tiled", "compression.tiling": tiling,
-                                 "compression.quantize": quant})
-          for tiling in ("penrose", "grid", "single") for quant in ("none", "int8", "int4")]
   rtn = [(f"rtn_{quant}", {"compression.method": "rtn", "compression.quantize": quant})
          for quant in ("int8", "int4")]
-  runs += rtn
   if arg:
-    runs = [runs[1], rtn[0]]
+    base = quick_compress_base()
+    base.compression.param_ratio = 0.6
+    runs = [("penrose_int8", {"compression.tiling": "penrose", "compression.quantize": "int8"}),
+            rtn[0]]
+    labels = {}
+  else:
+    base = compress_config.get_config()  # single, sensitivity knapsack
+    base.eval.skip_text_sets = "demo_corpus"
+    runs = []
+    for ratio in RATIOS:
+      for quant in QUANT:
+        overrides = {} if ratio == 0.8 else {"compression.param_ratio": ratio}
+        if quant != "none":
+          overrides["compression.quantize"] = quant
+        runs.append((f"single_{ratio}" if quant == "none" else f"single_{ratio}_{quant}",
+                     overrides))
+    runs += rtn
+    labels = {name: f"low rank {overrides.get('compression.quantize', 'float32')}"
+              for name, overrides in runs[:-len(rtn)]}
+  labels.update({name: "rtn" for name, _ in rtn})
   return make_sweep_config(
       base, "compress", runs, title="bytes vs perplexity (low rank + quantization vs RTN)",
-      description="Tiled runs: whitened rank blocks at param_ratio 0.6, stored values in "
-                  "float32 / int8 / int4. RTN: every selected kernel quantized in place "
-                  "(no low rank).",
-      method_key=("compression.tiling",), group_labels={n: "rtn" for n, _ in rtn},
+      description="Low-rank runs: one whitened SVD per matrix at param_ratio 0.8 / 0.6, stored "
+                  "values in float32 / int8 / int4. RTN: every selected kernel quantized in "
+                  "place (no low rank).",
+      method_key=("compression.quantize",), group_labels=labels,
       plot_x="bytes_compressed", plot_y=("ppl_compressed",),
       columns=("model", "compression.method", "compression.tiling", "compression.whiten",
                "compression.param_ratio", "compression.quantize", "compression.group_size"))

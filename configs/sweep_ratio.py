@@ -9,8 +9,8 @@ Runs the `compress` job on SmolLM2-135M with configs/compress.py's strong baseli
 sensitivity knapsack, damping 1e-4, 64 mixed calibration windows) at param_ratio 0.9, 0.8, 0.7,
 0.6, 0.5, 0.4: one SVD per matrix, and Penrose with 16 tiles per matrix at the same per-matrix
 ratios (sensitivity_tiling='single', as configs/sweep_tiling.py, whose 0.8 / 0.6 runs have the
-same configs). The sensitivity table is measured once (DIR/spectra_cache); later runs take
-~6-8 min each on the 2-core machine. Ratio-major order: an interrupted sweep has both layouts at
+same configs). The sensitivity table is measured once (DIR/spectra_cache), and once more with
+a 0.2 candidate for the 0.4 runs; later runs take ~6-8 min each on the 2-core machine. Ratio-major order: an interrupted sweep has both layouts at
 the ratios it reached; `--config.time_budget_s=N` stops starting runs after N s.
 Produces DIR/results.csv, DIR/report.md, DIR/plots/ (param_ratio vs perplexity / hidden KL /
 logit KL per layout), DIR/runs/<name>/. The earlier sweep of this file (global greedy budget,
@@ -25,6 +25,8 @@ from configs.sweep_tiling import quick_compress_base
 from penrose_jax.jobs.sweep import make_sweep_config
 
 RATIOS = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4)
+# Below 0.5 the knapsack needs a smaller candidate: a second sensitivity table (~11 min).
+LOW_CANDIDATES = (0.2, 0.4, 0.6, 0.8, 1.0)
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
@@ -41,11 +43,14 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # Ratio-major order: an interrupted sweep has both layouts at the ratios it reached.
     runs = []
     for ratio in RATIOS:
-      runs += [(f"single_{ratio}", {} if ratio == 0.8 else {"compression.param_ratio": ratio}),
+      ratio_keys = {} if ratio == 0.8 else {"compression.param_ratio": ratio}
+      if ratio < 0.5:  # the default candidates (0.4 ... 1.0) cannot fit a 0.4 budget
+        ratio_keys["compression.sensitivity_candidates"] = LOW_CANDIDATES
+      runs += [(f"single_{ratio}", dict(ratio_keys)),
                (f"penrose16_{ratio}", {"compression.tiling": "penrose",
                                        "compression.tiles_per_matrix": 16,
                                        "compression.sensitivity_tiling": "single",
-                                       "compression.param_ratio": ratio})]
+                                       **ratio_keys})]
   return make_sweep_config(
       base, "compress", runs, title="parameter ratio vs quality",
       description="Whitened, sensitivity knapsack on the single-SVD table; the layout and the "

@@ -62,7 +62,9 @@ def test_prepared_grads_match_dense():
   c = jnp.asarray(RNG.normal(size=(2, 3, N)), jnp.float32)
   gx = jax.grad(lambda x: jnp.sum(prepared.matmul(x) * c))(X)
   np.testing.assert_allclose(gx, c @ _MATERIALIZE(prepared).T, atol=1e-5)
-  g = jax.grad(lambda l: jnp.sum(l.matmul(X) * c))(prepared)
+  # The factors are differentiable (the stored sizes are an int array, not a parameter).
+  g = jax.grad(lambda uv: jnp.sum(prepared.replace(u=uv[0], v=uv[1]).matmul(X) * c))(
+      (prepared.u, prepared.v))
   assert all(np.all(np.isfinite(a)) for a in jax.tree_util.tree_leaves(g))
 
 
@@ -128,3 +130,57 @@ def test_prepare_for_inference_model_logits_match():
       prepared, is_leaf=lambda x: isinstance(x, inference.FactoredMatrix))
       if isinstance(leaf, inference.FactoredMatrix)}
   assert kinds == {"FactoredMatrix"}
+
+
+def _shared_model(tiling="penrose", num_layers=3):
+  cfg = tiny_config(num_layers=num_layers)
+  params = llama.init_params(cfg, seed=2)
+  compressed, _ = transform.compress(params, {"param_ratio": 0.5, "tiles_per_matrix": 4,
+                                              "tiling": tiling, "budget_scope": "matrix"})
+  return cfg, compressed
+
+
+def test_share_layers_matches_and_scans_one_block():
+  # Ranks padded per tile position across layers: one stacked run, the same logits and KV
+  # cache, the stored parameter count unchanged, and one block's dots in the program.
+  cfg, compressed = _shared_model()
+  shared = inference.prepare_for_inference(compressed, share_layers=True)
+  plain = inference.prepare_for_inference(compressed)
+  assert len(shared[llama.LAYER_RUNS]) == 1 and "layers_0" not in shared
+  assert llama.count_params(shared) == llama.count_params(compressed)
+  assert inference.rank_padding(compressed) >= 0.0
+  tokens = jnp.asarray(RNG.integers(0, cfg.vocab_size, (2, 7)), jnp.int32)
+  fwd = jax.jit(lambda p, t: llama.forward(p, t, cfg, return_hidden=True))
+  ref, out = fwd(plain, tokens), fwd(shared, tokens)
+  np.testing.assert_allclose(out.logits, ref.logits, atol=2e-4, rtol=2e-4)
+  np.testing.assert_allclose(out.hidden_states, ref.hidden_states, atol=2e-4, rtol=2e-4)
+  cache = llama.init_cache(cfg, 2, 9)
+  step = jax.jit(lambda p, t, c: llama.forward(p, t, cfg, cache=c, cache_index=jnp.int32(0)))
+  ref_c, out_c = step(plain, tokens, cache), step(shared, tokens, cache)
+  np.testing.assert_allclose(out_c.logits, ref_c.logits, atol=2e-4, rtol=2e-4)
+  for a, b in zip(out_c.cache.keys + out_c.cache.values, ref_c.cache.keys + ref_c.cache.values):
+    np.testing.assert_allclose(a, b, atol=2e-4, rtol=2e-4)
+  dots = lambda p: jax.jit(lambda q, t: llama.forward(q, t, cfg).logits).lower(
+      p, tokens).as_text().count("dot_general")
+  assert dots(shared) * 2 < dots(plain)
+
+
+def test_share_layers_without_alignment_keeps_distinct_layers():
+  # A layer whose matrix is dense elsewhere cannot share: it becomes its own run.
+  cfg, compressed = _shared_model("single")
+  compressed["layers_1"]["mlp"]["up_proj"]["kernel"] = _MATERIALIZE(
+      compressed["layers_1"]["mlp"]["up_proj"]["kernel"])
+  shared = inference.prepare_for_inference(compressed, share_layers=True)
+  assert [llama._run_length(run) for run in shared[llama.LAYER_RUNS]] == [1, 1, 1]
+  tokens = jnp.asarray(RNG.integers(0, cfg.vocab_size, (1, 5)), jnp.int32)
+  fwd = jax.jit(lambda p, t: llama.forward(p, t, cfg).logits)
+  np.testing.assert_allclose(fwd(shared, tokens), fwd(compressed, tokens), atol=2e-4, rtol=2e-4)
+
+
+def test_dense_stack_layers_matches_forward():
+  cfg = tiny_config(num_layers=3)
+  params = llama.init_params(cfg, seed=4)
+  tokens = jnp.asarray(RNG.integers(0, cfg.vocab_size, (2, 6)), jnp.int32)
+  fwd = jax.jit(lambda p, t: llama.forward(p, t, cfg).logits)
+  np.testing.assert_allclose(fwd(llama.stack_layers(params), tokens), fwd(params, tokens),
+                             atol=1e-5, rtol=1e-5)

@@ -100,8 +100,10 @@ def run(config: ml_collections.ConfigDict, workdir: Optional[str | pathlib.Path]
     records = read_prompts(paths.resolve_data_path(prompts_path))  # checked before loading
   cache_dir = pathlib.Path(workdir or ".") / "model_cache"
   loaded = model_source.load(config.model, cache_dir=cache_dir)
-  # Decode spectral / quantized codecs and stack factors once, not inside every compiled step.
-  loaded = loaded._replace(params=inference.prepare_for_inference(loaded.params))
+  # Decode spectral / quantized codecs and stack factors once, not inside every compiled step;
+  # with share_layers, layers of one structure are stacked and scanned (one compiled block).
+  loaded = loaded._replace(params=inference.prepare_for_inference(
+      loaded.params, share_layers=config.get("share_layers", False)))
   gen_start = time.time()
   if records is None:
     text = _complete(loaded, config, config.prompt)

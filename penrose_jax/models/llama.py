@@ -12,6 +12,7 @@ from typing import Any, NamedTuple, Optional
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from penrose_jax.models.config import ModelConfig
 from penrose_jax.models.linear import is_compressed, linear
@@ -268,8 +269,121 @@ def forward(params: Params, tokens: jax.Array, config: ModelConfig, *,
   Returns:
     ForwardOutput.
   """
+  if LAYER_RUNS in params:
+    return _forward_layer_runs(params, tokens, config, positions, cache, cache_index,
+                               return_hidden)
   return LlamaModel(config).apply({"params": params}, tokens, positions, cache, cache_index,
                                   return_hidden)
+
+
+# Key of the stacked-layers form (`stack_layers`): a tuple of runs, each one subtree of
+# consecutive decoder layers with identical structure, every array with a leading layer axis.
+LAYER_RUNS = "layer_runs"
+
+
+def _layer_signature(layer: Params) -> tuple:
+  leaves, treedef = jax.tree_util.tree_flatten(layer)
+  return treedef, tuple((tuple(jnp.shape(a)), jnp.result_type(a)) for a in leaves)
+
+
+def stack_layers(params: Params) -> Params:
+  """Pure transform: consecutive decoder layers of one structure stacked for a scanned forward.
+
+  XLA compiles a decoder written as a Python loop once per layer. When layers share their
+  structure (dense models; compressed ones whose ranks are aligned across layers, see
+  `compression.inference.prepare_for_inference(share_layers=True)`), `forward` runs each run
+  of identical layers as one `jax.lax.scan`, so its block compiles once. Stacking happens on
+  the host (numpy), so it compiles nothing; the result is an inference form (the trainer and
+  checkpoints use the per-layer tree).
+
+  Args:
+    params: params with 'layers_0' ... 'layers_{L-1}' subtrees (concrete arrays).
+
+  Returns:
+    A new tree without the 'layers_i' keys and with params['layer_runs']: a tuple of stacked
+    runs in layer order (a layer whose structure differs from its neighbours is a run of 1).
+  """
+  count = sum(1 for k in params if k.startswith("layers_"))
+  layers = [params[f"layers_{i}"] for i in range(count)]
+  runs: list[tuple[tuple, list]] = []
+  for layer in layers:
+    signature = _layer_signature(layer)
+    if runs and runs[-1][0] == signature:
+      runs[-1][1].append(layer)
+    else:
+      runs.append((signature, [layer]))
+  stack = lambda *xs: jax.device_put(np.stack([np.asarray(x) for x in xs]))
+  out = {k: v for k, v in params.items() if not k.startswith("layers_")}
+  out[LAYER_RUNS] = tuple(jax.tree_util.tree_map(stack, *group) for _, group in runs)
+  return out
+
+
+def unstack_layers(params: Params) -> Params:
+  """The inverse of `stack_layers`: per-layer 'layers_i' subtrees again (host arrays).
+
+  Args:
+    params: a tree with params['layer_runs'].
+
+  Returns:
+    A new tree with 'layers_0' ... and no 'layer_runs' (e.g. to count an unrolled program's
+    FLOPs: XLA's cost analysis counts a scanned body once).
+  """
+  out = {k: v for k, v in params.items() if k != LAYER_RUNS}
+  layer = 0
+  for run in params[LAYER_RUNS]:
+    for i in range(_run_length(run)):
+      out[f"layers_{layer}"] = jax.tree_util.tree_map(lambda a, i=i: np.asarray(a)[i], run)
+      layer += 1
+  return out
+
+
+def _run_length(run: Params) -> int:
+  return int(jnp.shape(jax.tree_util.tree_leaves(run)[0])[0])
+
+
+def _forward_layer_runs(params, tokens, config, positions, cache, cache_index,
+                        return_hidden) -> ForwardOutput:
+  """`forward` on the `stack_layers` form: one lax.scan per run of identical layers."""
+  if positions is None:
+    start = 0 if cache_index is None else cache_index
+    positions = start + jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
+  block = DecoderBlock(config)
+  x = embed_tokens(params, tokens)
+  hidden, keys, values, first = [], [], [], 0
+  for run in params[LAYER_RUNS]:
+    n = _run_length(run)
+    if n == 1:  # a layer of its own: applied as is (a scan of one adds a loop)
+      layer = jax.tree_util.tree_map(lambda a: a[0], run)
+      layer_cache = None if cache is None else (cache.keys[first], cache.values[first])
+      x, new = block.apply({"params": layer}, x, positions, layer_cache, cache_index)
+      outs = x[None] if return_hidden else None
+      if new is not None:
+        keys.append(new[0])
+        values.append(new[1])
+    elif cache is None:
+      def body(h, layer):
+        out, _ = block.apply({"params": layer}, h, positions)
+        return out, (out if return_hidden else None)
+      x, outs = jax.lax.scan(body, x, run)
+    else:
+      def body(h, inputs):
+        layer, k_buf, v_buf = inputs
+        out, (k_new, v_new) = block.apply({"params": layer}, h, positions, (k_buf, v_buf),
+                                          cache_index)
+        return out, (out if return_hidden else None, k_new, v_new)
+      run_cache = (jnp.stack(cache.keys[first:first + n]), jnp.stack(cache.values[first:first + n]))
+      x, (outs, k_run, v_run) = jax.lax.scan(body, x, (run,) + run_cache)
+      keys += [k_run[i] for i in range(n)]
+      values += [v_run[i] for i in range(n)]
+    if return_hidden:
+      hidden.append(outs)
+    first += n
+  final = _final_norm(params, x, config)
+  return ForwardOutput(
+      logits=_logits(params, final, config),
+      hidden_states=jnp.concatenate(hidden) if return_hidden else None,
+      final_hidden=final if return_hidden else None,
+      cache=KVCache(tuple(keys), tuple(values)) if cache is not None else None)
 
 
 def init_cache(config: ModelConfig, batch: int, max_len: int,
@@ -333,7 +447,14 @@ def apply_head(params: Params, x: jax.Array, config: ModelConfig) -> jax.Array:
   Returns:
     (B, T, V) float32 logits, as `forward` computes them.
   """
-  final = RMSNorm(config.rms_norm_eps).apply({"params": params["final_norm"]}, x)
+  return _logits(params, _final_norm(params, x, config), config)
+
+
+def _final_norm(params: Params, x: jax.Array, config: ModelConfig) -> jax.Array:
+  return RMSNorm(config.rms_norm_eps).apply({"params": params["final_norm"]}, x)
+
+
+def _logits(params: Params, final: jax.Array, config: ModelConfig) -> jax.Array:
   if config.tie_embeddings:
     logits = final @ jnp.asarray(params["embed"]["embedding"]).T.astype(final.dtype)
   else:
