@@ -90,12 +90,12 @@ class FactoredMatrix:
     return int(np.sum(np.asarray(self.stored)[..., 1], dtype=np.int64))
 
 
-# A tile position: (row0, height, col0, width).
-# 16-tile Penrose / grid SmolLM2-135M at a uniform 0.6: +11-15 % on MLP, +34-50 % on attention
-# matrices (+19 % overall), which still ran at or above dense speed; a sensitivity-allocated
-# model whose matrix is dense in one layer and rank 0.4 in another would double.
+# 16-tile Penrose / grid SmolLM2-135M at a uniform 0.6 fit in 1-3 runs at +46 % / +41 % tile
+# FLOPs: compile 8-17 s instead of ~300 s, decode 1.15-1.31x dense, prefill 0.91-1.08x
+# (results/README.md, "Inference speed: shared layer programs").
 DEFAULT_MAX_PADDING = 0.5
 DEFAULT_MAX_RUNS = 3
+# A tile position: (row0, height, col0, width).
 TileKey = tuple[int, int, int, int]
 
 
