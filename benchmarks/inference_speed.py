@@ -15,16 +15,16 @@ budget per matrix) for each tiling x param_ratio (+ one factor-scope DCT variant
 every model with the same jitted functions (compressed leaves run `compressed_matmul=
 'factored'`, i.e. `leaf.matmul`, on the inference form of `compression.inference.
 prepare_for_inference`: codecs such as the DCT coefficients decoded once at load, factors
-stacked for the segment matmul; --share_layers=on times `share_layers=True` instead (each
-tile's rank padded to its largest over the layers and the layers scanned, so one block
-compiles), =both times both forms; with either, a 'dense shared' row (the scanned dense
-model) follows the dense reference row, which is always the unrolled dense model;
---stored_form times the stored leaves): prefill (full forward incl. logits) at batch 1 x T and
-8 x T, and greedy decode at batch 1 with a KV cache. FLOPs per token come from XLA's cost
-analysis of the compiled functions (of the unrolled program for scanned layers); `compile_s` sums the compile times of the three programs
-(prefill per batch size, prompt fill, decode step) and `prepare_s` is the load-time transform. A
-large square jnp.dot is timed before and after, so the
-load of a shared machine shows in the numbers. Prints a markdown table and writes
+stacked for the segment matmul; --share_layers=on times `share_layers=True` instead (layers cut
+into at most 3 runs, each tile's rank padded to its largest within its run, each run scanned,
+so one block compiles per run), =both times both forms; with either, a 'dense shared' row (the
+scanned dense model) follows the dense reference row, which is always the unrolled dense
+model; --stored_form times the stored leaves): prefill (full forward incl. logits) at batch
+1 x T and 8 x T, and greedy decode at batch 1 with a KV cache. FLOPs per token come from XLA's
+cost analysis of the compiled functions (of the unrolled program for scanned layers);
+`compile_s` sums the compile times of the three programs (prefill per batch size, prompt
+fill, decode step) and `prepare_s` is the load-time transform. A large square jnp.dot is
+timed before and after, so the load of a shared machine shows in the numbers. Prints a markdown table and writes
 benchmarks/results/inference_speed.json (or --out), rewritten after every model with
 "complete": false until the last one is done.
 """
@@ -162,8 +162,8 @@ def model_variants(params: Any, tilings: list[str], ratios: list[float],
     spectral_ratio: ratio of the extra penrose + factor-scope DCT variant (0: none).
     tiles: tiles_per_matrix.
     stored_form: time the stored leaves, not their `prepare_for_inference` form.
-    share_layers: 'on' (inference form with ranks aligned across layers and the layers
-      scanned: one compiled block), 'off' (one compiled block per layer) or 'both' (a row for
+    share_layers: 'on' (inference form with ranks aligned within runs of layers and the runs
+      scanned: one compiled block per run), 'off' (one compiled block per layer) or 'both' (a row for
       each, from the same compressed params; the shared row's name ends in 'shared'). Unless
       'off', a 'dense shared' row (the dense layers scanned) follows the dense reference row.
 

@@ -38,7 +38,7 @@ def test_inference_speed_quick(tmp_path):
   assert pen["flops_per_token_prefill_1x32"] < dense["flops_per_token_prefill_1x32"]
   assert 0.5 < pen["param_ratio"] < 0.7
   assert "penrose_over_grid_prefill_0.6" in result["targets"]
-  # The default inference form scans shared layers; its compile time is reported per row.
+  # --quick times both inference forms (per-layer and shared); compile time is per row.
   assert "dense shared" in names and all(r["compile_s"] > 0 for r in result["rows"])
   assert "penrose_0.6_compile_over_dense" in result["targets"]
 

@@ -14,11 +14,12 @@ A FactoredMatrix is not a checkpoint format (it is not registered with io.checkp
 saving one fails loudly); its `param_count` / `nbytes` are those of the stored leaf it came
 from (padding and decoding cost memory and FLOPs at inference, not storage).
 
-`prepare_for_inference(params, share_layers=True)` also pads each tile's rank to the largest
-rank that tile position has in any layer (the same matrix of every decoder layer then has one
-structure) and stacks the layers (`llama.stack_layers`), so the forward scans one compiled
-block instead of compiling every layer: the compile time of a tiled model stops growing with
-its depth, at the price of the padded FLOPs (`rank_padding` reports them).
+`prepare_for_inference(params, share_layers=True)` also cuts the decoder layers into a few runs
+of consecutive layers, pads each tile's rank to the largest that tile position has within its
+run (the same matrix of every layer of a run then has one structure) and stacks each run
+(`llama.stack_layers`), so the forward scans one compiled block per run instead of compiling
+every layer: the compile time of a tiled model stops growing with its depth, at the price of
+the padded FLOPs (`rank_padding` reports them, from static metadata only).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ import numpy as np
 from flax import struct
 
 from penrose_jax.compression import factored
-from penrose_jax.compression.leaves import LowRankGroup, SpectralMatrix, TiledLowRank, band_plan
+from penrose_jax.compression.leaves import (LowRankGroup, SpectralMatrix, TiledLowRank,
+                                            band_plan, band_structure)
 from penrose_jax.compression.pytree_codec import host_dense
 from penrose_jax.models import llama
 from penrose_jax.models.linear import map_selected_leaves
@@ -99,29 +101,31 @@ DEFAULT_MAX_RUNS = 3
 TileKey = tuple[int, int, int, int]
 
 
-def _tile_table(leaf: Any) -> Optional[dict]:
-  """Tile position -> (rank or None for a dense tile, u or block, v or None), decoded on host."""
+def _tile_ranks(leaf: Any) -> Optional[dict]:
+  """Tile position -> stored rank (None for a dense tile), from static metadata only."""
   bands = band_plan(leaf.shape, leaf.groups())
   if bands is None:
     return None
-  decoded = [(host_dense(g.u), host_dense(g.v)) if isinstance(g, LowRankGroup)
-             else (host_dense(g.data), None) for g in leaf.groups()]
-  return {(r0, h, c0, w): (rank, decoded[gi][0][k], None if rank is None else decoded[gi][1][k])
-          for r0, h, tiles in bands for c0, w, gi, k, rank in tiles}
+  return {(r0, h, c0, w): rank for r0, h, tiles in bands for c0, w, _, _, rank in tiles}
 
 
-def _factored(leaf: Any, table: dict, ranks: dict) -> FactoredMatrix:
-  """The FactoredMatrix of a tile table with each tile's rank padded to `ranks[position]`.
+def _factored(leaf: Any, ranks: dict) -> FactoredMatrix:
+  """The FactoredMatrix of a band-structured leaf with each tile padded to `ranks[position]`.
 
   One group per tile, in (row0, col0) order: two leaves with the same positions and ranks get
-  the same SegmentPlan, whatever groups their stored form had.
+  the same SegmentPlan, whatever groups their stored form had. Codecs are decoded here, once.
   """
-  bands: dict[tuple, list] = collections.defaultdict(list)
-  decoded = []
+  decoded_groups = [(host_dense(g.u), host_dense(g.v)) if isinstance(g, LowRankGroup)
+                    else (host_dense(g.data), None) for g in leaf.groups()]
+  stored = {(r0, h, c0, w): (rank, decoded_groups[gi][0][k],
+                             None if rank is None else decoded_groups[gi][1][k])
+            for r0, h, tiles in band_plan(leaf.shape, leaf.groups())
+            for c0, w, gi, k, rank in tiles}
+  decoded, entries = [], []
   for key in sorted(ranks):
     r0, h, c0, w = key
     target = ranks[key]
-    rank, a, b = table.get(key, (0, None, None))
+    rank, a, b = stored.get(key, (0, None, None))
     if target is None:  # dense here, or dense in another layer: the block, formed
       block = a if rank is None else (np.zeros((h, w), np.float32) if not rank else a @ b.T)
       decoded.append((np.asarray(block, np.float32)[None], None))
@@ -130,9 +134,8 @@ def _factored(leaf: Any, table: dict, ranks: dict) -> FactoredMatrix:
       if rank:
         u[0, :, :rank], v[0, :, :rank] = a, b
       decoded.append((u, v))
-    bands[(r0, h)].append((c0, w, len(decoded) - 1, 0, target))
-  plan = factored.segment_plan_for(
-      leaf.shape, tuple((r0, h, tuple(tiles)) for (r0, h), tiles in sorted(bands.items())))
+    entries.append((r0, h, c0, w, len(decoded) - 1, 0, target))
+  plan = factored.segment_plan_for(leaf.shape, band_structure(leaf.shape, entries))
   stacked = factored.stack_segment_factors(plan, decoded, np, np.float32)
   put = lambda a: None if a is None else jax.device_put(np.ascontiguousarray(a))
   return FactoredMatrix(tuple(put(a) for a in stacked["u"]), tuple(put(a) for a in stacked["v"]),
@@ -140,8 +143,8 @@ def _factored(leaf: Any, table: dict, ranks: dict) -> FactoredMatrix:
                         leaf.layout)
 
 
-def _own_ranks(table: dict) -> dict:
-  return {key: rank for key, (rank, _, _) in table.items() if rank != 0}
+def _own_ranks(ranks: dict) -> dict:
+  return {key: rank for key, rank in ranks.items() if rank != 0}
 
 
 def prepare_leaf(leaf: Any) -> Any:
@@ -153,11 +156,11 @@ def prepare_leaf(leaf: Any) -> Any:
   Returns:
     A FactoredMatrix equal to the leaf as a linear map, or the leaf itself.
   """
-  table = _tile_table(leaf)
-  return leaf if table is None else _factored(leaf, table, _own_ranks(table))
+  ranks = _tile_ranks(leaf)
+  return leaf if ranks is None else _factored(leaf, _own_ranks(ranks))
 
 
-def _aligned_ranks(tables: list) -> Optional[dict]:
+def _aligned_ranks(shape: tuple, tables: list) -> Optional[dict]:
   """Per tile position the largest rank over `tables`, or None when they cannot share a plan.
 
   A position stored dense in any table is dense in all (a low-rank tile costs at most the
@@ -166,22 +169,12 @@ def _aligned_ranks(tables: list) -> Optional[dict]:
   """
   ranks: dict[TileKey, Any] = {}
   for table in tables:
-    for key, (rank, _, _) in table.items():
+    for key, rank in table.items():
       dense = rank is None or (key in ranks and ranks[key] is None)
       ranks[key] = None if dense else max(rank, ranks.get(key) or 0)
-  heights: dict[int, int] = {}
-  row_end, col_end, band = 0, 0, None
-  for r0, h, c0, w in sorted(ranks):
-    if heights.setdefault(r0, h) != h:
-      return None
-    if r0 != band:
-      if r0 < row_end:
-        return None
-      band, row_end, col_end = r0, r0 + h, 0
-    if c0 < col_end:
-      return None
-    col_end = c0 + w
-  return {key: rank for key, rank in ranks.items() if rank != 0}
+  if band_structure(shape, list(ranks)) is None:
+    return None
+  return _own_ranks(ranks)
 
 
 def _layer_and_family(path: tuple) -> Optional[tuple[int, tuple]]:
@@ -202,7 +195,7 @@ def _tile_flops(ranks: dict) -> int:
 
 
 def _aligned_targets(flat: list, max_padding: float, max_runs: int) -> tuple[list, dict]:
-  """Tile tables of the flattened leaves and the aligned ranks of the layer runs chosen.
+  """Tile ranks of the flattened leaves and the aligned ranks of the layer runs chosen.
 
   The decoder layers are cut into at most `max_runs` runs of consecutive layers; inside a run
   each matrix's tiles get their largest rank over the run's layers. The fewest runs whose
@@ -215,9 +208,9 @@ def _aligned_targets(flat: list, max_padding: float, max_runs: int) -> tuple[lis
     max_runs: most runs (each compiles its own block).
 
   Returns:
-    (tables: per leaf its tile table or None, targets: leaf index -> aligned ranks).
+    (tables: per leaf its tile ranks or None, targets: leaf index -> aligned ranks).
   """
-  tables = [_tile_table(leaf) if _selectable(leaf) else None for _, leaf in flat]
+  tables = [_tile_ranks(leaf) if _selectable(leaf) else None for _, leaf in flat]
   grid: dict[tuple, dict[int, int]] = collections.defaultdict(dict)  # family -> layer -> leaf
   for index, (path, _) in enumerate(flat):
     where = _layer_and_family(path)
@@ -233,7 +226,8 @@ def _aligned_targets(flat: list, max_padding: float, max_runs: int) -> tuple[lis
       members = [by_layer[l] for l in range(i, j) if l in by_layer]
       if members and len(members) != j - i:
         return None  # compressed in some layers of the run only
-      ranks = _aligned_ranks([tables[k] for k in members]) if members else {}
+      ranks = (_aligned_ranks(flat[members[0]][1].shape, [tables[k] for k in members])
+               if members else {})
       if ranks is None:
         return None
       padded += len(members) * _tile_flops(ranks)
@@ -307,10 +301,7 @@ def prepare_for_inference(params: Any, share_layers: bool = False,
                                lambda chosen: [prepare_leaf(l) for l in chosen])
   flat, treedef = jax.tree_util.tree_flatten_with_path(params, is_leaf=_selectable)
   tables, targets = _aligned_targets(flat, max_padding, max_runs)
-  out = []
-  for i, (_, leaf) in enumerate(flat):
-    if tables[i] is None:
-      out.append(prepare_leaf(leaf) if _selectable(leaf) else leaf)
-    else:
-      out.append(_factored(leaf, tables[i], targets.get(i) or _own_ranks(tables[i])))
+  # Leaves without a tile table (not compressed, or not band-structured) stay as they are.
+  out = [leaf if tables[i] is None else _factored(leaf, targets.get(i) or _own_ranks(tables[i]))
+         for i, (_, leaf) in enumerate(flat)]
   return llama.stack_layers(jax.tree_util.tree_unflatten(treedef, out))

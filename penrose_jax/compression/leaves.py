@@ -231,28 +231,43 @@ def band_plan(shape, groups) -> Optional[tuple]:
     Tuple of (row0, h, tiles) per band sorted by row0, tiles = ((col0, w, group index, k,
     rank or None for dense), ...) sorted by col0; or None.
   """
+  return band_structure(shape, [
+      (r0, grp.h, c0, grp.w, gi, k, grp.rank if isinstance(grp, LowRankGroup) else None)
+      for gi, grp in enumerate(groups)
+      for k, (r0, c0) in enumerate(zip(grp.row0.array.tolist(), grp.col0.array.tolist()))])
+
+
+def band_structure(shape, tiles) -> Optional[tuple]:
+  """Tiles given as (row0, h, col0, w, *payload) grouped into bands, or None (see band_plan).
+
+  Args:
+    shape: dense (in, out) shape.
+    tiles: iterable of (row0, h, col0, w, *payload) tuples.
+
+  Returns:
+    Tuple of (row0, h, ((col0, w, *payload), ...)) per band, sorted by row0 then col0; or None
+    when the tiles are not band-structured inside `shape`.
+  """
   m, n = shape
   bands: dict[int, list] = {}
   heights: dict[int, int] = {}
-  for gi, grp in enumerate(groups):
-    rank = grp.rank if isinstance(grp, LowRankGroup) else None
-    for k, (r0, c0) in enumerate(zip(grp.row0.array.tolist(), grp.col0.array.tolist())):
-      if heights.setdefault(r0, grp.h) != grp.h:
-        return None
-      bands.setdefault(r0, []).append((c0, grp.w, gi, k, rank))
+  for r0, h, c0, w, *payload in tiles:
+    if heights.setdefault(r0, h) != h:
+      return None
+    bands.setdefault(r0, []).append((c0, w, *payload))
   plan, row_end = [], 0
   for r0 in sorted(bands):
     h = heights[r0]
     if r0 < row_end or r0 + h > m:
       return None
     row_end = r0 + h
-    tiles = sorted(bands[r0])
+    band = sorted(bands[r0])
     col_end = 0
-    for c0, w, *_ in tiles:
+    for c0, w, *_ in band:
       if c0 < col_end or c0 + w > n:
         return None
       col_end = c0 + w
-    plan.append((r0, h, tuple(tiles)))
+    plan.append((r0, h, tuple(band)))
   return tuple(plan)
 
 
