@@ -4,7 +4,7 @@ Command (from the repo root, inside .venv):
   python benchmarks/compress_memory.py --out=/tmp/synthetic_llama_1p5b
 Writes the checkpoint (float16 sharded safetensors, one shard per layer, ~3 GB), compresses it
 with `experiments.compress` in a child process (so the generator's memory is not counted),
-prints a table and saves benchmarks/results/compress_memory.json. The compress job holds one
+prints a table and saves results/benchmarks/compress_memory.json. The compress job holds one
 layer at a time; whitening is off and the budget is per matrix so no calibration pass is
 needed (the activations of a 1.5 B model's calibration set would be the dominant memory
 otherwise, and they are bounded by calibration.num_windows, not by model size).
@@ -132,7 +132,7 @@ def main() -> None:
             # Flat after the first layers = nothing accumulates per layer (a leak grows here).
             "peak_rss_mib_after_layer": report["peak_rss_mib_after_layer"],
             "stage_s": report["stage_s"]}
-  results_dir = ROOT / "benchmarks" / "results"
+  results_dir = ROOT / "results" / "benchmarks"
   results_dir.mkdir(parents=True, exist_ok=True)
   (results_dir / "compress_memory.json").write_text(json.dumps(result, indent=2) + "\n")
   print("| params | dense f32 | peak RSS | compress wall | param_ratio |")

@@ -19,7 +19,7 @@ at n/8, with the randomized result's error: max relative error of the kept singu
 the excess truncation error ||A - A_k|| / ||A - A_k^exact|| - 1. The log-log slope of time vs n
 says whether time tracks the O(n^3) SVD cost.
 
-Prints tables; writes benchmarks/results/compression_speed.json (or --out).
+Prints tables; writes results/benchmarks/compression_speed.json (or --out).
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def stage_run(quick: bool, svd_method: str, workdir: pathlib.Path) -> dict[str, 
   config = compress_config.get_config("quick" if quick else "")
   config.eval.enabled = False
   config.compression.svd_method = svd_method
-  # The setting benchmarks/results/compression_speed.json was measured with (both passes of
+  # The setting results/benchmarks/compression_speed.json was measured with (both passes of
   # the streaming job: Penrose tiles, one model-wide budget at 0.6), not the current default.
   config.compression.tiling = "penrose"
   config.compression.budget_scope = "global"
@@ -156,7 +156,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
   parser.add_argument("--skip_model", action="store_true")
   parser.add_argument("--sizes", default="")
   parser.add_argument("--repeats", type=int, default=2)
-  parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" /
+  parser.add_argument("--out", default=str(ROOT / "results" / "benchmarks" /
                                            "compression_speed.json"))
   args = parser.parse_args(argv)
   sizes = ([int(s) for s in args.sizes.split(",") if s] if args.sizes

@@ -25,7 +25,7 @@ cost analysis of the compiled functions (of the unrolled program for scanned lay
 `compile_s` sums the compile times of the three programs (prefill per batch size, prompt
 fill, decode step) and `prepare_s` is the load-time transform. A large square jnp.dot is
 timed before and after, so the load of a shared machine shows in the numbers. Prints a markdown table and writes
-benchmarks/results/inference_speed.json (or --out), rewritten after every model with
+results/benchmarks/inference_speed.json (or --out), rewritten after every model with
 "complete": false until the last one is done.
 """
 
@@ -305,7 +305,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
   parser.add_argument("--decode_prompt", type=int, default=64)
   parser.add_argument("--decode_steps", type=int, default=32)
   parser.add_argument("--min_time", type=float, default=2.0, help="seconds per measurement")
-  parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" /
+  parser.add_argument("--out", default=str(ROOT / "results" / "benchmarks" /
                                            "inference_speed.json"))
   args = parser.parse_args(argv)
   if args.quick:

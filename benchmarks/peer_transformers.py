@@ -9,7 +9,7 @@ lives in that venv. A child process (peer_transformers_child.py) loads the GGUF 
 `gguf_file=`, writes the logits of a fixed 256-token sequence and prefill tokens/s at batch
 1 x 256 and 8 x 256; this process runs our JAX forward (jitted, full logits, the same shapes
 and the same timing method) on the same tokens and reports the max abs logits difference and
-the tokens/s ratio. Prints a table; writes benchmarks/results/peer_transformers.json.
+the tokens/s ratio. Prints a table; writes results/benchmarks/peer_transformers.json.
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
   parser.add_argument("--seq", type=int, default=256)
   parser.add_argument("--batches", default="1,8")
   parser.add_argument("--min_time", type=float, default=5.0)
-  parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" /
+  parser.add_argument("--out", default=str(ROOT / "results" / "benchmarks" /
                                            "peer_transformers.json"))
   args = parser.parse_args(argv)
   batches = [int(b) for b in args.batches.split(",") if b]

@@ -14,7 +14,7 @@ then three jitted train steps built exactly as the jobs build them:
   * qa_dense:  the same Q&A step on the dense model, all params trainable.
 Achieved FLOP/s = XLA cost-analysis FLOPs of the compiled step / median step time; reported
 as a fraction of the measured peak. Prints a table; writes
-benchmarks/results/train_throughput.json (or --out).
+results/benchmarks/train_throughput.json (or --out).
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
   parser.add_argument("--seq", type=int, default=128)
   parser.add_argument("--steps", type=int, default=2, help="updates per timing round")
   parser.add_argument("--min_time", type=float, default=5.0)
-  parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" /
+  parser.add_argument("--out", default=str(ROOT / "results" / "benchmarks" /
                                            "train_throughput.json"))
   args = parser.parse_args(argv)
   tiles = 16
