@@ -45,7 +45,8 @@ def _align_config(model: pathlib.Path):
 
 @pytest.fixture(scope="module")
 def qa_run(tmp_path_factory, tiny_model_dir):
-  """(workdir, corpus copy, report.json bytes) of one finished qa_tune run."""
+  """(workdir, corpus copy, report.json bytes) of one finished qa_tune run (the same-config
+  rerun test rewrites the report: the others compare with the bytes they found)."""
   root = tmp_path_factory.mktemp("qa_owned")
   corpus = root / "corpus"
   shutil.copytree(paths.resolve_data_path("package:demo_corpus"), corpus)
@@ -64,7 +65,8 @@ def align_run(tmp_path_factory, tiny_model_dir):
 
 @pytest.mark.parametrize("key, value", [("learning_rate", 0.05), ("mode", "onepass")])
 def test_qa_tune_rerun_with_another_config_is_refused(qa_run, tiny_model_dir, key, value):
-  workdir, corpus, report = qa_run
+  workdir, corpus, _ = qa_run
+  report = (workdir / "report.json").read_bytes()
   config = _qa_config(tiny_model_dir, corpus)
   config[key] = value
   with pytest.raises(ValueError, match=rf"{workdir}.*changed.*\b{key}\b.*overwrite=True"):
@@ -79,7 +81,8 @@ def test_qa_tune_rerun_with_the_same_config_reuses_the_run(qa_run, tiny_model_di
 
 
 def test_qa_tune_rerun_after_a_document_was_edited_is_refused(qa_run, tiny_model_dir):
-  workdir, corpus, report = qa_run
+  workdir, corpus, _ = qa_run
+  report = (workdir / "report.json").read_bytes()
   document = sorted(p for p in corpus.rglob("*") if p.is_file() and p.suffix == ".md")[0]
   original = document.read_bytes()
   try:
