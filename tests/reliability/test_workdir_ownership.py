@@ -26,10 +26,14 @@ from tests.reliability.conftest import REPO, entrypoint_command, subprocess_env
 
 
 def _qa_config(model: pathlib.Path, corpus: pathlib.Path):
-  """qa_tune quick shrunk to one document, no evaluation (the cheapest run that trains)."""
+  """qa_tune quick shrunk to one document, rule Q&A, no evaluation or traces (the cheapest run
+  that trains and checkpoints)."""
   config = qa_tune_config.get_config("quick")
   config.model, config.corpus = str(model), str(corpus)
   config.max_documents = 1
+  config.qa_sources = "rule"
+  config.trace_questions = 0
+  config.general_replay_fraction = 0.0
   config.eval.enabled = False
   return config
 
@@ -39,6 +43,8 @@ def _align_config(model: pathlib.Path):
   config = align_config.get_config("quick")
   config.student = config.teacher = str(model)
   config.trainable = "all"  # a dense student has no compressed factors
+  config.num_steps, config.eval_every, config.checkpoint_every = 2, 2, 2
+  config.num_train_windows = config.num_val_windows = 2
   config.eval.max_windows = 2
   return config
 
