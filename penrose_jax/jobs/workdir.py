@@ -366,7 +366,7 @@ def check_same_run(job: str, config: Any, workdir: pathlib.Path) -> None:
       print(f"[{job}] config or inputs changed: moved the old run to {aside}", flush=True)
     else:
       raise WorkdirChangedError(
-          f"{workdir}: holds a {job} run of another config or inputs (changed: "
+          f"{workdir}: holds an earlier {job} run of another config or inputs (changed: "
           f"{'; '.join(changed[:6])}{'; ...' if len(changed) > 6 else ''}); rerun with "
           "--config.overwrite=True to move that run aside and start afresh, or pick another "
           "--workdir")
