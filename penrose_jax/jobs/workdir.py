@@ -203,8 +203,8 @@ def differences(stored: dict[str, Any], config: dict[str, Any],
     if old == new:
       continue
     files = sorted(f for f in set(old) | set(new) if old.get(f) != new.get(f))
-    what = ", ".join((f"{f or pathlib.Path(name.split(': ', 1)[1]).name} "
-                      f"{'edited' if f in old and f in new else 'added' if f in new else 'removed'}")
+    how = lambda f: "edited" if f in old and f in new else "added" if f in new else "removed"
+    what = ", ".join(f"{f or pathlib.Path(name.split(': ', 1)[1]).name} {how(f)}"
                      for f in files[:3])
     out.append(f"input {name}: {what}{' ...' if len(files) > 3 else ''}")
   for name in sorted(set(old_inputs) ^ set(inputs)):
