@@ -25,6 +25,10 @@ demo: $(STAMP)
 # The whole suite, then the tests whose outcome depends on ../shared (marker shared_data) again with
 # that folder hidden (PENROSE_SHARED_DIR at a missing folder, see penrose_jax/data/paths.py): CI
 # (.ci/run calls `make test`) proves that a clone without ../shared passes too.
+# Last, the sharding tests again on 8 fake CPU devices, as the README's scale-out section runs
+# jobs (tests must pin the mesh they assume; test_parallel_multidevice.py starts its own
+# 8-device subprocess, so it is not repeated here).
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 	PENROSE_SHARED_DIR=/nonexistent/penrose-shared $(BIN)/python -m pytest -q -m shared_data tests
+	XLA_FLAGS=--xla_force_host_platform_device_count=8 $(BIN)/python -m pytest -q tests/test_parallel_rules.py

@@ -36,6 +36,9 @@ LAMBADA = "../shared/data/general_eval/lambada_openai.jsonl"
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
   """Returns the align config; `quick` compresses and aligns the tiny model in seconds."""
   config = ml_collections.ConfigDict()
+  # Rerun on a workdir of another config or inputs: move that run aside and start afresh
+  # (penrose_jax/jobs/workdir.py); False stops with the changed keys named.
+  config.overwrite = False
   config.student = ""     # compressed checkpoint folder; empty = run `compress` first
   config.teacher = ""     # original model; empty = the compress config's model
   config.compress = compress_config.get_config()

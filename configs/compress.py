@@ -79,6 +79,9 @@ def compression_section() -> ml_collections.ConfigDict:
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
   """Returns the compress config; `quick` runs on the tiny model in seconds."""
   config = ml_collections.ConfigDict()
+  # Rerun on a workdir of another config or inputs: move that run aside and start afresh
+  # (penrose_jax/jobs/workdir.py); False stops with the changed keys named.
+  config.overwrite = False
   config.model = "default"
   config.compression = compression_section()
   config.calibration = ml_collections.ConfigDict()

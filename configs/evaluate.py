@@ -36,6 +36,9 @@ from penrose_jax.parallel import default_parallel_config
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
   """Returns the evaluate config; `quick` shrinks everything to a smoke run on the tiny model."""
   config = ml_collections.ConfigDict()
+  # Rerun on a workdir of another config or inputs: move that run aside and start afresh
+  # (penrose_jax/jobs/workdir.py); False stops with the changed keys named.
+  config.overwrite = False
   config.model = "default"
   config.text_sets = ml_collections.ConfigDict({"sofc": "../shared/data/sofc_exp/texts",
                                                 "demo_corpus": "package:demo_corpus"})

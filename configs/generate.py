@@ -18,6 +18,9 @@ import ml_collections
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
   """Returns the generate config; `quick` uses the tiny random model."""
   config = ml_collections.ConfigDict()
+  # Rerun on a workdir of another config or inputs: move that run aside and start afresh
+  # (penrose_jax/jobs/workdir.py); False stops with the changed keys named.
+  config.overwrite = False
   config.model = "default"
   config.prompt = "What is the capital of France?"
   # A file of prompts ('' = use `prompt`): .jsonl with {"prompt"} or {"question"} per line, or

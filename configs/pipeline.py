@@ -60,6 +60,9 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
     raise ValueError(f"configs/pipeline.py: unknown variant {arg!r}; expected 'demo' or 'quick'")
   quick = "quick" if arg == "quick" else ""
   config = ml_collections.ConfigDict()
+  # Rerun on a workdir of another config or inputs: move that run aside and start afresh
+  # (penrose_jax/jobs/workdir.py); False stops with the changed keys named.
+  config.overwrite = False
   config.model = "tiny" if quick else "default"
   config.chat_prompt = "What is the capital of France?"
   config.chat_max_new_tokens = 8 if quick else 48

@@ -61,6 +61,9 @@ INJECTION_RECIPE = dict(mode="onepass_augmented", qa_sources="study", completion
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
   """Returns the qa_tune config; variants: '', 'quick', 'sofc_qa', 'sofc_tasks', 'injection'."""
   config = ml_collections.ConfigDict()
+  # Rerun on a workdir of another config or inputs: move that run aside and start afresh
+  # (penrose_jax/jobs/workdir.py); False stops with the changed keys named.
+  config.overwrite = False
   config.model = "default"  # 'default' | 'tiny' | .gguf | HF dir | model checkpoint folder
   config.corpus = "package:demo_corpus"
   config.documents = ""  # comma list of doc_ids to train on, in this order ('' = all)

@@ -1,6 +1,6 @@
 """Entrypoint: python -m experiments.generate --config=configs/generate.py --prompt="..." [--workdir=DIR]."""
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
 from experiments import cli
@@ -26,4 +26,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=cli.parse_flags)
+  cli.run(main)

@@ -1,6 +1,6 @@
 """Entrypoint: python -m experiments.pipeline --config=configs/pipeline.py[:demo|:quick] --workdir=DIR."""
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
 from experiments import cli
@@ -18,4 +18,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=cli.parse_flags)
+  cli.run(main)

@@ -1,6 +1,6 @@
 """Entrypoint: python -m experiments.sweep --config=configs/sweep_X.py[:quick] --workdir=DIR."""
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
 from experiments import cli
@@ -22,4 +22,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=cli.parse_flags)
+  cli.run(main)

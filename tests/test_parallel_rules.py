@@ -147,7 +147,10 @@ def _init(key):
 
 
 def test_single_device_forward_and_restore_tree():
-  mesh = parallel.make_mesh(parallel.default_parallel_config().mesh_shape)
+  # Pinned to one device: under XLA_FLAGS=--xla_force_host_platform_device_count=8 the default
+  # mesh spans 8 and this 2-row batch cannot split over them.
+  mesh = parallel.make_mesh(parallel.default_parallel_config().mesh_shape,
+                            devices=jax.devices()[:1])
   params = jax.jit(_init)(jax.random.PRNGKey(0))
   tokens = np.arange(24, dtype=np.int32).reshape(2, 12) % CONFIG.vocab_size
   fwd = jax.jit(lambda p, t: llama.forward(p, t, CONFIG).logits)

@@ -26,7 +26,8 @@ from penrose_jax import parallel
 from penrose_jax.alignment.align import AlignmentConfig, ObjectiveConfig, align
 from penrose_jax.data import text_sources
 from penrose_jax.evaluation import perplexity
-from penrose_jax.jobs import compress, model_source
+from penrose_jax.jobs import compress, config_checks, model_source
+from penrose_jax.jobs import workdir as workdir_guard
 from penrose_jax.models.linear import dense_equivalent
 from penrose_jax.reporting import plots, report_json
 from penrose_jax.reporting.stage_timer import StageTimer
@@ -208,6 +209,20 @@ def alignment_config(config: ml_collections.ConfigDict) -> AlignmentConfig:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:
+  """Runs the job in its claimed workdir (see `_run`).
+
+  Args:
+    config: see configs/align.py.
+    workdir: output folder, owned by this config and process (see jobs/workdir.py); the same config resumes.
+
+  Returns:
+    The report dict.
+  """
+  with workdir_guard.claim("align", config, workdir):
+    return _run(config, workdir)
+
+
+def _run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:
   """Aligns config.student (or a freshly compressed model) to its teacher.
 
   Args:
@@ -236,6 +251,9 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
   with timer.stage("load"):
     student = model_source.load(student_spec)
     teacher = model_source.load(teacher_spec, cache_dir=teacher_cache)
+  # The compress section only counts when this job compresses (no student given).
+  config_checks.check_context({k: v for k, v in config.items() if k != "compress"},
+                              student.config.max_position, student.name)
   if student.config != teacher.config:
     raise ValueError(f"student {student_spec} and teacher {teacher_spec} have different "
                      f"architectures: {student.config} vs {teacher.config}")

@@ -40,7 +40,8 @@ from penrose_jax.compression.tiling_plot import render_tiling_png
 from penrose_jax.compression.transform import as_compression_config, summarize_rows
 from penrose_jax.data import text_sources
 from penrose_jax.evaluation import perplexity
-from penrose_jax.jobs import model_source
+from penrose_jax.jobs import config_checks, model_source
+from penrose_jax.jobs import workdir as workdir_guard
 from penrose_jax import parallel
 from penrose_jax.models import llama
 from penrose_jax.models.linear import dense_equivalent
@@ -264,6 +265,15 @@ def plot_sensitivity_ratios(ratios: dict[str, float], path: pathlib.Path) -> pat
 def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
         spectra_cache_dir: str | pathlib.Path | None = None,
         dense_eval_cache: str | pathlib.Path | None = None) -> dict[str, Any]:
+  """Runs the job in its claimed workdir (see `_run` and jobs/workdir.py)."""
+  with workdir_guard.claim("compress", config, workdir):
+    return _run(config, workdir, spectra_cache_dir=spectra_cache_dir,
+                dense_eval_cache=dense_eval_cache)
+
+
+def _run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
+         spectra_cache_dir: str | pathlib.Path | None = None,
+         dense_eval_cache: str | pathlib.Path | None = None) -> dict[str, Any]:
   """Compresses config.model layer by layer and writes the checkpoint and report.
 
   Args:
@@ -290,6 +300,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
   with timer.stage("load"):
     source = model_source.open_stream(config.model, cache_dir=workdir / "model_cache")
   mcfg = source.config
+  config_checks.check_context(config, mcfg.max_position, source.name)
   fingerprint = json.dumps({"model": config.model, "compression": config.compression.to_dict(),
                             "calibration": config.calibration.to_dict()}, sort_keys=True)
   state = _State(stream_dir, fingerprint)

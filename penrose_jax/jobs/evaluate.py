@@ -17,7 +17,8 @@ from absl import logging
 from penrose_jax import parallel
 from penrose_jax.data import text_sources
 from penrose_jax.evaluation import benchmarks, extraction, perplexity
-from penrose_jax.jobs import model_source
+from penrose_jax.jobs import config_checks, model_source
+from penrose_jax.jobs import workdir as workdir_guard
 from penrose_jax.models.linear import dense_equivalent
 from penrose_jax.qa import exam
 from penrose_jax.reporting import report_json
@@ -92,6 +93,20 @@ def evaluate_loaded(loaded: Any, config: ml_collections.ConfigDict) -> dict[str,
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:
+  """Runs the job in its claimed workdir (see `_run`).
+
+  Args:
+    config: see configs/evaluate.py.
+    workdir: output folder, owned by this config and process (see jobs/workdir.py).
+
+  Returns:
+    The report dict.
+  """
+  with workdir_guard.claim("evaluate", config, workdir):
+    return _run(config, workdir)
+
+
+def _run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:
   """Evaluates `config.model` and writes DIR/report.json.
 
   Args:
@@ -105,9 +120,14 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
   mesh, rules, data_axes = parallel.setup_for_job(config)
   workdir = pathlib.Path(workdir)
   loaded = model_source.load(config.model, cache_dir=workdir / "model_cache")
+  config_checks.check_context(config, loaded.config.max_position, loaded.name)
   loaded = loaded._replace(params=parallel.shard_params(loaded.params, mesh, rules))
   with parallel.batch_placement(mesh, data_axes):
     metrics = evaluate_loaded(loaded, config)
+  measured = ("ppl", "accuracy", "extraction", "exam_accuracy_sum", "exam_em")
+  if not any(metrics.get(key) not in (None, {}) for key in measured):
+    raise ValueError(f"evaluate measured nothing: every configured text set, benchmark and "
+                     f"exam was missing ({'; '.join(metrics['skipped']) or 'none configured'})")
   if "exam_answers" in metrics:  # per-question rows go beside the report, not into it
     report_json.write_json_atomic(workdir / "exam_answers.json", metrics.pop("exam_answers"))
   report = report_json.build_report("evaluate", config, loaded.name, time.time() - start, metrics)

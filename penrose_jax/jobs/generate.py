@@ -17,7 +17,8 @@ import ml_collections
 
 from penrose_jax.compression import inference
 from penrose_jax.data import paths
-from penrose_jax.jobs import model_source
+from penrose_jax.jobs import config_checks, model_source
+from penrose_jax.jobs import workdir as workdir_guard
 from penrose_jax.models import generation
 from penrose_jax.reporting import report_json
 
@@ -73,8 +74,46 @@ def _complete(loaded: Any, config: ml_collections.ConfigDict, prompt: str) -> st
   return loaded.tokenizer.decode(out)
 
 
+def prompt_length(loaded: Any, config: ml_collections.ConfigDict, prompt: str) -> int:
+  """Tokens the model reads for `prompt` (through the chat template when config.chat)."""
+  if config.chat:
+    prompt = loaded.tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
+                                                  add_generation_prompt=True)
+  return len(loaded.tokenizer.encode(prompt))
+
+
+def check_prompts_fit(loaded: Any, config: ml_collections.ConfigDict, prompts: list[str],
+                      where: str) -> None:
+  """Raises ValueError naming the first prompt whose tokens plus max_new_tokens exceed the
+  model's context (such a prompt had given an empty answer and no message).
+
+  Args:
+    loaded: the model_source.Loaded.
+    config: the generate config (chat, max_new_tokens).
+    prompts: the prompts.
+    where: the prompts' origin for the message (a file, or 'config.prompt').
+  """
+  context = loaded.config.max_position
+  for index, prompt in enumerate(prompts):
+    length = prompt_length(loaded, config, prompt)
+    if length + config.max_new_tokens > context:
+      raise ValueError(f"{where}: prompt {index + 1} is {length} tokens; with max_new_tokens="
+                       f"{config.max_new_tokens} it exceeds the context of {loaded.name} "
+                       f"({context} tokens): shorten it or lower max_new_tokens")
+
+
 def run(config: ml_collections.ConfigDict, workdir: Optional[str | pathlib.Path] = None
         ) -> dict[str, Any]:
+  """Runs the job; with a workdir, in that claimed workdir (see `_run`, jobs/workdir.py)."""
+  if workdir is None:
+    config_checks.check_values(config)
+    return _run(config, None)
+  with workdir_guard.claim("generate", config, workdir):
+    return _run(config, workdir)
+
+
+def _run(config: ml_collections.ConfigDict, workdir: Optional[str | pathlib.Path] = None
+         ) -> dict[str, Any]:
   """Generates for config.prompt, or for every prompt of config.prompts_path.
 
   Args:
@@ -104,6 +143,8 @@ def run(config: ml_collections.ConfigDict, workdir: Optional[str | pathlib.Path]
   # with share_layers, layers of one structure are stacked and scanned (one compiled block).
   loaded = loaded._replace(params=inference.prepare_for_inference(
       loaded.params, share_layers=config.get("share_layers", False)))
+  check_prompts_fit(loaded, config, [config.prompt] if records is None else
+                    [r["prompt"] for r in records], prompts_path or "config.prompt")
   gen_start = time.time()
   if records is None:
     text = _complete(loaded, config, config.prompt)

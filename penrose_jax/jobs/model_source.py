@@ -11,6 +11,7 @@ A config's `model` is one of:
 
 from __future__ import annotations
 
+import json
 import pathlib
 from typing import Any, NamedTuple, Optional
 
@@ -158,9 +159,26 @@ def finish_model_checkpoint(directory: str | pathlib.Path, config: ModelConfig, 
   return directory
 
 
+def read_model_json(directory: pathlib.Path) -> dict[str, Any]:
+  """A checkpoint folder's model.json.
+
+  Raises:
+    CheckpointFormatError: truncated or corrupt JSON, or not an object (the file named); a bare
+      JSONDecodeError had named nothing.
+  """
+  path = pathlib.Path(directory) / MODEL_JSON
+  try:
+    meta = json.loads(path.read_text(encoding="utf-8"))
+  except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    raise pio.CheckpointFormatError(f"{path}: truncated or corrupt JSON ({err}); the checkpoint "
+                                    "was not written completely: write it again") from None
+  if not isinstance(meta, dict):
+    raise pio.CheckpointFormatError(f"{path}: expected a JSON object")
+  return meta
+
+
 def _load_model_checkpoint(directory: pathlib.Path) -> Loaded:
-  import json
-  meta = json.loads((directory / MODEL_JSON).read_text())
+  meta = read_model_json(directory)
   try:
     config = ModelConfig.from_dict(meta["model_config"])
   except (KeyError, TypeError, ValueError) as err:
@@ -281,8 +299,7 @@ def open_stream(spec: str, cache_dir: str | pathlib.Path = "model_cache") -> Lay
     spec = str(directory)
   path = pio.find_default_gguf() if spec == "default" else pathlib.Path(spec).expanduser()
   if is_model_checkpoint(path):
-    import json
-    meta = json.loads((path / MODEL_JSON).read_text())
+    meta = read_model_json(path)
     config = ModelConfig.from_dict(meta["model_config"])
     tokenizer = pio.TextTokenizer.from_directory(path / "tokenizer")
     keys = [k for k in meta["param_keys"] if not k.startswith("layers_")]

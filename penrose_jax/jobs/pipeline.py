@@ -27,6 +27,7 @@ import ml_collections
 
 from penrose_jax.compression.transform import as_compression_config
 from penrose_jax.jobs import align, compress, evaluate, model_source, qa_tune
+from penrose_jax.jobs import workdir as workdir_guard
 from penrose_jax.jobs.pipeline_report import make_plots, render_markdown, summarize  # noqa: F401
 from penrose_jax.models import generation
 from penrose_jax.models.linear import dense_equivalent
@@ -36,10 +37,13 @@ STAGES = ("compress", "align", "qa_tune")
 
 
 def _same_config(report_path: pathlib.Path, config: ml_collections.ConfigDict) -> bool:
+  """A finished report of this config (result-neutral keys such as `overwrite` aside) whose
+  recorded inputs (DIR/run_config.json, jobs/workdir.py) are unchanged."""
   if not report_path.exists():
     return False
-  stored = json.loads(report_path.read_text()).get("config")
-  return stored == json.loads(json.dumps(report_json.build_report("", config, "", 0, {})["config"]))
+  stored = json.loads(report_path.read_text()).get("config") or {}
+  return (workdir_guard.flat_config(stored) == workdir_guard.flat_config(config)
+          and not workdir_guard.changes(config, report_path.parent))
 
 
 def run_stage(name: str, fn: Callable[[Any, pathlib.Path], dict], config: Any,
@@ -62,17 +66,12 @@ def run_stage(name: str, fn: Callable[[Any, pathlib.Path], dict], config: Any,
   if not upstream_ran and _same_config(report_path, config):
     print(f"[{name}] already finished: reusing {report_path}", flush=True)
     return json.loads(report_path.read_text()), False
-  if report_path.exists():
-    # A finished run of another config: its checkpoints would be resumed as if they were
-    # this config's (a changed learning rate restored the old final state and trained
-    # nothing). Keep it beside, under a new name, and start afresh.
-    stamp = int(time.time())
-    aside = directory.with_name(f"{directory.name}.previous_config_{stamp}")
-    while aside.exists():
-      stamp += 1
-      aside = directory.with_name(f"{directory.name}.previous_config_{stamp}")
-    directory.rename(aside)
-    print(f"[{name}] config changed: moved the finished run to {aside}", flush=True)
+  if report_path.exists() or (workdir_guard.holds_results(directory) and (
+      upstream_ran or workdir_guard.changes(config, directory))):
+    # A run of another config or input model (finished, or killed part-way): its checkpoints
+    # would be resumed as if they were this config's (a changed learning rate restored the
+    # old final state and trained nothing). Keep it beside, under a new name, and start afresh.
+    workdir_guard.move_run_aside(directory, name)
   print(f"[{name}] running -> {directory}", flush=True)
   start = time.time()
   report = fn(config, directory)
@@ -108,6 +107,8 @@ def _stage_configs(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> 
   align_cfg.eval.compress_report = str(workdir / "compress" / "report.json")
   qa_cfg = ml_collections.ConfigDict(config.qa_tune.to_dict())
   qa_cfg.model = str(workdir / "align" / "model")
+  for cfg in (compress_cfg, align_cfg, qa_cfg):  # a stage whose inputs changed starts afresh
+    cfg.overwrite = config.get("overwrite", False)
   return {"compress": compress_cfg, "align": align_cfg, "qa_tune": qa_cfg}
 
 
@@ -201,7 +202,14 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
   as_compression_config(config.compress.compression)
   align.alignment_config(config.align)
   workdir = pathlib.Path(workdir).resolve()
-  workdir.mkdir(parents=True, exist_ok=True)
+  # The stages record their configs in their own folders (run_stage moves changed ones aside).
+  with workdir_guard.claim("pipeline", config, workdir, record=False):
+    return _run_claimed(config, workdir, start)
+
+
+def _run_claimed(config: ml_collections.ConfigDict, workdir: pathlib.Path, start: float
+                 ) -> dict[str, Any]:
+  """The pipeline after its workdir is claimed (see `run`)."""
   cache_dir = workdir / "model_cache"
   if config.model == "tiny":  # build once so every stage sees the same files
     if not model_source.is_model_checkpoint(cache_dir / "tiny"):

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import pathlib
+import shlex
 from typing import Any, Optional
 
 import ml_collections
@@ -470,12 +471,13 @@ def chat_command(model_dir: pathlib.Path, prompt: str) -> str:
     prompt: an example prompt.
 
   Returns:
-    The shell command (the folder relative to the working directory when inside it).
+    The shell command (the folder relative to the working directory when inside it); every
+    argument shell-quoted, so a workdir with spaces or a prompt with quotes pastes as is.
   """
   rel = os.path.relpath(model_dir)
   where = rel if not rel.startswith("..") else str(model_dir)
-  return (f"python -m experiments.generate --config=configs/generate.py "
-          f"--config.model={where} --prompt=\"{prompt}\"")
+  return shlex.join(["python", "-m", "experiments.generate", "--config=configs/generate.py",
+                     f"--config.model={where}", f"--prompt={prompt}"])
 
 
 def render_markdown(report: dict[str, Any], stages: dict[str, Any],

@@ -28,7 +28,8 @@ from absl import logging
 
 from penrose_jax import parallel
 from penrose_jax.data import paths
-from penrose_jax.jobs import exam_eval, model_source
+from penrose_jax.jobs import config_checks, exam_eval, model_source
+from penrose_jax.jobs import workdir as workdir_guard
 from penrose_jax.models import lora
 from penrose_jax.qa import curated, ingest, model_generate, qa_eval, train_data
 from penrose_jax.qa import records, sofc_source, study_material, trainer
@@ -109,6 +110,20 @@ def _eval_before(loaded: Any, params: Any, questions: list, config: ml_collectio
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:
+  """Runs the job in its claimed workdir (see `_run`).
+
+  Args:
+    config: see configs/qa_tune.py.
+    workdir: output folder, owned by this config and process (see jobs/workdir.py); the same config resumes.
+
+  Returns:
+    The report dict.
+  """
+  with workdir_guard.claim("qa_tune", config, workdir):
+    return _run(config, workdir)
+
+
+def _run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:
   """Runs the job and writes DIR/report.json (+ qa_pairs.jsonl, traces.jsonl, metrics.jsonl,
   model/).
 
@@ -130,6 +145,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
       loaded.config, compressed_matmul=config.get("compressed_matmul", "factored")))
   loaded = loaded._replace(params=parallel.shard_params(loaded.params, mesh, rules))
   say(f"loaded {loaded.name}")
+  config_checks.check_context(config, loaded.config.max_position, loaded.name)
   if config.mode != "none":
     trainer.check_trainable(loaded.params, curriculum_config(config))  # before any evaluation
   with parallel.batch_placement(mesh, data_axes):

@@ -43,6 +43,7 @@ from typing import Any, Callable, Mapping
 import ml_collections
 
 from penrose_jax.jobs import align, compress, model_source, qa_tune
+from penrose_jax.jobs import workdir as workdir_guard
 from penrose_jax.reporting import report_json, sweep_report
 
 JOBS: dict[str, Callable[[ml_collections.ConfigDict, pathlib.Path], dict]] = {
@@ -345,6 +346,14 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
   start = time.time()
   runs = _check_sweep_config(config)
   workdir = pathlib.Path(workdir).resolve()
+  # Each run records its config in its own folder; a changed one is moved aside below.
+  with workdir_guard.claim("sweep", config, workdir, record=False):
+    return _run_claimed(config, workdir, runs, start)
+
+
+def _run_claimed(config: ml_collections.ConfigDict, workdir: pathlib.Path, runs: list,
+                 start: float) -> dict[str, Any]:
+  """The sweep after its workdir is claimed (see `run`)."""
   runs_dir = workdir / "runs"
   runs_dir.mkdir(parents=True, exist_ok=True)
   base = _share_tiny_model(config.base, workdir / "model_cache")
@@ -367,6 +376,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
       print(f"[sweep {index + 1}/{len(runs)}] {name}: finished before, reusing", flush=True)
     else:
       print(f"[sweep {index + 1}/{len(runs)}] {name}: {config.job} {overrides}", flush=True)
+      if workdir_guard.holds_results(run_dir) and workdir_guard.changes(run_config, run_dir):
+        workdir_guard.move_run_aside(run_dir, f"sweep {name}")
       _reuse_sibling_cache(config.job, run_dir, runs_dir)
       t0 = time.time()
       # Compress runs that differ only after pass 1 (ratio, quantization, spectral coding)

@@ -69,6 +69,8 @@ class OpenQuestion:
 
 def _objects(path: pathlib.Path) -> list[tuple[int, dict]]:
   """(line number, object) for every non-blank line; bad JSON / non-objects raise ExamError."""
+  if path.is_dir():
+    raise ExamError(f"{path}: is a folder; an exam is a JSONL file (one question per line)")
   if not path.is_file():
     raise ExamError(f"{path}: exam file not found")
   out = records.read_json_objects(path, ExamError)

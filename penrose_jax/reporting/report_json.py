@@ -8,7 +8,33 @@ import pathlib
 import tempfile
 from typing import Any, BinaryIO, Callable, Mapping
 
+import math
+
 import numpy as np
+
+
+class NonFiniteMetricError(ValueError):
+  """A report metric is NaN or infinite (a NaN weight, an overflow): never written as a number."""
+
+
+def nonfinite_fields(value: Any, prefix: str = "") -> list[str]:
+  """Dotted paths (list items as [i]) of the NaN / inf floats inside `value`, with the value.
+
+  Args:
+    value: a JSON-like tree (after `_jsonable`).
+    prefix: the path of `value` itself.
+
+  Returns:
+    ['ppl.demo=nan', ...].
+  """
+  if isinstance(value, dict):
+    return [p for k, v in value.items()
+            for p in nonfinite_fields(v, f"{prefix}.{k}" if prefix else str(k))]
+  if isinstance(value, list):
+    return [p for i, v in enumerate(value) for p in nonfinite_fields(v, f"{prefix}[{i}]")]
+  if isinstance(value, float) and not math.isfinite(value):
+    return [f"{prefix}={value}"]
+  return []
 
 
 def _jsonable(value: Any) -> Any:
@@ -103,8 +129,18 @@ def build_report(job: str, config: Any, model: str, wall_s: float,
 
   Returns:
     The report dict.
+
+  Raises:
+    NonFiniteMetricError: a metric is NaN or infinite (each one named by its key path).
   """
   report = {"job": job, "config": _jsonable(config), "wall_s": round(float(wall_s), 3),
             "model": model}
-  report.update(_jsonable(dict(metrics)))
+  values = _jsonable(dict(metrics))
+  bad = nonfinite_fields(values)
+  if bad:  # a NaN in a report reads as a result; it is a broken model or run instead
+    raise NonFiniteMetricError(
+        f"{job or 'job'} measured non-finite values ({', '.join(bad[:5])}"
+        f"{', ...' if len(bad) > 5 else ''}) for model {model!r}: its weights or this run's "
+        "numbers overflowed or hold NaN; no report written")
+  report.update(values)
   return report
