@@ -38,6 +38,10 @@ def test_left_padded_forward_with_key_mask_matches_unpadded():
   # The mask matters: without it the padding is attended and the logits change.
   unmasked = fwd(params, padded, positions, None)
   assert float(jnp.max(jnp.abs(unmasked[:, 4:] - ref))) > 1e-3
+  last = jax.jit(lambda p, t, pos, mask: llama.forward(
+      p, t, CFG, positions=pos, key_mask=mask, last_logits_only=True).logits)
+  np.testing.assert_allclose(last(params, padded, positions, jnp.arange(10)[None] >= 4),
+                             out[:, -1:], atol=1e-6, rtol=1e-6)
 
 
 def test_batched_greedy_equals_one_by_one_with_an_early_stop():

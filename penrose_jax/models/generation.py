@@ -180,7 +180,7 @@ def _generate_padded(params, tokens, prompt_lengths, budgets, key, config: Model
   positions = jnp.maximum(jnp.arange(prompt_slots)[None, :] - padding[:, None], 0)
   cache = llama.init_cache(config, batch, cache_len)
   out = llama.forward(params, tokens, config, positions=positions, cache=cache,
-                      cache_index=jnp.int32(0), key_mask=key_mask)
+                      cache_index=jnp.int32(0), key_mask=key_mask, last_logits_only=True)
   key, sub = jax.random.split(key)
   token = sample_token(out.logits[:, -1], sub, temperature, top_p)
   stops = jnp.asarray(stop_ids, jnp.int32).reshape(-1)

@@ -216,7 +216,8 @@ class LlamaModel(nn.Module):
 
   @nn.compact
   def __call__(self, tokens, positions=None, cache: Optional[KVCache] = None, cache_index=None,
-               return_hidden: bool = False, key_mask=None) -> ForwardOutput:
+               return_hidden: bool = False, key_mask=None,
+               last_logits_only: bool = False) -> ForwardOutput:
     cfg = self.config
     if positions is None:
       start = 0 if cache_index is None else cache_index
@@ -235,10 +236,11 @@ class LlamaModel(nn.Module):
       if return_hidden:
         hidden.append(x)
     final = RMSNorm(cfg.rms_norm_eps, name="final_norm")(x)
+    head_input = final[:, -1:] if last_logits_only else final
     if cfg.tie_embeddings:
-      logits = embed.attend(final)
+      logits = embed.attend(head_input)
     else:
-      logits = Projection(cfg.vocab_size, name="lm_head")(final)
+      logits = Projection(cfg.vocab_size, name="lm_head")(head_input)
     return ForwardOutput(
         logits=logits.astype(jnp.float32),
         hidden_states=jnp.stack(hidden) if return_hidden else None,
@@ -264,7 +266,8 @@ def init_params(config: ModelConfig, seed: int = 0) -> Params:
 def forward(params: Params, tokens: jax.Array, config: ModelConfig, *,
             positions: Optional[jax.Array] = None, cache: Optional[KVCache] = None,
             cache_index: Optional[jax.Array] = None, return_hidden: bool = False,
-            key_mask: Optional[jax.Array] = None) -> ForwardOutput:
+            key_mask: Optional[jax.Array] = None,
+            last_logits_only: bool = False) -> ForwardOutput:
   """Runs the decoder as a pure function of its params.
 
   Args:
@@ -278,15 +281,17 @@ def forward(params: Params, tokens: jax.Array, config: ModelConfig, *,
     key_mask: optional (B, S) bool, False for key slots never attended (left padding); S is
       the cache length with a cache, else T. With a cache and a key mask, causality is by
       cache slot, so `positions` may restart per row. None keeps the plain causal mask.
+    last_logits_only: logits of the last position only, (B, 1, V) (a prefill that needs just
+      the next token skips the LM head over the prompt).
 
   Returns:
     ForwardOutput.
   """
   if LAYER_RUNS in params:
     return _forward_layer_runs(params, tokens, config, positions, cache, cache_index,
-                               return_hidden, key_mask)
+                               return_hidden, key_mask, last_logits_only)
   return LlamaModel(config).apply({"params": params}, tokens, positions, cache, cache_index,
-                                  return_hidden, key_mask)
+                                  return_hidden, key_mask, last_logits_only)
 
 
 # Key of the stacked-layers form (`stack_layers`): a tuple of runs, each one subtree of
@@ -355,7 +360,7 @@ def _run_length(run: Params) -> int:
 
 
 def _forward_layer_runs(params, tokens, config, positions, cache, cache_index,
-                        return_hidden, key_mask=None) -> ForwardOutput:
+                        return_hidden, key_mask=None, last_logits_only=False) -> ForwardOutput:
   """`forward` on the `stack_layers` form: one lax.scan per run of identical layers."""
   if positions is None:
     start = 0 if cache_index is None else cache_index
@@ -393,7 +398,7 @@ def _forward_layer_runs(params, tokens, config, positions, cache, cache_index,
     first += n
   final = _final_norm(params, x, config)
   return ForwardOutput(
-      logits=_logits(params, final, config),
+      logits=_logits(params, final[:, -1:] if last_logits_only else final, config),
       hidden_states=jnp.concatenate(hidden) if return_hidden else None,
       final_hidden=final if return_hidden else None,
       cache=KVCache(tuple(keys), tuple(values)) if cache is not None else None)
