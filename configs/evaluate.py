@@ -65,7 +65,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
       max_articles=0,  # first N articles of the split (0 = all)
       max_sentences=100,  # per task, seeded draw (0 = all: dev has 1604 / 135 experiment)
       k_shot="0,4",  # comma list of shot counts
-      tasks="detection,entities,slots", seed=0, max_new_tokens=64, batch_size=8, samples=3))
+      tasks="detection,entities,slots", seed=0, max_new_tokens=64, batch_size=8,
+      generate_batch_size=16,  # entity / slot prompts decoded together (generate_batch)
+      samples=3))
   # Mesh / sharding rules / multi-host start-up (penrose_jax.parallel; see README "Running on
   # a TPU pod / multi-GPU"). The default is data-parallel over every device.
   config.parallel = default_parallel_config()

@@ -86,7 +86,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.open_exam_path = ""
   config.exam_cache_dir = ""
   config.model_qa = ml_collections.ConfigDict(dict(
-      num_questions=4, max_new_tokens=256, max_prompt_tokens=1536, min_token_fraction=0.6))
+      num_questions=4, max_new_tokens=256, max_prompt_tokens=1536, min_token_fraction=0.6,
+      batch_size=8))  # sections of a document decoded together (generation.generate_batch)
   # The 'sofc_tasks' source (qa/sofc_source.py): SOFC-Exp extraction prompts + gold answers of
   # train-split articles only; max_per_document caps sentences per task and article (0 = all).
   config.sofc_tasks = ml_collections.ConfigDict(dict(

@@ -31,8 +31,9 @@ def test_model_source_keeps_supported_and_counts_rejections(monkeypatch, tmp_pat
   word = section.text.split()[3].strip(".,;:()")
   reply = (f"Q: Which word appears in the section?\nA: {word}\nReasoning: The section says so.\n\n"
            "Q: What is the price of tea?\nA: 42 dollars\nReasoning: invented.\n")
-  monkeypatch.setattr(generation, "generate",
-                      lambda *a, **k: [ord(c) for c in reply])
+  monkeypatch.setattr(generation, "generate_batch",
+                      lambda params, config, prompts, *a, **k: [[ord(c) for c in reply]
+                                                               for _ in prompts])
   model = types.SimpleNamespace(params=None, config=None, tokenizer=_FakeTokenizer())
   kept, rejected, raw = model_generate.generate_model_section_qa(
       None, None, model.tokenizer, section, documents[0].title, model_generate.ModelQASettings())

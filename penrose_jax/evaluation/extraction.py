@@ -3,8 +3,8 @@
 Detection reads one forward pass per sentence: the answer is 'yes' when the log-probability of
 the first token of 'yes' after the prompt exceeds that of 'no' (both are one token in SmolLM2's
 vocabulary, so this is the answers' full log-likelihood there). Entities and slots decode
-greedily with `generation.generate` (KV cache; one prompt at a time, because the cache index is
-shared by a batch and prompts differ in length). Prompts longer than the model's context minus
+greedily with `generation.generate_batch` (KV cache; `generate_batch_size` left-padded prompts
+at a time, each answer equal to one-by-one greedy decoding). Prompts longer than the model's context minus
 the answer budget keep their last tokens (counted in `truncated_prompts`; only the tiny test
 model is that short).
 
@@ -49,6 +49,7 @@ class ExtractionSettings:
     seed: seed of the sentence draw and of the k-shot examples.
     max_new_tokens: answer budget for entities / slots.
     batch_size: prompts per detection forward pass.
+    generate_batch_size: prompts decoded together for entities / slots.
     samples: raw answers kept in the report per task and shot count.
   """
 
@@ -62,6 +63,7 @@ class ExtractionSettings:
   seed: int = 0
   max_new_tokens: int = 64
   batch_size: int = 8
+  generate_batch_size: int = 16
   samples: int = 3
 
 
@@ -198,7 +200,7 @@ def detect(params: Any, config: ModelConfig, tokenizer: Any, prompts: Sequence[s
 
 
 def generate_answers(params: Any, config: ModelConfig, tokenizer: Any, prompts: Sequence[str],
-                     max_new_tokens: int) -> tuple[list[str], int]:
+                     max_new_tokens: int, batch_size: int = 16) -> tuple[list[str], int]:
   """Greedy answers to user messages through the chat template.
 
   Args:
@@ -207,19 +209,21 @@ def generate_answers(params: Any, config: ModelConfig, tokenizer: Any, prompts: 
     tokenizer: a TextTokenizer with a chat template.
     prompts: user messages.
     max_new_tokens: answer budget.
+    batch_size: prompts decoded together (`generation.generate_batch`).
 
   Returns:
     (decoded answers, number of truncated prompts).
   """
-  answers, truncated = [], 0
+  encoded, truncated = [], 0
   for prompt in prompts:
     ids, cut = _fit(tokenizer.encode(sofc_tasks.chat_prompt(tokenizer, prompt)),
                     config.max_position - max_new_tokens)
     truncated += cut
-    out = generation.generate(params, config, ids, max_new_tokens,
-                              stop_token_ids=tokenizer.stop_token_ids)
-    answers.append(tokenizer.decode(out, skip_special_tokens=True))
-  return answers, truncated
+    encoded.append(ids)
+  outs = generation.generate_batch(params, config, encoded, max_new_tokens,
+                                   stop_token_ids=tokenizer.stop_token_ids,
+                                   batch_size=batch_size)
+  return [tokenizer.decode(out, skip_special_tokens=True) for out in outs], truncated
 
 
 def _run_task(params: Any, config: ModelConfig, tokenizer: Any, task: str,
@@ -236,7 +240,7 @@ def _run_task(params: Any, config: ModelConfig, tokenizer: Any, task: str,
                          for i, s, m in zip(ids, sentences, margins)][:settings.samples]
     return scores, truncated
   replies, truncated = generate_answers(params, config, tokenizer, prompts,
-                                        settings.max_new_tokens)
+                                        settings.max_new_tokens, settings.generate_batch_size)
   labels = sofc_tasks.task_labels(task)
   preds = [sofc_tasks.predicted_spans(s.text, sofc_tasks.parse_labelled_lines(r, labels))
            for s, r in zip(sentences, replies)]

@@ -1,7 +1,8 @@
 """The `generate` job: chat or plain completion from any checkpoint, for one prompt or a file.
 
-With `prompts_path` the model is loaded (and its decoding compiled) once for every prompt of the
-file; answers go to DIR/generations.jsonl. A prompts file is JSONL (`.jsonl`: one object per
+With `prompts_path` the model is loaded once for every prompt of the file and the prompts are
+decoded `batch_size` at a time (`generation.generate_batch`: greedy answers equal one-by-one
+decoding; sampled ones use one key per batch); answers go to DIR/generations.jsonl. A prompts file is JSONL (`.jsonl`: one object per
 line with `prompt` or `question`; other fields, e.g. an exam's `answer` or `doc_id`, are copied
 to the output line) or plain text (any other extension: one prompt per non-blank line).
 """
@@ -102,6 +103,22 @@ def check_prompts_fit(loaded: Any, config: ml_collections.ConfigDict, prompts: l
                        f"({context} tokens): shorten it or lower max_new_tokens")
 
 
+def _complete_all(loaded: Any, config: ml_collections.ConfigDict, prompts: list[str]
+                  ) -> list[str]:
+  """Completions of many prompts, `config.batch_size` decoded together, in prompt order."""
+  sampling = dict(max_new_tokens=config.max_new_tokens, temperature=config.temperature,
+                  top_p=config.top_p, seed=config.seed,
+                  batch_size=config.get("batch_size", 16))
+  if config.chat:
+    return generation.chat_batch(loaded.params, loaded.config, loaded.tokenizer, prompts,
+                                 **sampling)
+  tokenizer = loaded.tokenizer
+  outs = generation.generate_batch(loaded.params, loaded.config,
+                                   [tokenizer.encode(p) for p in prompts],
+                                   stop_token_ids=tokenizer.stop_token_ids, **sampling)
+  return [tokenizer.decode(out) for out in outs]
+
+
 def run(config: ml_collections.ConfigDict, workdir: Optional[str | pathlib.Path] = None
         ) -> dict[str, Any]:
   """Runs the job; with a workdir, in that claimed workdir (see `_run`, jobs/workdir.py)."""
@@ -124,7 +141,8 @@ def _run(config: ml_collections.ConfigDict, workdir: Optional[str | pathlib.Path
 
   Returns:
     The report dict: 'prompt', 'completion', 'new_tokens', 'tokens_per_s' for one prompt;
-    'prompts', 'generations' (path), 'new_tokens', 'tokens_per_s' for a prompts file.
+    'prompts', 'generations' (path), 'new_tokens', 'tokens_per_s', 'batch_size' for a prompts
+    file.
 
   Raises:
     ValueError: a prompts file without a workdir, or an unusable prompts file.
@@ -154,12 +172,10 @@ def _run(config: ml_collections.ConfigDict, workdir: Optional[str | pathlib.Path
                "generate_s": gen_s, "tokens_per_s": new_tokens / max(gen_s, 1e-9)}
   else:
     lines = []
-    for index, record in enumerate(records):
-      t0 = time.time()
-      text = _complete(loaded, config, record["prompt"])
+    texts = _complete_all(loaded, config, [record["prompt"] for record in records])
+    for index, (record, text) in enumerate(zip(records, texts)):
       lines.append({"index": index, **record, "completion": text,
-                    "new_tokens": len(loaded.tokenizer.encode(text)),
-                    "generate_s": time.time() - t0})
+                    "new_tokens": len(loaded.tokenizer.encode(text))})
       print(f"[generate] {index + 1}/{len(records)}: {text[:80]!r}", flush=True)
     gen_s = time.time() - gen_start
     out = pathlib.Path(workdir) / "generations.jsonl"
@@ -167,7 +183,8 @@ def _run(config: ml_collections.ConfigDict, workdir: Optional[str | pathlib.Path
         out, "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines))
     new_tokens = sum(line["new_tokens"] for line in lines)
     metrics = {"prompts": len(lines), "generations": str(out), "new_tokens": new_tokens,
-               "generate_s": gen_s, "tokens_per_s": new_tokens / max(gen_s, 1e-9)}
+               "generate_s": gen_s, "tokens_per_s": new_tokens / max(gen_s, 1e-9),
+               "batch_size": config.get("batch_size", 16)}
   report = report_json.build_report("generate", config, loaded.name, time.time() - start, metrics)
   if workdir is not None:
     report_json.write_json_atomic(pathlib.Path(workdir) / "report.json", report)

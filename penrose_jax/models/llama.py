@@ -134,7 +134,7 @@ class Attention(nn.Module):
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, x, positions, cache_kv=None, cache_index=None):
+  def __call__(self, x, positions, cache_kv=None, cache_index=None, key_mask=None):
     cfg = self.config
     batch, length, _ = x.shape
     groups = cfg.num_heads // cfg.num_kv_heads
@@ -161,6 +161,13 @@ class Attention(nn.Module):
     # Slots past the current position hold stale or padding entries; the causal mask hides
     # them until a later step overwrites them.
     mask = key_positions[:, None, :] <= positions[:, :, None]  # (B, T, S)
+    if key_mask is not None:
+      # Left-padded batches: positions restart per row, so causality is by cache slot (the
+      # query's slot is cache_index + t) and padded slots are hidden by the key mask.
+      if cache_kv is not None:
+        query_slots = cache_index + jnp.arange(length)
+        mask = key_positions[:, None, :] <= query_slots[None, :, None]
+      mask = mask & key_mask[:, None, :].astype(bool)
 
     q = q.reshape(batch, length, cfg.num_kv_heads, groups, cfg.head_dim)
     scores = jnp.einsum("btkgd,bskd->bkgts", q.astype(jnp.float32), k.astype(jnp.float32))
@@ -192,10 +199,11 @@ class DecoderBlock(nn.Module):
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, x, positions, cache_kv=None, cache_index=None):
+  def __call__(self, x, positions, cache_kv=None, cache_index=None, key_mask=None):
     cfg = self.config
     attn_out, new_cache = Attention(cfg, name="attn")(
-        RMSNorm(cfg.rms_norm_eps, name="attn_norm")(x), positions, cache_kv, cache_index)
+        RMSNorm(cfg.rms_norm_eps, name="attn_norm")(x), positions, cache_kv, cache_index,
+        key_mask)
     x = x + attn_out
     x = x + MLP(cfg, name="mlp")(RMSNorm(cfg.rms_norm_eps, name="mlp_norm")(x))
     return x, new_cache
@@ -208,7 +216,8 @@ class LlamaModel(nn.Module):
 
   @nn.compact
   def __call__(self, tokens, positions=None, cache: Optional[KVCache] = None, cache_index=None,
-               return_hidden: bool = False) -> ForwardOutput:
+               return_hidden: bool = False, key_mask=None,
+               last_logits_only: bool = False) -> ForwardOutput:
     cfg = self.config
     if positions is None:
       start = 0 if cache_index is None else cache_index
@@ -219,17 +228,19 @@ class LlamaModel(nn.Module):
     hidden, new_keys, new_values = [], [], []
     for i in range(cfg.num_layers):
       layer_cache = None if cache is None else (cache.keys[i], cache.values[i])
-      x, layer_new = DecoderBlock(cfg, name=f"layers_{i}")(x, positions, layer_cache, cache_index)
+      x, layer_new = DecoderBlock(cfg, name=f"layers_{i}")(x, positions, layer_cache, cache_index,
+                                                          key_mask)
       if layer_new is not None:
         new_keys.append(layer_new[0])
         new_values.append(layer_new[1])
       if return_hidden:
         hidden.append(x)
     final = RMSNorm(cfg.rms_norm_eps, name="final_norm")(x)
+    head_input = final[:, -1:] if last_logits_only else final
     if cfg.tie_embeddings:
-      logits = embed.attend(final)
+      logits = embed.attend(head_input)
     else:
-      logits = Projection(cfg.vocab_size, name="lm_head")(final)
+      logits = Projection(cfg.vocab_size, name="lm_head")(head_input)
     return ForwardOutput(
         logits=logits.astype(jnp.float32),
         hidden_states=jnp.stack(hidden) if return_hidden else None,
@@ -254,7 +265,9 @@ def init_params(config: ModelConfig, seed: int = 0) -> Params:
 
 def forward(params: Params, tokens: jax.Array, config: ModelConfig, *,
             positions: Optional[jax.Array] = None, cache: Optional[KVCache] = None,
-            cache_index: Optional[jax.Array] = None, return_hidden: bool = False) -> ForwardOutput:
+            cache_index: Optional[jax.Array] = None, return_hidden: bool = False,
+            key_mask: Optional[jax.Array] = None,
+            last_logits_only: bool = False) -> ForwardOutput:
   """Runs the decoder as a pure function of its params.
 
   Args:
@@ -265,15 +278,20 @@ def forward(params: Params, tokens: jax.Array, config: ModelConfig, *,
     cache: optional KVCache to read and update.
     cache_index: write offset into the cache (scalar int).
     return_hidden: also return per-layer and final hidden states.
+    key_mask: optional (B, S) bool, False for key slots never attended (left padding); S is
+      the cache length with a cache, else T. With a cache and a key mask, causality is by
+      cache slot, so `positions` may restart per row. None keeps the plain causal mask.
+    last_logits_only: logits of the last position only, (B, 1, V) (a prefill that needs just
+      the next token skips the LM head over the prompt).
 
   Returns:
     ForwardOutput.
   """
   if LAYER_RUNS in params:
     return _forward_layer_runs(params, tokens, config, positions, cache, cache_index,
-                               return_hidden)
+                               return_hidden, key_mask, last_logits_only)
   return LlamaModel(config).apply({"params": params}, tokens, positions, cache, cache_index,
-                                  return_hidden)
+                                  return_hidden, key_mask, last_logits_only)
 
 
 # Key of the stacked-layers form (`stack_layers`): a tuple of runs, each one subtree of
@@ -342,7 +360,7 @@ def _run_length(run: Params) -> int:
 
 
 def _forward_layer_runs(params, tokens, config, positions, cache, cache_index,
-                        return_hidden) -> ForwardOutput:
+                        return_hidden, key_mask=None, last_logits_only=False) -> ForwardOutput:
   """`forward` on the `stack_layers` form: one lax.scan per run of identical layers."""
   if positions is None:
     start = 0 if cache_index is None else cache_index
@@ -355,21 +373,21 @@ def _forward_layer_runs(params, tokens, config, positions, cache, cache_index,
     if n == 1:  # a layer of its own: applied as is (a scan of one adds a loop)
       layer = jax.tree_util.tree_map(lambda a: a[0], run)
       layer_cache = None if cache is None else (cache.keys[first], cache.values[first])
-      x, new = block.apply({"params": layer}, x, positions, layer_cache, cache_index)
+      x, new = block.apply({"params": layer}, x, positions, layer_cache, cache_index, key_mask)
       outs = x[None] if return_hidden else None
       if new is not None:
         keys.append(new[0])
         values.append(new[1])
     elif cache is None:
       def body(h, layer):
-        out, _ = block.apply({"params": layer}, h, positions)
+        out, _ = block.apply({"params": layer}, h, positions, None, None, key_mask)
         return out, (out if return_hidden else None)
       x, outs = jax.lax.scan(body, x, run)
     else:
       def body(h, inputs):
         layer, k_buf, v_buf = inputs
         out, (k_new, v_new) = block.apply({"params": layer}, h, positions, (k_buf, v_buf),
-                                          cache_index)
+                                          cache_index, key_mask)
         return out, (out if return_hidden else None, k_new, v_new)
       run_cache = (jnp.stack(cache.keys[first:first + n]), jnp.stack(cache.values[first:first + n]))
       x, (outs, k_run, v_run) = jax.lax.scan(body, x, (run,) + run_cache)
@@ -380,7 +398,7 @@ def _forward_layer_runs(params, tokens, config, positions, cache, cache_index,
     first += n
   final = _final_norm(params, x, config)
   return ForwardOutput(
-      logits=_logits(params, final, config),
+      logits=_logits(params, final[:, -1:] if last_logits_only else final, config),
       hidden_states=jnp.concatenate(hidden) if return_hidden else None,
       final_hidden=final if return_hidden else None,
       cache=KVCache(tuple(keys), tuple(values)) if cache is not None else None)

@@ -279,8 +279,9 @@ def score_open_exam(params: Any, model_config: ModelConfig, tokenizer: Any,
     questions), 'by_doc': {doc_id: {questions, em, f1, contains}}, 'answers': per question}.
   """
   rows = []
-  for q in questions:
-    answer = trainer.greedy_answer(params, model_config, tokenizer, q.question, max_new_tokens)
+  answers = trainer.greedy_answers(params, model_config, tokenizer,
+                                   [q.question for q in questions], max_new_tokens)
+  for q, answer in zip(questions, answers):
     norm = qa_eval.normalize_answer(answer)
     rows.append({
         "question": q.question, "doc_id": q.doc_id, "gold": list(q.answers), "answer": answer,

@@ -2,7 +2,8 @@
 
 Sources:
   * 'model': the instruct model reads one section (`prompts.build_qa_generation_prompt` in its
-    chat template), generates greedily (`generation.generate`), the reply is parsed with
+    chat template), generates greedily (`generation.generate_batch`: a document's sections
+    decoded together, each reply equal to one-by-one greedy decoding), the reply is parsed with
     `prompts.parse_generated_qa`, and a pair is kept only when `filtering.answer_supported`
     accepts its answer against the section text. The rule (filtering.py): after NFKC / lower
     case / dash and thousands-separator normalisation and light plural stripping, the answer
@@ -50,12 +51,14 @@ class ModelQASettings:
     max_new_tokens: generation budget per section.
     max_prompt_tokens: sections whose prompt is longer are cut (text from the right).
     min_token_fraction: see filtering.answer_supported.
+    batch_size: sections decoded together.
   """
 
   num_questions: int = 4
   max_new_tokens: int = 256
   max_prompt_tokens: int = 1536
   min_token_fraction: float = 0.6
+  batch_size: int = 8
 
 
 def generate_model_section_qa(params: Any, model_config: ModelConfig, tokenizer: Any,
@@ -74,24 +77,55 @@ def generate_model_section_qa(params: Any, model_config: ModelConfig, tokenizer:
   Returns:
     (kept, rejected, raw reply).
   """
+  return generate_model_sections_qa(params, model_config, tokenizer, [section], doc_title,
+                                    settings)[0]
+
+
+def _section_prompt_ids(tokenizer: Any, section: Section, doc_title: str,
+                        settings: ModelQASettings) -> list[int]:
+  """The generation prompt of one section, its text cut until it fits max_prompt_tokens."""
   text = section.text
   while True:
     messages = prompts.build_qa_generation_prompt(
         dataclasses.replace(section, text=text), settings.num_questions, doc_title)
     ids = tokenizer.encode(tokenizer.apply_chat_template(messages, add_generation_prompt=True))
     if len(ids) <= settings.max_prompt_tokens or len(text) < 200:
-      break
+      return ids
     text = text[:int(len(text) * settings.max_prompt_tokens / len(ids) * 0.95)]
-  out = generation.generate(params, model_config, ids, settings.max_new_tokens,
-                            stop_token_ids=tokenizer.stop_token_ids)
-  reply = tokenizer.decode(out)
-  kept, rejected = [], []
-  for question, answer, reasoning in prompts.parse_generated_qa(reply):
-    pair = QAPair(section.doc_id, section.title, section.order, question, answer, reasoning,
-                  "model")
-    ok = filtering.answer_supported(answer, section.text, settings.min_token_fraction)
-    (kept if ok else rejected).append(pair)
-  return kept, rejected, reply
+
+
+def generate_model_sections_qa(params: Any, model_config: ModelConfig, tokenizer: Any,
+                               sections: Sequence[Section], doc_title: str,
+                               settings: ModelQASettings
+                               ) -> list[tuple[list[QAPair], list[QAPair], str]]:
+  """`generate_model_section_qa` for several sections, decoded settings.batch_size at a time.
+
+  Args:
+    params: params pytree.
+    model_config: the architecture.
+    tokenizer: a TextTokenizer with a chat template.
+    sections: the sections (of one document).
+    doc_title: the document title.
+    settings: ModelQASettings.
+
+  Returns:
+    (kept, rejected, raw reply) per section, in section order.
+  """
+  ids = [_section_prompt_ids(tokenizer, s, doc_title, settings) for s in sections]
+  outs = generation.generate_batch(params, model_config, ids, settings.max_new_tokens,
+                                   stop_token_ids=tokenizer.stop_token_ids,
+                                   batch_size=settings.batch_size)
+  results = []
+  for section, out in zip(sections, outs):
+    reply = tokenizer.decode(out)
+    kept, rejected = [], []
+    for question, answer, reasoning in prompts.parse_generated_qa(reply):
+      pair = QAPair(section.doc_id, section.title, section.order, question, answer, reasoning,
+                    "model")
+      ok = filtering.answer_supported(answer, section.text, settings.min_token_fraction)
+      (kept if ok else rejected).append(pair)
+    results.append((kept, rejected, reply))
+  return results
 
 
 def load_curated_for(path: Optional[str | pathlib.Path], documents: Sequence[Document]
@@ -183,10 +217,12 @@ def build_qa_pairs(documents: Sequence[Document], output_path: str | pathlib.Pat
     study_texts: list[study_material.StudyText] = []
     by_source["curated"] = curated_pairs.get(document.doc_id, [])
     by_source["sofc_tasks"] = sofc_pairs.get(document.doc_id, [])
-    for section in document.sections:
-      if "model" in sources:
-        kept, bad, _ = generate_model_section_qa(model.params, model.config, model.tokenizer,
-                                                 section, document.title, settings)
+    generated = (generate_model_sections_qa(model.params, model.config, model.tokenizer,
+                                            document.sections, document.title, settings)
+                 if "model" in sources else [])
+    for section_index, section in enumerate(document.sections):
+      if generated:
+        kept, bad, _ = generated[section_index]
         by_source["model"].extend(kept)
         rejected.extend(bad)
       if "rule" in sources:

@@ -115,8 +115,9 @@ def heldout_generation_scores(params: Any, model_config: ModelConfig, tokenizer:
     {'em', 'f1' (means, None without questions), 'answers': [{question, gold, answer, em, f1}]}.
   """
   answers = []
-  for q in questions:
-    answer = trainer.greedy_answer(params, model_config, tokenizer, q.question, max_new_tokens)
+  replies = trainer.greedy_answers(params, model_config, tokenizer,
+                                   [q.question for q in questions], max_new_tokens)
+  for q, answer in zip(questions, replies):
     answers.append({"question": q.question, "gold": q.answer, "answer": answer,
                     "em": exact_match(answer, q.answer), "f1": token_f1(answer, q.answer)})
   n = len(answers)
