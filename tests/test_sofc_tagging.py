@@ -12,7 +12,7 @@ import pytest
 from configs import sofc_tagging as tagging_config
 from penrose_jax.evaluation import sofc_annotations, sofc_bio
 from penrose_jax.jobs import model_source, sofc_tagging
-from penrose_jax.models import token_tagger
+from penrose_jax.models import llama, token_tagger
 from tests.test_evaluation_sofc import (BACKGROUND, DEV_EXP, TRAIN_EXP, _sentence_text,
                                        _write_article)
 
@@ -178,3 +178,14 @@ def test_job_reports_missing_data(tmp_path, monkeypatch):
   assert "row" not in report
   assert "SOFC-Exp data missing" in report["skipped"][0]
   assert "metadata.tsv" in report["skipped"][0]
+
+
+def test_stacked_and_per_layer_hidden_states_agree(tiny_model_dir):
+  loaded = model_source.load(str(tiny_model_dir))
+  tokens = jnp.asarray(np.arange(24).reshape(2, 12) % loaded.config.vocab_size, jnp.int32)
+  per_layer = token_tagger.final_hidden_states(loaded.params, tokens, loaded.config)
+  stacked = token_tagger.final_hidden_states(llama.stack_layers(loaded.params), tokens,
+                                             loaded.config)
+  reference = llama.forward(loaded.params, tokens, loaded.config, return_hidden=True)
+  np.testing.assert_allclose(per_layer, reference.final_hidden, atol=1e-5)
+  np.testing.assert_allclose(stacked, per_layer, atol=1e-5)

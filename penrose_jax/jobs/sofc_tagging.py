@@ -34,7 +34,7 @@ from tqdm import tqdm
 from penrose_jax.data import paths
 from penrose_jax.evaluation import sofc_annotations, sofc_bio
 from penrose_jax.jobs import model_source
-from penrose_jax.models import linear, token_tagger
+from penrose_jax.models import linear, llama, token_tagger
 from penrose_jax.reporting import report_json
 from penrose_jax.training import loop, optimizer, train_state, trainable
 
@@ -288,11 +288,13 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
   train_items = encode_sentences(train_sents, loaded.tokenizer, buckets[-1])
   dev_items = encode_sentences(dev_sents, loaded.tokenizer, buckets[-1])
   tagger = _tagger(config, loaded.config)
-  head = tagger.init(jax.random.PRNGKey(config.seed),
-                     jnp.zeros((1, buckets[0], loaded.config.hidden_size), jnp.float32),
-                     jnp.ones((1, buckets[0]), bool))["params"]
-  params = {"model": loaded.params, "head": head}
-  mask = {"model": trainable.trainable_mask(loaded.params, config.trainable),
+  # One jitted init: eager Flax init compiles every small op on its own (seconds each on CPU).
+  head = jax.jit(tagger.init)(jax.random.PRNGKey(config.seed),
+                              jnp.zeros((1, buckets[0], loaded.config.hidden_size), jnp.float32),
+                              jnp.ones((1, buckets[0]), bool))["params"]
+  backbone = llama.stack_layers(loaded.params) if config.stack_layers else loaded.params
+  params = {"model": backbone, "head": head}
+  mask = {"model": trainable.trainable_mask(backbone, config.trainable),
           "head": trainable.trainable_mask(head, "all")}
   steps_per_epoch = len(bucket_batches(train_items, buckets, config.batch_tokens, None))
   total_steps = steps_per_epoch * int(config.epochs)
