@@ -9,7 +9,9 @@ Leave text sets out of one run with a comma list of their names: --config.skip_t
 A user's exam: --config.exam_path=my_exam.jsonl --config.open_exam_path=my_open.jsonl adds
 exam_accuracy_sum / exam_accuracy_mean / exam_em / exam_f1 / exam_by_doc to the report and
 DIR/exam_answers.json (e.g. package:injection_exam, package:injection_open_exam).
-SOFC-Exp extraction (section `extraction`, docs/sofc_extraction.md) adds report['extraction']:
+SOFC-Exp extraction (section `extraction`, docs/sofc_extraction.md) is OFF by default (and in
+quick), so the plain command finishes in minutes; --config.extraction.enabled=True turns it on and
+adds report['extraction']:
 detection accuracy / F1, entity and slot span P/R/F1 (exact and overlap, per type and micro) per
 shot count in k_shot, a majority baseline and a flat `summary`. Extraction only (no text sets, no
 benchmarks): --config.skip_text_sets=sofc,demo_corpus --config.benchmarks=''.
@@ -56,11 +58,12 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.open_exam_path = ""
   config.exam_corpus = ""
   config.exam_max_new_tokens = 24
-  # SOFC-Exp domain extraction (evaluation/extraction.py, prompts in evaluation/sofc_tasks.py):
+  # SOFC-Exp domain extraction (off unless enabled: generation makes it the slow part;
+  # evaluation/extraction.py, prompts in evaluation/sofc_tasks.py):
   # experiment-sentence detection, entity extraction and slot filling on `split`, for each shot
   # count in k_shot (examples from the train split). A missing data_root is skipped and listed.
   config.extraction = ml_collections.ConfigDict(dict(
-      enabled=True, data_root="../shared/data/sofc_exp", split="dev",
+      enabled=False, data_root="../shared/data/sofc_exp", split="dev",
       documents="",  # comma list of doc_ids of the split ('' = all)
       max_articles=0,  # first N articles of the split (0 = all)
       max_sentences=100,  # per task, seeded draw (0 = all: dev has 1604 / 135 experiment)

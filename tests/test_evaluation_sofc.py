@@ -210,6 +210,7 @@ def _quick_config(model_dir, root):
   config.text_sets = {}
   config.benchmarks = ""
   config.extraction.data_root = str(root)
+  config.extraction.enabled = True  # off by default (configs/evaluate.py)
   return config
 
 

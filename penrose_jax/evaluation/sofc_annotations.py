@@ -69,6 +69,8 @@ class Sentence:
     is_experiment: whether the sentence describes an SOFC experiment.
     entities: entity mentions (experiment sentences only carry them).
     slots: slot fillers, without the evoking word.
+    words: (start, end) of the annotation's word tokens, relative to the sentence (the rows of
+      entity_types_and_slots; experiment sentences only), for token taggers.
   """
 
   doc_id: str
@@ -79,6 +81,7 @@ class Sentence:
   is_experiment: bool
   entities: tuple[Mention, ...] = ()
   slots: tuple[Mention, ...] = ()
+  words: tuple[tuple[int, int], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -294,8 +297,9 @@ def read_article(root: str | pathlib.Path, doc_id: str, split: str = "") -> Arti
     entity_rows, slot_rows = tags.get(sid, ([], []))
     entities = _decode_bio(tags_path, entity_rows, texts[sid])
     slots = [m for m in _decode_bio(tags_path, slot_rows, texts[sid]) if m.label != EVOKING_SLOT]
+    words = tuple((b, e) for _, b, e, _ in entity_rows)
     sentences.append(Sentence(doc_id, sid, begin, end, texts[sid], is_exp, tuple(entities),
-                              tuple(slots)))
+                              tuple(slots), words))
   frames_path = ann / "frames" / f"{doc_id}.csv"
   frames = _read_frames(frames_path, texts) if frames_path.exists() else []
   return Article(doc_id, split, tuple(sentences), tuple(frames))
