@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from penrose_jax.compression import rank_allocation, rank_blocks, whitening
+from penrose_jax.compression import gptq, rank_allocation, rank_blocks, whitening
 from penrose_jax.compression.leaves import rtn_quantize_dense
 from penrose_jax.compression.quantization import BITS
 from penrose_jax.compression.tiling import Tiling, make_tiling
@@ -46,6 +46,18 @@ def needs_global_pass(cfg: CompressionConfig) -> bool:
   """
   return (cfg.method == "tiled" and cfg.rank_policy == "budget"
           and cfg.budget_scope in rank_allocation.MODEL_WIDE_SCOPES)
+
+
+def needs_activations(cfg: CompressionConfig) -> bool:
+  """Whether compressing a layer needs its calibration inputs (and their Grams).
+
+  Args:
+    cfg: compression config.
+
+  Returns:
+    True for whitened 'tiled' factoring and for 'gptq' (its Hessian is the input Gram).
+  """
+  return (cfg.whiten and cfg.method == "tiled") or cfg.method == "gptq"
 
 
 def selected_kernels(layer_key: str, layer_params: Mapping[str, Any], cfg: CompressionConfig
@@ -245,7 +257,7 @@ def compress_layer(layer_key: str, layer_params: Mapping[str, Any], x: Optional[
     layer_key: e.g. 'layers_3'.
     layer_params: the dense layer params.
     x: (N, T, D) input activations of this layer (from the compressed-so-far model); only
-      needed when whitening.
+      needed when whitening or for GPTQ (`needs_activations`).
     cfg: compression config.
     fns: jitted block functions (needed when whitening).
     ranks: path -> per-tile ranks from `allocate_global_ranks` (global budget only).
@@ -262,7 +274,7 @@ def compress_layer(layer_key: str, layer_params: Mapping[str, Any], x: Optional[
     the compressed layer up to float rounding.
   """
   with maybe_stage(timer, "calibrate"):
-    grams = fns.grams(layer_params, x) if cfg.whiten and cfg.method == "tiled" else {}
+    grams = fns.grams(layer_params, x) if needs_activations(cfg) else {}
   replace, approx, rows, layouts = {}, {}, [], {}
   for path, proj, kernel in selected_kernels(layer_key, layer_params, cfg):
     w = np.asarray(kernel, np.float32)
@@ -271,6 +283,14 @@ def compress_layer(layer_key: str, layer_params: Mapping[str, Any], x: Optional[
         leaf = rtn_quantize_dense(w, BITS[cfg.quantize], cfg.group_size)
         w_hat = leaf.materialize_host()
         rows.append(matrix_row(path, w, leaf, w_hat=w_hat))
+    elif cfg.method == "gptq":
+      with maybe_stage(timer, "factor"):
+        leaf, info = gptq.gptq_quantize(w, grams[proj],
+                                        gptq.settings_from_config(cfg, BITS[cfg.quantize]))
+      with maybe_stage(timer, "build_leaves"):
+        w_hat = leaf.materialize_host()
+        rows.append({**matrix_row(path, w, leaf, gram=grams[proj], w_hat=w_hat),
+                     "damping": info["damping"], "dead_inputs": info["dead_inputs"]})
     else:
       tiling = tiling_for(path, w.shape, cfg)
       gram = grams.get(proj)

@@ -300,7 +300,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
       if not model_source.has_params_part(model_dir, key):
         model_source.save_params_part(model_dir, key, subtree)
   fns = streaming.StreamFunctions(mcfg)
-  needs_acts = cfg.whiten and cfg.method == "tiled"
+  needs_acts = streaming.needs_activations(cfg)
   skipped: list[str] = []
   calib_used: list[str] = []
   x0 = None
