@@ -28,13 +28,23 @@ RATIOS = (0.8, 0.6)
 QUANT = ("none", "int8", "int4")
 
 
+RTN_QUANT = ("int8", "int4", "int3")
+GPTQ_QUANT = ("int8", "int4", "int3")
+# The runs the `gptq` variant measures together (ratios within one run of the machine).
+GPTQ_MEASURED = ("rtn_int4", "gptq_int4", "gptq_int3", "rtn_int3")
+
+
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-  """Returns the bytes sweep; `quick` runs Penrose int8 and RTN int8 on the tiny model."""
-  if arg not in ("", "quick"):
-    raise ValueError(f"configs/sweep_bytes.py: unknown variant {arg!r}; expected '' or 'quick'")
+  """Returns the bytes sweep; `quick` runs Penrose int8 and RTN int8 on the tiny model, `gptq`
+  only RTN int4 / int3 and GPTQ int4 / int3 on SmolLM2."""
+  if arg not in ("", "quick", "gptq"):
+    raise ValueError(f"configs/sweep_bytes.py: unknown variant {arg!r}; expected '', 'quick' "
+                     "or 'gptq'")
   rtn = [(f"rtn_{quant}", {"compression.method": "rtn", "compression.quantize": quant})
-         for quant in ("int8", "int4")]
-  if arg:
+         for quant in RTN_QUANT]
+  gptq = [(f"gptq_{quant}", {"compression.method": "gptq", "compression.quantize": quant})
+          for quant in GPTQ_QUANT]
+  if arg == "quick":
     base = quick_compress_base()
     base.compression.param_ratio = 0.6
     runs = [("penrose_int8", {"compression.tiling": "penrose", "compression.quantize": "int8"}),
@@ -51,16 +61,22 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
           overrides["compression.quantize"] = quant
         runs.append((f"single_{ratio}" if quant == "none" else f"single_{ratio}_{quant}",
                      overrides))
-    runs += rtn
     labels = {name: f"low rank {overrides.get('compression.quantize', 'float32')}"
-              for name, overrides in runs[:-len(rtn)]}
+              for name, overrides in runs}
+    runs += rtn + gptq
+    if arg == "gptq":
+      runs = [(name, dict(runs)[name]) for name in GPTQ_MEASURED]
   labels.update({name: "rtn" for name, _ in rtn})
+  labels.update({name: "gptq" for name, _ in gptq})
   return make_sweep_config(
       base, "compress", runs, title="bytes vs perplexity (low rank + quantization vs RTN)",
       description="Low-rank runs: one whitened SVD per matrix at param_ratio 0.8 / 0.6, stored "
                   "values in float32 / int8 / int4. RTN: every selected kernel quantized in "
-                  "place (no low rank).",
+                  "place (no low rank). GPTQ: the same stored format as RTN, rounded with "
+                  "error feedback on the calibration Hessian (act-order, clipping search). "
+                  "'source file': the same matrices as stored in the GGUF the model was read "
+                  "from, at the dense perplexity.",
       method_key=("compression.quantize",), group_labels=labels,
-      plot_x="bytes_compressed", plot_y=("ppl_compressed",),
+      plot_x="bytes_compressed", plot_y=("ppl_compressed", "ppl_compressed_by_set.lambada"),
       columns=("model", "compression.method", "compression.tiling", "compression.whiten",
                "compression.param_ratio", "compression.quantize", "compression.group_size"))
