@@ -69,6 +69,9 @@ def compression_section() -> ml_collections.ConfigDict:
   c.tau = ml_collections.config_dict.placeholder(float)  # magnitude threshold, or
   c.keep_energy = 1.0           # kept coefficient energy fraction
   c.quantize = "none"           # 'none' | 'int8' | 'int4' | 'int3'
+  # Methods 'rtn' / 'gptq': per-matrix bits as ('regex=quant', ...), first match wins, e.g.
+  # ('mlp/down_proj=int4', 'attn/v_proj=int4') with quantize 'int3' (a llama.cpp-style mix).
+  c.quantize_overrides = ()
   c.group_size = 64
   # GPTQ (method 'gptq'): relative ridge (0 = the paper's 1 %), act-order unless natural order
   # is asked, a per-group clipping search over shrink factors of max|w| (() = 1.0 ... 0.6).

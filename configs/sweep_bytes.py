@@ -31,7 +31,11 @@ QUANT = ("none", "int8", "int4")
 RTN_QUANT = ("int8", "int4", "int3")
 GPTQ_QUANT = ("int8", "int4", "int3")
 # The runs the `gptq` variant measures together (ratios within one run of the machine).
-GPTQ_MEASURED = ("rtn_int4", "gptq_int4", "gptq_int3", "rtn_int3")
+# A llama.cpp-style mix (its Q3_K_M keeps attn_v / attn_output / ffn_down at higher bits):
+# int4 for k / v / o and down (40.6 % of the projection weights), int3 elsewhere: 11.4 % of the
+# float32 bytes.
+MIX = ("attn/(k|v|o)_proj=int4", "mlp/down_proj=int4")
+GPTQ_MEASURED = ("rtn_int4", "gptq_int4", "gptq_int3", "rtn_int3", "gptq_mix34")
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
@@ -44,6 +48,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
          for quant in RTN_QUANT]
   gptq = [(f"gptq_{quant}", {"compression.method": "gptq", "compression.quantize": quant})
           for quant in GPTQ_QUANT]
+  gptq.append(("gptq_mix34", {"compression.method": "gptq", "compression.quantize": "int3",
+                              "compression.quantize_overrides": MIX}))
   if arg == "quick":
     base = quick_compress_base()
     base.compression.param_ratio = 0.6
@@ -68,6 +74,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
       runs = [(name, dict(runs)[name]) for name in GPTQ_MEASURED]
   labels.update({name: "rtn" for name, _ in rtn})
   labels.update({name: "gptq" for name, _ in gptq})
+  labels["gptq_mix34"] = "gptq int3/int4 mix"
   return make_sweep_config(
       base, "compress", runs, title="bytes vs perplexity (low rank + quantization vs RTN)",
       description="Low-rank runs: one whitened SVD per matrix at param_ratio 0.8 / 0.6, stored "

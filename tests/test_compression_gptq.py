@@ -113,3 +113,19 @@ def test_quick_compress_job_with_gptq_streams_and_evaluates(tmp_path):
   loaded = model_source.load(str(tmp_path / "gptq" / "model"))
   kernel = loaded.params["layers_1"]["mlp"]["down_proj"]["kernel"]
   assert isinstance(kernel, QuantizedDense) and kernel.weight.bits == 4
+
+
+def test_quantize_overrides_pick_bits_per_matrix():
+  rng = np.random.default_rng(6)
+  params = {"layers_0": {"attn": {"v_proj": {"kernel": rng.normal(size=(64, 32))},
+                                  "q_proj": {"kernel": rng.normal(size=(64, 64))}}}}
+  new, stats = compress(params, {"method": "rtn", "quantize": "int3",
+                                 "quantize_overrides": ("attn/(k|v|o)_proj=int4",)})
+  assert new["layers_0"]["attn"]["v_proj"]["kernel"].weight.bits == 4
+  assert new["layers_0"]["attn"]["q_proj"]["kernel"].weight.bits == 3
+  assert stats["bytes_compressed"] == (64 * 32 // 2 + 2 * 32) + (64 * 64 * 3 // 8 + 2 * 64)
+  with pytest.raises(ValueError, match="expected 'regex=quant'"):
+    as_compression_config({"method": "rtn", "quantize": "int3", "quantize_overrides": ("v",)})
+  with pytest.raises(ValueError, match="quant 'int5' is not one of"):
+    as_compression_config({"method": "rtn", "quantize": "int3",
+                           "quantize_overrides": ("v_proj=int5",)})

@@ -24,7 +24,8 @@ from penrose_jax.compression import gptq, rank_allocation, rank_blocks, whitenin
 from penrose_jax.compression.leaves import rtn_quantize_dense
 from penrose_jax.compression.quantization import BITS
 from penrose_jax.compression.tiling import Tiling, make_tiling
-from penrose_jax.compression.transform import CompressionConfig, build_leaf, matrix_row
+from penrose_jax.compression.transform import (CompressionConfig, build_leaf, matrix_row,
+                                               quantize_for)
 from penrose_jax.models import llama
 from penrose_jax.models.config import ModelConfig
 from penrose_jax.reporting.stage_timer import StageTimer, maybe_stage
@@ -280,13 +281,13 @@ def compress_layer(layer_key: str, layer_params: Mapping[str, Any], x: Optional[
     w = np.asarray(kernel, np.float32)
     if cfg.method == "rtn":
       with maybe_stage(timer, "build_leaves"):
-        leaf = rtn_quantize_dense(w, BITS[cfg.quantize], cfg.group_size)
+        leaf = rtn_quantize_dense(w, BITS[quantize_for(cfg, path)], cfg.group_size)
         w_hat = leaf.materialize_host()
         rows.append(matrix_row(path, w, leaf, w_hat=w_hat))
     elif cfg.method == "gptq":
       with maybe_stage(timer, "factor"):
-        leaf, info = gptq.gptq_quantize(w, grams[proj],
-                                        gptq.settings_from_config(cfg, BITS[cfg.quantize]))
+        leaf, info = gptq.gptq_quantize(
+            w, grams[proj], gptq.settings_from_config(cfg, BITS[quantize_for(cfg, path)]))
       with maybe_stage(timer, "build_leaves"):
         w_hat = leaf.materialize_host()
         rows.append({**matrix_row(path, w, leaf, gram=grams[proj], w_hat=w_hat),

@@ -65,6 +65,9 @@ class CompressionConfig:
     keep_energy: kept coefficient energy fraction per block.
     quantize: 'none' | 'int8' | 'int4' | 'int3' for stored values.
     group_size: quantization group size.
+    quantize_overrides: ('regex=quant', ...) per-matrix bit widths for methods 'rtn' / 'gptq'
+      (a llama.cpp-style mix): the first regex found in a kernel's path picks its quantize,
+      other kernels use `quantize`; () = none.
     gptq_damping: GPTQ's relative ridge on the Hessian (fraction of its mean diagonal);
       0 = gptq.DEFAULT_DAMPING (the paper's 1 %).
     gptq_natural_order: GPTQ quantizes inputs in their stored order; False (default) =
@@ -103,6 +106,7 @@ class CompressionConfig:
   keep_energy: Optional[float] = None
   quantize: str = "none"
   group_size: int = 64
+  quantize_overrides: Any = ()
   gptq_damping: float = 0.0
   gptq_natural_order: bool = False
   gptq_clip_grid: Any = ()
@@ -180,6 +184,7 @@ def validate_config(cfg: CompressionConfig) -> None:
   if cfg.method in ("rtn", "gptq") and cfg.quantize == "none":
     raise ValueError(f"config.quantize='none' but method={cfg.method!r} needs one of "
                      f"{list(BITS)}")
+  parse_quantize_overrides(cfg.quantize_overrides)
   if not isinstance(cfg.gptq_damping, (int, float)) or cfg.gptq_damping < 0:
     raise ValueError(f"config.gptq_damping={cfg.gptq_damping!r} must be a number >= 0")
   bad_clip = [c for c in cfg.gptq_clip_grid if not isinstance(c, (int, float)) or not 0 < c <= 1]
@@ -194,6 +199,47 @@ def validate_config(cfg: CompressionConfig) -> None:
   if not isinstance(cfg.sensitivity_windows, int) or cfg.sensitivity_windows < 0:
     raise ValueError(f"config.sensitivity_windows={cfg.sensitivity_windows!r} must be an "
                      "int >= 0 (0 = the default)")
+
+
+def parse_quantize_overrides(overrides) -> list[tuple[re.Pattern, str]]:
+  """('regex=quant', ...) -> [(compiled regex, quant)], each part checked.
+
+  Args:
+    overrides: the config's quantize_overrides.
+
+  Returns:
+    The parsed pairs, in order.
+  """
+  out = []
+  for item in overrides or ():
+    pattern, sep, quant = str(item).rpartition("=")
+    if not sep or not pattern:
+      raise ValueError(f"config.quantize_overrides item {item!r}: expected 'regex=quant', e.g. "
+                       "'mlp/down_proj=int4'")
+    if quant not in BITS:
+      raise ValueError(f"config.quantize_overrides item {item!r}: quant {quant!r} is not one of "
+                       f"{list(BITS)}")
+    try:
+      out.append((re.compile(pattern), quant))
+    except re.error as e:
+      raise ValueError(f"config.quantize_overrides item {item!r}: bad regex ({e})") from None
+  return out
+
+
+def quantize_for(cfg: CompressionConfig, path: str) -> str:
+  """The quantize setting of one kernel: its first matching override, else cfg.quantize.
+
+  Args:
+    cfg: compression config.
+    path: '/'-joined param path.
+
+  Returns:
+    'int8' / 'int4' / 'int3' (or cfg.quantize).
+  """
+  for pattern, quant in parse_quantize_overrides(cfg.quantize_overrides):
+    if pattern.search(path):
+      return quant
+  return cfg.quantize
 
 
 def build_leaf(w, tiling: Tiling, ranks, gram=None, damping: float = 1e-2,
@@ -401,10 +447,10 @@ def compress(params: Any, config: Any) -> tuple[dict, dict]:
   replace, rows = {}, []
   if cfg.method == "rtn":
     for path, leaf, _, _, _ in plan:
-      replace[path] = rtn_quantize_dense(leaf, BITS[cfg.quantize], cfg.group_size)
+      replace[path] = rtn_quantize_dense(leaf, BITS[quantize_for(cfg, path)], cfg.group_size)
   elif cfg.method == "gptq":
-    settings = gptq.settings_from_config(cfg, BITS[cfg.quantize])
     for path, leaf, _, gram, _ in plan:
+      settings = gptq.settings_from_config(cfg, BITS[quantize_for(cfg, path)])
       replace[path] = gptq.gptq_quantize(leaf, gram, settings)[0]
   else:
     # ---- factor.
