@@ -28,6 +28,7 @@ from typing import Optional
 
 import jax
 import numpy as np
+import scipy.linalg
 
 from penrose_jax.compression.leaves import QuantizedDense
 from penrose_jax.compression.quantization import QMAX, QuantizedArray
@@ -107,18 +108,21 @@ def clipped_group_scale(rows: np.ndarray, h_block: np.ndarray, qmax: int,
 
 
 def _inverse_hessian_factor(h: np.ndarray, damping: float) -> tuple[np.ndarray, float]:
-  """Upper U with (H + d mean(diag H) I)^-1 = U^T U, raising d x10 until it factors."""
+  """Upper U with (H + d mean(diag H) I)^-1 = U^T U, raising d x10 until it factors.
+
+  With J the index reversal, the lower Cholesky J H J = L L^T gives H = R R^T with R = J L J
+  upper, so H^-1 = (R^-1)^T R^-1 and U = R^-1 = J L^-1 J: one Cholesky and one triangular
+  inverse instead of inverting H and factoring the inverse (4x fewer flops).
+  """
   mean_diag = float(np.mean(np.diag(h))) or 1.0
   d = damping
   eye = np.eye(h.shape[0])
   while True:
     try:
-      lower = np.linalg.cholesky(h + d * mean_diag * eye)
-      inv = np.linalg.inv(lower)
-      h_inv = inv.T @ inv
-      upper = np.linalg.cholesky(0.5 * (h_inv + h_inv.T)).T
-      if np.all(np.isfinite(upper)):
-        return upper, d
+      lower = np.linalg.cholesky((h + d * mean_diag * eye)[::-1, ::-1])
+      inv, info = scipy.linalg.lapack.dtrtri(lower, lower=1)
+      if info == 0 and np.all(np.isfinite(inv)):
+        return np.ascontiguousarray(inv[::-1, ::-1]), d
     except np.linalg.LinAlgError:
       pass
     d = max(d * 10.0, 1e-6)
