@@ -72,6 +72,9 @@ def compression_section() -> ml_collections.ConfigDict:
   # Methods 'rtn' / 'gptq': per-matrix bits as ('regex=quant', ...), first match wins, e.g.
   # ('mlp/down_proj=int4', 'attn/v_proj=int4') with quantize 'int3' (a llama.cpp-style mix).
   c.quantize_overrides = ()
+  # Methods 'rtn' / 'gptq': rank of a whitened low-rank correction of each kernel's rounding
+  # error, int8 factors (~(in + out) bytes per rank); 0 = none.
+  c.correction_rank = 0
   c.group_size = 64
   # GPTQ (method 'gptq'): relative ridge (0 = the paper's 1 %), act-order unless natural order
   # is asked, a per-group clipping search over shrink factors of max|w| (() = 1.0 ... 0.6).

@@ -20,7 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from penrose_jax.compression import gptq, rank_allocation, rank_blocks, whitening
+from penrose_jax.compression import (error_correction, gptq, rank_allocation, rank_blocks,
+                                     whitening)
 from penrose_jax.compression.leaves import rtn_quantize_dense
 from penrose_jax.compression.quantization import BITS
 from penrose_jax.compression.tiling import Tiling, make_tiling
@@ -56,9 +57,11 @@ def needs_activations(cfg: CompressionConfig) -> bool:
     cfg: compression config.
 
   Returns:
-    True for whitened 'tiled' factoring and for 'gptq' (its Hessian is the input Gram).
+    True for whitened 'tiled' factoring, 'gptq' (its Hessian is the input Gram) and a
+    low-rank correction of rounding errors (whitened too).
   """
-  return (cfg.whiten and cfg.method == "tiled") or cfg.method == "gptq"
+  return ((cfg.whiten and cfg.method == "tiled") or cfg.method == "gptq"
+          or cfg.correction_rank > 0)
 
 
 def selected_kernels(layer_key: str, layer_params: Mapping[str, Any], cfg: CompressionConfig
@@ -279,19 +282,20 @@ def compress_layer(layer_key: str, layer_params: Mapping[str, Any], x: Optional[
   replace, approx, rows, layouts = {}, {}, [], {}
   for path, proj, kernel in selected_kernels(layer_key, layer_params, cfg):
     w = np.asarray(kernel, np.float32)
-    if cfg.method == "rtn":
-      with maybe_stage(timer, "build_leaves"):
-        leaf = rtn_quantize_dense(w, BITS[quantize_for(cfg, path)], cfg.group_size)
-        w_hat = leaf.materialize_host()
-        rows.append(matrix_row(path, w, leaf, w_hat=w_hat))
-    elif cfg.method == "gptq":
+    if cfg.method in ("rtn", "gptq"):
+      info = {}
       with maybe_stage(timer, "factor"):
-        leaf, info = gptq.gptq_quantize(
-            w, grams[proj], gptq.settings_from_config(cfg, BITS[quantize_for(cfg, path)]))
+        if cfg.method == "rtn":
+          leaf = rtn_quantize_dense(w, BITS[quantize_for(cfg, path)], cfg.group_size)
+        else:
+          leaf, info = gptq.gptq_quantize(
+              w, grams[proj], gptq.settings_from_config(cfg, BITS[quantize_for(cfg, path)]))
+        if cfg.correction_rank:
+          leaf = error_correction.correct(leaf, w, grams[proj], cfg.correction_rank,
+                                          cfg.damping, group_size=cfg.group_size)
       with maybe_stage(timer, "build_leaves"):
         w_hat = leaf.materialize_host()
-        rows.append({**matrix_row(path, w, leaf, gram=grams[proj], w_hat=w_hat),
-                     "damping": info["damping"], "dead_inputs": info["dead_inputs"]})
+        rows.append({**matrix_row(path, w, leaf, gram=grams.get(proj), w_hat=w_hat), **info})
     else:
       tiling = tiling_for(path, w.shape, cfg)
       gram = grams.get(proj)

@@ -19,7 +19,7 @@ from typing import Any, Mapping, Optional
 import jax
 import numpy as np
 
-from penrose_jax.compression import gptq, rank_allocation, rank_blocks, spectral as spectral_lib
+from penrose_jax.compression import error_correction, gptq, rank_allocation, rank_blocks, spectral as spectral_lib
 from penrose_jax.compression.leaves import (DenseGroup, LowRankGroup, SpectralMatrix, TiledLowRank,
                                             rtn_quantize_dense)
 from penrose_jax.compression.pytree_codec import StaticArray
@@ -68,6 +68,8 @@ class CompressionConfig:
     quantize_overrides: ('regex=quant', ...) per-matrix bit widths for methods 'rtn' / 'gptq'
       (a llama.cpp-style mix): the first regex found in a kernel's path picks its quantize,
       other kernels use `quantize`; () = none.
+    correction_rank: methods 'rtn' / 'gptq': rank of a whitened low-rank correction of each
+      kernel's rounding error, stored in int8 (compression.error_correction); 0 = none.
     gptq_damping: GPTQ's relative ridge on the Hessian (fraction of its mean diagonal);
       0 = gptq.DEFAULT_DAMPING (the paper's 1 %).
     gptq_natural_order: GPTQ quantizes inputs in their stored order; False (default) =
@@ -107,6 +109,7 @@ class CompressionConfig:
   quantize: str = "none"
   group_size: int = 64
   quantize_overrides: Any = ()
+  correction_rank: int = 0
   gptq_damping: float = 0.0
   gptq_natural_order: bool = False
   gptq_clip_grid: Any = ()
@@ -185,6 +188,11 @@ def validate_config(cfg: CompressionConfig) -> None:
     raise ValueError(f"config.quantize='none' but method={cfg.method!r} needs one of "
                      f"{list(BITS)}")
   parse_quantize_overrides(cfg.quantize_overrides)
+  if not isinstance(cfg.correction_rank, int) or cfg.correction_rank < 0:
+    raise ValueError(f"config.correction_rank={cfg.correction_rank!r} must be an int >= 0")
+  if cfg.correction_rank and cfg.method not in ("rtn", "gptq"):
+    raise ValueError(f"config.correction_rank={cfg.correction_rank} corrects rounding errors: it "
+                     f"needs method 'rtn' or 'gptq', not {cfg.method!r}")
   if not isinstance(cfg.gptq_damping, (int, float)) or cfg.gptq_damping < 0:
     raise ValueError(f"config.gptq_damping={cfg.gptq_damping!r} must be a number >= 0")
   bad_clip = [c for c in cfg.gptq_clip_grid if not isinstance(c, (int, float)) or not 0 < c <= 1]
@@ -417,7 +425,7 @@ def compress(params: Any, config: Any) -> tuple[dict, dict]:
   """
   cfg = as_compression_config(config)
   # The streaming job computes Grams itself; this in-memory transform must be given them.
-  needs_gram = cfg.whiten or cfg.method == "gptq"
+  needs_gram = cfg.whiten or cfg.method == "gptq" or cfg.correction_rank > 0
   if needs_gram and cfg.grams is None:
     raise ValueError(f"config.grams=None but whiten={cfg.whiten} / method={cfg.method!r} "
                      "needs path -> input Gram")
@@ -488,6 +496,10 @@ def compress(params: Any, config: Any) -> tuple[dict, dict]:
       replace[path] = build_leaf(leaf, tiling, ranks, gram, cfg.damping, cfg.spectral,
                                  cfg.spectral_scope, cfg.tau, cfg.keep_energy, cfg.quantize,
                                  cfg.group_size, svds=svds)
+  if cfg.correction_rank:  # rtn / gptq only (validated)
+    for path, leaf, _, gram, _ in plan:
+      replace[path] = error_correction.correct(replace[path], leaf, gram, cfg.correction_rank,
+                                               cfg.damping, group_size=cfg.group_size)
   # ---- stats.
   for i, (path, leaf, tiling, gram, _) in enumerate(plan):
     tiled = cfg.method == "tiled"
