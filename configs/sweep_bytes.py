@@ -4,6 +4,14 @@ Command (from the repo root):
   python -m experiments.sweep --config=configs/sweep_bytes.py --workdir=workdirs/sweep_bytes \
       --config.results_dir=results/sweep_bytes
   python -m experiments.sweep --config=configs/sweep_bytes.py:quick --workdir=/tmp/sweep_bytes_q
+  python -m experiments.sweep --config=configs/sweep_bytes.py:gptq \
+      --workdir=workdirs/sweep_bytes_gptq --config.results_dir=results/sweep_bytes/gptq
+
+`gptq` runs only RTN int4 (the reference, rerun so ratios come from one machine), GPTQ int4 /
+int3, a GPTQ int3/int4 mix (int4 for k / v / o and down: 11.4 % of the float32 bytes), GPTQ
+int3 + a rank-16 int8 correction of each rounding error (11.3 %) and RTN int3; the full variant
+holds every run (a workdir holding the first 8 continues with the new ones). Merge a `gptq`
+results folder into results/sweep_bytes with experiments.sweep_merge (see its docstring).
 
 Runs the `compress` job on SmolLM2-135M with configs/compress.py's strong baseline (one whitened
 SVD per matrix, sensitivity knapsack) at param_ratio 0.8 and 0.6 with the stored values in
