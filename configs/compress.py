@@ -40,7 +40,9 @@ def compression_section() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.include = DEFAULT_INCLUDE
   c.exclude = ""
-  c.method = "tiled"            # 'tiled' (rank blocks) or 'rtn' (plain int8/int4 baseline)
+  # 'tiled' (rank blocks), 'rtn' (plain round-to-nearest baseline) or 'gptq' (GPTQ on the
+  # calibration inputs of the already-quantized layers; same stored leaf and bytes as 'rtn').
+  c.method = "tiled"
   c.tiling = "single"           # 'penrose' | 'grid' | 'single' (single: best measured)
   c.tiles_per_matrix = 16
   c.phase = 0.0
@@ -66,8 +68,20 @@ def compression_section() -> ml_collections.ConfigDict:
   c.spectral_scope = "factor"   # 'factor' | 'block'
   c.tau = ml_collections.config_dict.placeholder(float)  # magnitude threshold, or
   c.keep_energy = 1.0           # kept coefficient energy fraction
-  c.quantize = "none"           # 'none' | 'int8' | 'int4'
+  c.quantize = "none"           # 'none' | 'int8' | 'int4' | 'int3'
+  # Methods 'rtn' / 'gptq': per-matrix bits as ('regex=quant', ...), first match wins, e.g.
+  # ('mlp/down_proj=int4', 'attn/v_proj=int4') with quantize 'int3' (a llama.cpp-style mix).
+  c.quantize_overrides = ()
+  # Methods 'rtn' / 'gptq': rank of a whitened low-rank correction of each kernel's rounding
+  # error, int8 factors (~(in + out) bytes per rank); 0 = none.
+  c.correction_rank = 0
   c.group_size = 64
+  # GPTQ (method 'gptq'): relative ridge (0 = the paper's 1 %), act-order unless natural order
+  # is asked, a per-group clipping search over shrink factors of max|w| (() = 1.0 ... 0.6).
+  # Defaults are empty values so a sweep workdir finished before these fields existed resumes.
+  c.gptq_damping = 0.0
+  c.gptq_natural_order = False
+  c.gptq_clip_grid = ()
   c.sensitivity_candidates = ()  # () = (0.4, 0.6, 0.8, 1.0)
   c.sensitivity_windows = 0      # calibration windows the KL is measured on; 0 = 2
   # The layout the KL is measured with ('' = tiling); 'single' gives tiled runs the per-matrix

@@ -4,6 +4,14 @@ Command (from the repo root):
   python -m experiments.sweep --config=configs/sweep_bytes.py --workdir=workdirs/sweep_bytes \
       --config.results_dir=results/sweep_bytes
   python -m experiments.sweep --config=configs/sweep_bytes.py:quick --workdir=/tmp/sweep_bytes_q
+  python -m experiments.sweep --config=configs/sweep_bytes.py:gptq \
+      --workdir=workdirs/sweep_bytes_gptq --config.results_dir=results/sweep_bytes/gptq
+
+`gptq` runs only RTN int4 (the reference, rerun so ratios come from one machine), GPTQ int4 /
+int3, a GPTQ int3/int4 mix (int4 for k / v / o and down: 11.4 % of the float32 bytes), GPTQ
+int3 + a rank-16 int8 correction of each rounding error (11.3 %) and RTN int3; the full variant
+holds every run (a workdir holding the first 8 continues with the new ones). Merge a `gptq`
+results folder into results/sweep_bytes with experiments.sweep_merge (see its docstring).
 
 Runs the `compress` job on SmolLM2-135M with configs/compress.py's strong baseline (one whitened
 SVD per matrix, sensitivity knapsack) at param_ratio 0.8 and 0.6 with the stored values in
@@ -28,13 +36,33 @@ RATIOS = (0.8, 0.6)
 QUANT = ("none", "int8", "int4")
 
 
+RTN_QUANT = ("int8", "int4", "int3")
+GPTQ_QUANT = ("int8", "int4", "int3")
+# The runs the `gptq` variant measures together (ratios within one run of the machine).
+# A llama.cpp-style mix (its Q3_K_M keeps attn_v / attn_output / ffn_down at higher bits):
+# int4 for k / v / o and down (40.6 % of the projection weights), int3 elsewhere: 11.4 % of the
+# float32 bytes.
+MIX = ("attn/(k|v|o)_proj=int4", "mlp/down_proj=int4")
+GPTQ_MEASURED = ("rtn_int4", "gptq_int4", "gptq_int3", "gptq_mix34", "gptq_int3_r16",
+                 "rtn_int3")
+
+
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-  """Returns the bytes sweep; `quick` runs Penrose int8 and RTN int8 on the tiny model."""
-  if arg not in ("", "quick"):
-    raise ValueError(f"configs/sweep_bytes.py: unknown variant {arg!r}; expected '' or 'quick'")
+  """Returns the bytes sweep; `quick` runs Penrose int8 and RTN int8 on the tiny model, `gptq`
+  only RTN int4 / int3 and GPTQ int4 / int3 on SmolLM2."""
+  if arg not in ("", "quick", "gptq"):
+    raise ValueError(f"configs/sweep_bytes.py: unknown variant {arg!r}; expected '', 'quick' "
+                     "or 'gptq'")
   rtn = [(f"rtn_{quant}", {"compression.method": "rtn", "compression.quantize": quant})
-         for quant in ("int8", "int4")]
-  if arg:
+         for quant in RTN_QUANT]
+  gptq = [(f"gptq_{quant}", {"compression.method": "gptq", "compression.quantize": quant})
+          for quant in GPTQ_QUANT]
+  gptq.append(("gptq_mix34", {"compression.method": "gptq", "compression.quantize": "int3",
+                              "compression.quantize_overrides": MIX}))
+  # GPTQ int3 plus a whitened rank-16 int8 correction of each matrix's rounding error: 11.3 %.
+  gptq.append(("gptq_int3_r16", {"compression.method": "gptq", "compression.quantize": "int3",
+                                 "compression.correction_rank": 16}))
+  if arg == "quick":
     base = quick_compress_base()
     base.compression.param_ratio = 0.6
     runs = [("penrose_int8", {"compression.tiling": "penrose", "compression.quantize": "int8"}),
@@ -51,16 +79,24 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
           overrides["compression.quantize"] = quant
         runs.append((f"single_{ratio}" if quant == "none" else f"single_{ratio}_{quant}",
                      overrides))
-    runs += rtn
     labels = {name: f"low rank {overrides.get('compression.quantize', 'float32')}"
-              for name, overrides in runs[:-len(rtn)]}
+              for name, overrides in runs}
+    runs += rtn + gptq
+    if arg == "gptq":
+      runs = [(name, dict(runs)[name]) for name in GPTQ_MEASURED]
   labels.update({name: "rtn" for name, _ in rtn})
+  labels.update({name: "gptq" for name, _ in gptq})
+  labels["gptq_mix34"] = "gptq int3/int4 mix"
+  labels["gptq_int3_r16"] = "gptq int3 + rank-16 correction"
   return make_sweep_config(
       base, "compress", runs, title="bytes vs perplexity (low rank + quantization vs RTN)",
       description="Low-rank runs: one whitened SVD per matrix at param_ratio 0.8 / 0.6, stored "
                   "values in float32 / int8 / int4. RTN: every selected kernel quantized in "
-                  "place (no low rank).",
+                  "place (no low rank). GPTQ: the same stored format as RTN, rounded with "
+                  "error feedback on the calibration Hessian (act-order, clipping search). "
+                  "'source file': the same matrices as stored in the GGUF the model was read "
+                  "from, at the dense perplexity.",
       method_key=("compression.quantize",), group_labels=labels,
-      plot_x="bytes_compressed", plot_y=("ppl_compressed",),
+      plot_x="bytes_compressed", plot_y=("ppl_compressed", "ppl_compressed_by_set.lambada"),
       columns=("model", "compression.method", "compression.tiling", "compression.whiten",
                "compression.param_ratio", "compression.quantize", "compression.group_size"))

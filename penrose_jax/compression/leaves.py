@@ -437,3 +437,46 @@ def rtn_quantize_dense(w, bits: int = 8, group_size: int = 64) -> QuantizedDense
   from penrose_jax.compression.quantization import quantize_array
   w = np.asarray(w, np.float32)
   return QuantizedDense(quantize_array(w, bits, group_size, axis=0), tuple(int(s) for s in w.shape))
+
+
+@register_leaf
+@struct.dataclass
+class CorrectedQuantizedDense(_CheckpointMixin):
+  """A quantized kernel plus a low-rank correction of its rounding error: W ~ Q + u v^T.
+
+  Attributes:
+    weight: QuantizedArray of the (in, out) kernel (as in `QuantizedDense`).
+    u: (in, r) factor (float32 array or QuantizedArray).
+    v: (out, r) factor (float32 array or QuantizedArray).
+    shape: (in, out) (static).
+  """
+
+  weight: Any
+  u: Any
+  v: Any
+  shape: tuple = struct.field(pytree_node=False)
+
+  def matmul(self, x: jax.Array) -> jax.Array:
+    x = jnp.asarray(x)
+    dtype = x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.float32
+    x = x.astype(dtype)
+    return (jnp.matmul(x, self.weight.dense().astype(dtype))
+            + jnp.matmul(jnp.matmul(x, as_dense(self.u, dtype)), as_dense(self.v, dtype).T))
+
+  def materialize(self) -> jax.Array:
+    return self.weight.dense() + as_dense(self.u, jnp.float32) @ as_dense(self.v, jnp.float32).T
+
+  def materialize_host(self) -> np.ndarray:
+    """The (in, out) float32 matrix Q + u v^T as numpy.
+
+    Returns:
+      (in, out) float32 numpy array.
+    """
+    return (host_dense(self.weight) + host_dense(self.u) @ host_dense(self.v).T).astype(
+        np.float32)
+
+  def param_count(self) -> int:
+    return int(self.weight.param_count() + stored_count(self.u) + stored_count(self.v))
+
+  def nbytes(self) -> int:
+    return int(self.weight.nbytes() + stored_bytes(self.u) + stored_bytes(self.v))

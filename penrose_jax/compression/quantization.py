@@ -1,10 +1,10 @@
-"""Round-to-nearest group-wise int8/int4 quantization of stored values.
+"""Round-to-nearest group-wise int8/int4/int3 quantization of stored values.
 
 `QuantizedArray` is a stored-array codec usable wherever a leaf holds a float array (factors,
 dense tiles, spectral coefficient values). Groups of `group_size` consecutive entries along
-`axis` share one float16 scale (symmetric, scale = max|x| / qmax). int4 values live in an int8
-container in memory (no packing kernel); `nbytes` reports the packed format size (0.5 byte per
-int4 value) plus 2 bytes per scale, which is what a packed checkpoint would hold.
+`axis` share one float16 scale (symmetric, scale = max|x| / qmax). int4 / int3 values live in an
+int8 container in memory (no packing kernel); `nbytes` reports the packed format size (bits / 8
+byte per value: 0.5 for int4, 0.375 for int3) plus 2 bytes per scale, which is what a packed checkpoint would hold.
 
 `QuantizedDense` is the plain RTN baseline leaf for a whole (in, out) kernel, grouped along
 the input axis; its matmul dequantizes on the fly inside jit (the dense float matrix exists
@@ -20,8 +20,8 @@ from flax import struct
 
 from penrose_jax.compression.pytree_codec import register_codec
 
-QMAX = {8: 127, 4: 7}
-BITS = {"int8": 8, "int4": 4}
+QMAX = {8: 127, 4: 7, 3: 3}
+BITS = {"int8": 8, "int4": 4, "int3": 3}
 
 
 @register_codec
@@ -34,7 +34,7 @@ class QuantizedArray:
     scale: float16 scales (*rest, n_groups, 1).
     shape: original shape (static).
     axis: grouped axis of the original array (static).
-    bits: 8 or 4 (static).
+    bits: 8, 4 or 3 (static).
   """
 
   q: jax.Array
@@ -74,7 +74,7 @@ def quantize_array(x, bits: int, group_size: int = 64, axis: int = -1) -> Quanti
 
   Args:
     x: float array.
-    bits: 8 or 4.
+    bits: 8, 4 or 3.
     group_size: entries per scale (>= 1); the axis is zero-padded to a multiple.
     axis: axis along which groups run (choose the long axis of a factor).
 
@@ -82,7 +82,7 @@ def quantize_array(x, bits: int, group_size: int = 64, axis: int = -1) -> Quanti
     The QuantizedArray.
   """
   if bits not in QMAX:
-    raise ValueError(f"bits must be 8 or 4, got {bits}")
+    raise ValueError(f"bits must be one of {sorted(QMAX)}, got {bits}")
   if group_size < 1:
     raise ValueError(f"group_size must be >= 1, got {group_size}")
   x = np.asarray(x, np.float32)
@@ -110,10 +110,10 @@ def quantization_error(x, qa: QuantizedArray) -> float:
 
 
 def maybe_quantize(x, quantize: str, group_size: int, axis: int = -1):
-  """Returns x as float32 jax array ('none') or a QuantizedArray ('int8'/'int4')."""
+  """Returns x as float32 jax array ('none') or a QuantizedArray ('int8' / 'int4' / 'int3')."""
   if quantize == "none":
     # device_put, not jnp.asarray: the latter compiles one program per new shape (JAX 0.10).
     return jax.device_put(np.asarray(x, np.float32))
   if quantize not in BITS:
-    raise ValueError(f"unknown quantize {quantize!r}; allowed: ['none', 'int8', 'int4']")
+    raise ValueError(f"unknown quantize {quantize!r}; allowed: {['none'] + list(BITS)}")
   return quantize_array(x, BITS[quantize], group_size, axis)

@@ -20,11 +20,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from penrose_jax.compression import rank_allocation, rank_blocks, whitening
+from penrose_jax.compression import (error_correction, gptq, rank_allocation, rank_blocks,
+                                     whitening)
 from penrose_jax.compression.leaves import rtn_quantize_dense
 from penrose_jax.compression.quantization import BITS
 from penrose_jax.compression.tiling import Tiling, make_tiling
-from penrose_jax.compression.transform import CompressionConfig, build_leaf, matrix_row
+from penrose_jax.compression.transform import (CompressionConfig, build_leaf, matrix_row,
+                                               quantize_for)
 from penrose_jax.models import llama
 from penrose_jax.models.config import ModelConfig
 from penrose_jax.reporting.stage_timer import StageTimer, maybe_stage
@@ -46,6 +48,20 @@ def needs_global_pass(cfg: CompressionConfig) -> bool:
   """
   return (cfg.method == "tiled" and cfg.rank_policy == "budget"
           and cfg.budget_scope in rank_allocation.MODEL_WIDE_SCOPES)
+
+
+def needs_activations(cfg: CompressionConfig) -> bool:
+  """Whether compressing a layer needs its calibration inputs (and their Grams).
+
+  Args:
+    cfg: compression config.
+
+  Returns:
+    True for whitened 'tiled' factoring, 'gptq' (its Hessian is the input Gram) and a
+    low-rank correction of rounding errors (whitened too).
+  """
+  return ((cfg.whiten and cfg.method == "tiled") or cfg.method == "gptq"
+          or cfg.correction_rank > 0)
 
 
 def selected_kernels(layer_key: str, layer_params: Mapping[str, Any], cfg: CompressionConfig
@@ -245,7 +261,7 @@ def compress_layer(layer_key: str, layer_params: Mapping[str, Any], x: Optional[
     layer_key: e.g. 'layers_3'.
     layer_params: the dense layer params.
     x: (N, T, D) input activations of this layer (from the compressed-so-far model); only
-      needed when whitening.
+      needed when whitening or for GPTQ (`needs_activations`).
     cfg: compression config.
     fns: jitted block functions (needed when whitening).
     ranks: path -> per-tile ranks from `allocate_global_ranks` (global budget only).
@@ -262,15 +278,24 @@ def compress_layer(layer_key: str, layer_params: Mapping[str, Any], x: Optional[
     the compressed layer up to float rounding.
   """
   with maybe_stage(timer, "calibrate"):
-    grams = fns.grams(layer_params, x) if cfg.whiten and cfg.method == "tiled" else {}
+    grams = fns.grams(layer_params, x) if needs_activations(cfg) else {}
   replace, approx, rows, layouts = {}, {}, [], {}
   for path, proj, kernel in selected_kernels(layer_key, layer_params, cfg):
     w = np.asarray(kernel, np.float32)
-    if cfg.method == "rtn":
+    if cfg.method in ("rtn", "gptq"):
+      info = {}
+      with maybe_stage(timer, "factor"):
+        if cfg.method == "rtn":
+          leaf = rtn_quantize_dense(w, BITS[quantize_for(cfg, path)], cfg.group_size)
+        else:
+          leaf, info = gptq.gptq_quantize(
+              w, grams[proj], gptq.settings_from_config(cfg, BITS[quantize_for(cfg, path)]))
+        if cfg.correction_rank:
+          leaf = error_correction.correct(leaf, w, grams[proj], cfg.correction_rank,
+                                          cfg.damping, group_size=cfg.group_size)
       with maybe_stage(timer, "build_leaves"):
-        leaf = rtn_quantize_dense(w, BITS[cfg.quantize], cfg.group_size)
         w_hat = leaf.materialize_host()
-        rows.append(matrix_row(path, w, leaf, w_hat=w_hat))
+        rows.append({**matrix_row(path, w, leaf, gram=grams.get(proj), w_hat=w_hat), **info})
     else:
       tiling = tiling_for(path, w.shape, cfg)
       gram = grams.get(proj)

@@ -19,7 +19,7 @@ from typing import Any, Mapping, Optional
 import jax
 import numpy as np
 
-from penrose_jax.compression import rank_allocation, rank_blocks, spectral as spectral_lib
+from penrose_jax.compression import error_correction, gptq, rank_allocation, rank_blocks, spectral as spectral_lib
 from penrose_jax.compression.leaves import (DenseGroup, LowRankGroup, SpectralMatrix, TiledLowRank,
                                             rtn_quantize_dense)
 from penrose_jax.compression.pytree_codec import StaticArray
@@ -29,7 +29,7 @@ from penrose_jax.compression.tiling import TILING_KINDS, Tiling, make_tiling
 DEFAULT_INCLUDE = r".*(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)/kernel$"
 RANK_POLICIES = ("budget", "fixed", "energy")
 BUDGET_SCOPES = ("matrix", "global", "normalized", "sensitivity")
-METHODS = ("tiled", "rtn")
+METHODS = ("tiled", "rtn", "gptq")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +39,9 @@ class CompressionConfig:
   Attributes:
     include: regex on '/'-joined param paths selecting kernels to compress.
     exclude: optional regex; matching paths are never compressed.
-    method: 'tiled' (rank blocks) or 'rtn' (plain int8/int4 baseline, uses `quantize`).
+    method: 'tiled' (rank blocks), 'rtn' (plain round-to-nearest of the dense kernel, uses
+      `quantize`) or 'gptq' (GPTQ with the input Grams, compression.gptq; uses `quantize`,
+      `group_size` and the gptq_* fields; the same stored leaf and bytes as 'rtn').
     tiling: 'penrose' | 'grid' | 'single'.
     tiles_per_matrix: target tile count per matrix.
     tile_lengths: optional tile dictionary: penrose ((rL, rS), (cL, cS)) or grid (h, w).
@@ -61,8 +63,19 @@ class CompressionConfig:
     spectral_scope: 'factor' (1-D along factors' long axis) or 'block' (2-D per tile).
     tau: coefficient magnitude threshold (alternative to keep_energy).
     keep_energy: kept coefficient energy fraction per block.
-    quantize: 'none' | 'int8' | 'int4' for stored values.
+    quantize: 'none' | 'int8' | 'int4' | 'int3' for stored values.
     group_size: quantization group size.
+    quantize_overrides: ('regex=quant', ...) per-matrix bit widths for methods 'rtn' / 'gptq'
+      (a llama.cpp-style mix): the first regex found in a kernel's path picks its quantize,
+      other kernels use `quantize`; () = none.
+    correction_rank: methods 'rtn' / 'gptq': rank of a whitened low-rank correction of each
+      kernel's rounding error, stored in int8 (compression.error_correction); 0 = none.
+    gptq_damping: GPTQ's relative ridge on the Hessian (fraction of its mean diagonal);
+      0 = gptq.DEFAULT_DAMPING (the paper's 1 %).
+    gptq_natural_order: GPTQ quantizes inputs in their stored order; False (default) =
+      act-order (decreasing Hessian diagonal).
+    gptq_clip_grid: shrink factors of max|w| GPTQ tries per group scale; () = the default
+      grid 1.0, 0.95, ..., 0.6; (1.0,) = no clipping search.
     sensitivity_candidates: ratios each matrix may get under budget_scope 'sensitivity';
       () = sensitivity.DEFAULT_CANDIDATES.
     sensitivity_windows: calibration windows the sensitivity KL is measured on; 0 = the
@@ -95,6 +108,11 @@ class CompressionConfig:
   keep_energy: Optional[float] = None
   quantize: str = "none"
   group_size: int = 64
+  quantize_overrides: Any = ()
+  correction_rank: int = 0
+  gptq_damping: float = 0.0
+  gptq_natural_order: bool = False
+  gptq_clip_grid: Any = ()
   sensitivity_candidates: Any = ()
   sensitivity_windows: int = 0
   sensitivity_tiling: str = ""
@@ -166,8 +184,21 @@ def validate_config(cfg: CompressionConfig) -> None:
     raise ValueError(f"config.damping={cfg.damping!r} must be >= 0")
   if cfg.rank_policy == "fixed" and cfg.fixed_ranks is None:
     raise ValueError("config.fixed_ranks=None but rank_policy='fixed' needs shape_id -> rank")
-  if cfg.method == "rtn" and cfg.quantize == "none":
-    raise ValueError("config.quantize='none' but method='rtn' needs 'int8' or 'int4'")
+  if cfg.method in ("rtn", "gptq") and cfg.quantize == "none":
+    raise ValueError(f"config.quantize='none' but method={cfg.method!r} needs one of "
+                     f"{list(BITS)}")
+  parse_quantize_overrides(cfg.quantize_overrides)
+  if not isinstance(cfg.correction_rank, int) or cfg.correction_rank < 0:
+    raise ValueError(f"config.correction_rank={cfg.correction_rank!r} must be an int >= 0")
+  if cfg.correction_rank and cfg.method not in ("rtn", "gptq"):
+    raise ValueError(f"config.correction_rank={cfg.correction_rank} corrects rounding errors: it "
+                     f"needs method 'rtn' or 'gptq', not {cfg.method!r}")
+  if not isinstance(cfg.gptq_damping, (int, float)) or cfg.gptq_damping < 0:
+    raise ValueError(f"config.gptq_damping={cfg.gptq_damping!r} must be a number >= 0")
+  bad_clip = [c for c in cfg.gptq_clip_grid if not isinstance(c, (int, float)) or not 0 < c <= 1]
+  if bad_clip:
+    raise ValueError(f"config.gptq_clip_grid={cfg.gptq_clip_grid!r}: every shrink factor must "
+                     f"be a number in (0, 1]; bad: {bad_clip}")
   bad = [c for c in cfg.sensitivity_candidates
          if not isinstance(c, (int, float)) or not 0.0 < c <= 1.0]
   if bad:
@@ -176,6 +207,47 @@ def validate_config(cfg: CompressionConfig) -> None:
   if not isinstance(cfg.sensitivity_windows, int) or cfg.sensitivity_windows < 0:
     raise ValueError(f"config.sensitivity_windows={cfg.sensitivity_windows!r} must be an "
                      "int >= 0 (0 = the default)")
+
+
+def parse_quantize_overrides(overrides) -> list[tuple[re.Pattern, str]]:
+  """('regex=quant', ...) -> [(compiled regex, quant)], each part checked.
+
+  Args:
+    overrides: the config's quantize_overrides.
+
+  Returns:
+    The parsed pairs, in order.
+  """
+  out = []
+  for item in overrides or ():
+    pattern, sep, quant = str(item).rpartition("=")
+    if not sep or not pattern:
+      raise ValueError(f"config.quantize_overrides item {item!r}: expected 'regex=quant', e.g. "
+                       "'mlp/down_proj=int4'")
+    if quant not in BITS:
+      raise ValueError(f"config.quantize_overrides item {item!r}: quant {quant!r} is not one of "
+                       f"{list(BITS)}")
+    try:
+      out.append((re.compile(pattern), quant))
+    except re.error as e:
+      raise ValueError(f"config.quantize_overrides item {item!r}: bad regex ({e})") from None
+  return out
+
+
+def quantize_for(cfg: CompressionConfig, path: str) -> str:
+  """The quantize setting of one kernel: its first matching override, else cfg.quantize.
+
+  Args:
+    cfg: compression config.
+    path: '/'-joined param path.
+
+  Returns:
+    'int8' / 'int4' / 'int3' (or cfg.quantize).
+  """
+  for pattern, quant in parse_quantize_overrides(cfg.quantize_overrides):
+    if pattern.search(path):
+      return quant
+  return cfg.quantize
 
 
 def build_leaf(w, tiling: Tiling, ranks, gram=None, damping: float = 1e-2,
@@ -193,7 +265,7 @@ def build_leaf(w, tiling: Tiling, ranks, gram=None, damping: float = 1e-2,
     spectral_scope: 'factor' or 'block'.
     tau: spectral magnitude threshold.
     keep_energy: spectral kept-energy fraction.
-    quantize: 'none' | 'int8' | 'int4'.
+    quantize: 'none' | 'int8' | 'int4' | 'int3'.
     group_size: quantization group size.
     svds: precomputed `rank_blocks.tile_svds(...)[0]` to skip refactoring.
 
@@ -353,8 +425,10 @@ def compress(params: Any, config: Any) -> tuple[dict, dict]:
   """
   cfg = as_compression_config(config)
   # The streaming job computes Grams itself; this in-memory transform must be given them.
-  if cfg.whiten and cfg.grams is None:
-    raise ValueError("config.whiten=True but config.grams=None (path -> Gram needed)")
+  needs_gram = cfg.whiten or cfg.method == "gptq" or cfg.correction_rank > 0
+  if needs_gram and cfg.grams is None:
+    raise ValueError(f"config.grams=None but whiten={cfg.whiten} / method={cfg.method!r} "
+                     "needs path -> input Gram")
   # ---- plan & validate before any factoring work.
   plan = []
   for path, leaf in _walk(params):
@@ -362,10 +436,11 @@ def compress(params: Any, config: Any) -> tuple[dict, dict]:
       continue
     m, n = (int(s) for s in np.shape(leaf))
     gram = None
-    if cfg.whiten:
+    if needs_gram:
       gram = cfg.grams.get(path)
       if gram is None:
-        raise ValueError(f"config.whiten=True but config.grams has no entry for {path!r}")
+        raise ValueError(f"config.grams has no entry for {path!r} (whiten={cfg.whiten}, "
+                         f"method={cfg.method!r})")
       if np.shape(gram) != (m, m):
         raise ValueError(f"config.grams[{path!r}] has shape {np.shape(gram)}, expected {(m, m)}")
     try:
@@ -380,7 +455,11 @@ def compress(params: Any, config: Any) -> tuple[dict, dict]:
   replace, rows = {}, []
   if cfg.method == "rtn":
     for path, leaf, _, _, _ in plan:
-      replace[path] = rtn_quantize_dense(leaf, BITS[cfg.quantize], cfg.group_size)
+      replace[path] = rtn_quantize_dense(leaf, BITS[quantize_for(cfg, path)], cfg.group_size)
+  elif cfg.method == "gptq":
+    for path, leaf, _, gram, _ in plan:
+      settings = gptq.settings_from_config(cfg, BITS[quantize_for(cfg, path)])
+      replace[path] = gptq.gptq_quantize(leaf, gram, settings)[0]
   else:
     # ---- factor.
     factored = []
@@ -417,6 +496,10 @@ def compress(params: Any, config: Any) -> tuple[dict, dict]:
       replace[path] = build_leaf(leaf, tiling, ranks, gram, cfg.damping, cfg.spectral,
                                  cfg.spectral_scope, cfg.tau, cfg.keep_energy, cfg.quantize,
                                  cfg.group_size, svds=svds)
+  if cfg.correction_rank:  # rtn / gptq only (validated)
+    for path, leaf, _, gram, _ in plan:
+      replace[path] = error_correction.correct(replace[path], leaf, gram, cfg.correction_rank,
+                                               cfg.damping, group_size=cfg.group_size)
   # ---- stats.
   for i, (path, leaf, tiling, gram, _) in enumerate(plan):
     tiled = cfg.method == "tiled"

@@ -227,6 +227,23 @@ class GGUFModelReader(ModelReader):
                               shape, transpose=is_kernel, rope_heads=rope_heads))
     return specs
 
+  def stored_bytes(self) -> dict[str, tuple[int, str]]:
+    """Bytes each parameter takes in the file, as stored (quantized blocks included).
+
+    Returns:
+      '/'-joined param path ('layers_3/attn/q_proj/kernel', 'embed/embedding', ...) ->
+      (bytes in the file, GGML type name such as 'Q4_1').
+    """
+    specs = list(self.global_specs())
+    for i in range(self.config.num_layers):
+      specs += self.layer_specs(i)
+    out = {}
+    for spec in specs:
+      tensor = self._tensors.get(spec.name)
+      if tensor is not None:
+        out["/".join(spec.path)] = (int(tensor.n_bytes), tensor.tensor_type.name)
+    return out
+
   def _read_array(self, spec: TensorSpec) -> np.ndarray:
     tensor = self._tensors.get(spec.name)
     if tensor is None:

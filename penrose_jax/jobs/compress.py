@@ -5,7 +5,8 @@ Workdir layout:
                     model.json written last), loadable by evaluate / generate / align / qa_tune
   stream/           resume state: state.json, ranks.json (global allocation), acts_<i>.npy
                     (calibration activations entering layer i)
-  report.json       params, bytes, perplexities, hidden KL, per-matrix rows, wall time, peak RSS
+  report.json       params, bytes (+ source_bytes: the same matrices in the model's own GGUF
+                    file), perplexities, hidden KL, per-matrix rows, wall time, peak RSS
   tiling_*.png      pictures of a few matrices' tilings, tiles coloured by rank
 
 Parallelism: `config.parallel` (penrose_jax.parallel) builds the mesh at start-up; each layer's
@@ -311,7 +312,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
       if not model_source.has_params_part(model_dir, key):
         model_source.save_params_part(model_dir, key, subtree)
   fns = streaming.StreamFunctions(mcfg)
-  needs_acts = cfg.whiten and cfg.method == "tiled"
+  needs_acts = streaming.needs_activations(cfg)
   skipped: list[str] = []
   calib_used: list[str] = []
   x0 = None
@@ -399,6 +400,14 @@ def _run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
   metrics: dict[str, Any] = {**summarize_rows(rows), "calibration_sources": calib_used,
                              "calibration_windows": 0 if x0 is None else int(x0.shape[0]),
                              "spectra_reused_from": spectra_reused}
+  # The honest reference: the same matrices as stored in the model's own file (a Q4_1 GGUF
+  # for the default model), next to bytes_dense (float32) and bytes_compressed.
+  with timer.stage("load"):
+    source_file = model_source.source_bytes(config.model, [r["name"] for r in rows])
+  if source_file is not None:
+    metrics.update({"source_bytes": source_file["bytes"], "source_types": source_file["types"],
+                    "source_file": source_file["file"],
+                    "source_file_size": source_file["file_size"]})
   if sens is not None:
     metrics["sensitivity"] = {"matrix_ratios": sens["ratios"], "kl": sens["table"],
                               "reused_from": sens["reused_from"]}

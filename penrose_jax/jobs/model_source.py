@@ -264,6 +264,42 @@ def load(spec: str, cache_dir: str | pathlib.Path = "model_cache") -> Loaded:
   return Loaded(loaded.config, loaded.params, loaded.tokenizer, name, {"source": str(path)})
 
 
+def source_bytes(spec: str, param_paths) -> Optional[dict[str, Any]]:
+  """Bytes the given parameters take in the model's own file, when that file is a GGUF.
+
+  The honest reference of a bytes table: the default model's weights come from a Q4_1 GGUF,
+  so the file the user already has stores the projections in far fewer bytes than float32.
+
+  Args:
+    spec: the config's model ('default', a .gguf path, ...).
+    param_paths: '/'-joined param paths to count (e.g. the compressed kernels).
+
+  Returns:
+    {'file', 'bytes' (total over param_paths), 'types' (GGML type -> tensor count),
+    'file_size' (the whole file, bytes)}, or None when the model is not read from a GGUF file
+    (the tiny model, checkpoint folders, Hugging Face directories).
+  """
+  if spec == "tiny":
+    return None
+  path = pio.find_default_gguf() if spec == "default" else pathlib.Path(spec).expanduser()
+  if path.suffix != ".gguf" or not path.is_file():
+    return None
+  from penrose_jax.io.gguf_reader import GGUFModelReader
+  reader = GGUFModelReader(path)
+  try:
+    stored = reader.stored_bytes()
+  finally:
+    reader.close()
+  missing = sorted(set(param_paths) - set(stored))
+  if missing:
+    raise ValueError(f"{path}: no tensor for params {missing[:3]} (of {len(missing)})")
+  types: dict[str, int] = {}
+  for p in param_paths:
+    types[stored[p][1]] = types.get(stored[p][1], 0) + 1
+  return {"file": str(path), "bytes": int(sum(stored[p][0] for p in param_paths)),
+          "types": types, "file_size": int(path.stat().st_size)}
+
+
 class LayerStream(NamedTuple):
   """A model opened for layer-by-layer reading (nothing but metadata is loaded up front).
 

@@ -165,6 +165,10 @@ def _xy_plots(config: Any, rows: Sequence[Mapping[str, Any]], workdir: pathlib.P
       dense_x = _number(rows[0].get(dense_x))
     if dense_x is not None and dense_y is not None:
       series["dense"] = ([dense_x], [dense_y])
+      # The file the model was read from (e.g. Q4_1 GGUF): its own bytes at the dense quality.
+      source_x = _number(rows[0].get("source_bytes")) if x_key == "bytes_compressed" else None
+      if source_x is not None:
+        series["source file"] = ([source_x], [dense_y])
     for label, (xs, ys) in list(series.items()):
       order = np.argsort(xs, kind="stable")
       series[label] = ([xs[i] for i in order], [ys[i] for i in order])
@@ -295,8 +299,8 @@ def render_markdown(config: Any, rows: Sequence[Mapping[str, Any]],
   if config.get("description"):
     lines.append(str(config.description).strip() + "\n")
   first = next(iter(reports.values()), {})
-  dense = [(k, first.get(k)) for k in ("ppl_dense", "params_dense", "bytes_dense")
-           if first.get(k) is not None]
+  dense = [(k, first.get(k)) for k in ("ppl_dense", "params_dense", "bytes_dense",
+                                        "source_bytes") if first.get(k) is not None]
   if dense:
     lines.append("Dense reference: " + ", ".join(f"{k} {markdown.format_value(v)}"
                                                   for k, v in dense) + "\n")
