@@ -40,6 +40,12 @@ def test_recall_recipe_reports_selftest_and_stops_at_a_plateau(tmp_path, tiny_mo
       f"of {facts} facts recalled")
   assert report["learning_rate"] == 3e-3  # LoRA's rate, picked by the trainable choice
   assert report["fact_exposures"]["min"] >= 1
+  # The diagnosis: gold answers' first-token rank and log-prob on each question set.
+  for stage in ("before", "after"):
+    ranks = report[f"gold_ranks_{stage}"]
+    assert ranks["exam"] is None  # no open exam in this test
+    for split in ("trained", "heldout"):
+      assert ranks[split]["median_rank"] >= 1 and ranks[split]["logprob_per_token"] < 0
   # Stopped at the plateau: fewer updates than planned, the curve ends where training ended.
   assert report["train_steps"] < report["planned_steps"]
   assert any("stopped at step" in note for note in report["notes"])

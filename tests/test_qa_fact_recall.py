@@ -156,3 +156,22 @@ def test_plateau_and_learning_rate_by_trainable():
   assert trainer.resolved_learning_rate(cfg(trainable="all", learning_rate=5e-4)) == 5e-4
   with pytest.raises(ValueError, match="trainable"):
     trainer.resolved_learning_rate(cfg(trainable="adapters"))
+
+
+def test_answer_rank_is_one_for_the_greedy_token_and_logprob_adds_up(tiny_model_dir):
+  import jax.numpy as jnp
+  from penrose_jax.models import llama
+  from penrose_jax.qa import answer_rank
+  loaded = model_source.load(str(tiny_model_dir))
+  tok, question = loaded.tokenizer, "What is the band gap of silicon?"
+  prompt = tok.encode(train_data.qa_prompt(tok, question))
+  logits = llama.forward(loaded.params, jnp.asarray([prompt]), loaded.config).logits[0, -1]
+  greedy = tok.decode([int(jnp.argmax(logits))])
+  worst = tok.decode([int(jnp.argmin(logits))])
+  rows = answer_rank.answer_ranks(loaded.params, loaded.config, tok,
+                                  [(question, greedy), (question, worst)])
+  if tok.encode(greedy) == [int(jnp.argmax(logits))]:  # the decoded token encodes back to itself
+    assert rows[0]["rank"] == 1
+  assert rows[0]["logprob"] > rows[1]["logprob"] and rows[1]["rank"] > rows[0]["rank"]
+  summary = answer_rank.rank_summary(rows)
+  assert summary["top10"] >= 0.5 and answer_rank.rank_summary([]) is None

@@ -205,6 +205,8 @@ def _run_loaded(config: ml_collections.ConfigDict, workdir: pathlib.Path, start:
     if selftest_heldout and cfg.mode != "none":
       selftest_before = self_test.score(loaded, loaded.params, selftest_heldout,
                                         selftest_cfg.max_new_tokens)
+      selftest_before["gold_ranks"] = self_test.gold_ranks(loaded, loaded.params, selftest,
+                                                           run_exam.open)
       say(f"self-test before: {selftest_before['recalled']} of {selftest_before['questions']} "
           f"facts recalled")
   # Learning curve: the multiple-choice exam (cheap: no generation) at points inside the run.
@@ -253,12 +255,13 @@ def _run_loaded(config: ml_collections.ConfigDict, workdir: pathlib.Path, start:
       selftest_after = {split: self_test.score(
           loaded, tuned, fact_recall.pick_selftest(selftest, split), selftest_cfg.max_new_tokens)
           for split in fact_recall.SPLITS}
+      selftest_after["gold_ranks"] = self_test.gold_ranks(loaded, tuned, selftest, run_exam.open)
       say(f"self-test after: held-out {selftest_after['heldout']['recalled']} of "
           f"{selftest_after['heldout']['questions']}, trained wordings "
           f"{selftest_after['trained']['recalled']} of {selftest_after['trained']['questions']}")
       report_json.write_json_atomic(workdir / "selftest_answers.json", {
           "before": selftest_before["answers"],
-          **{f"after_{k}": v["answers"] for k, v in selftest_after.items()}})
+          **{f"after_{k}": selftest_after[k]["answers"] for k in fact_recall.SPLITS}})
   if cfg.mode != "none" and config.save_model:
     model_source.save_model_checkpoint(
         # The execution mode is a run-time choice, not part of the saved model.
@@ -307,6 +310,8 @@ def _run_loaded(config: ml_collections.ConfigDict, workdir: pathlib.Path, start:
       "selftest_before": summary(selftest_before),
       "selftest_after": summary(selftest_after and selftest_after["heldout"]),
       "selftest_after_trained_wordings": summary(selftest_after and selftest_after["trained"]),
+      "gold_ranks_before": selftest_before and selftest_before["gold_ranks"],
+      "gold_ranks_after": selftest_after and selftest_after["gold_ranks"],
       "fact_exposures": self_test.exposure_stats(outcome.fact_exposures, len(selftest_heldout)),
       "pairs_per_section_by_source": stats["pairs_per_section_by_source"],
       "model_pairs_generated": stats["model_pairs_generated"],

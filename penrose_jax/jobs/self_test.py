@@ -8,7 +8,9 @@ contains the fact's value (`qa.exam.score_open_exam`'s 'contains'). Scored:
   * before and after training on every held-out wording (the report's "N of M facts recalled"
     per document) and, after, on the trained wordings too: trained high / held-out low means the
     facts are stored under the training wordings, not under the entity; both low means
-    under-fitting (issue 28's diagnosis).
+    under-fitting (issue 28's diagnosis). `gold_ranks` adds, before and after, the gold
+    answer's first-token rank and log-prob on the trained and held-out wordings and the open
+    exam (qa/answer_rank.py): how close a miss was.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any, Mapping, Optional, Sequence
 import ml_collections
 
 from penrose_jax.models.linear import dense_equivalent
-from penrose_jax.qa import exam, fact_recall
+from penrose_jax.qa import answer_rank, exam, fact_recall
 from penrose_jax.reporting import plots
 
 
@@ -49,6 +51,28 @@ def score(loaded: Any, params: Any, questions: Sequence[fact_recall.SelfTestQues
   return {"questions": len(questions), "recalled": recalled, "recall": result["contains"],
           "by_doc": fact_recall.recalled_summary(result["by_doc"]),
           "answers": result["answers"]}
+
+
+def gold_ranks(loaded: Any, params: Any, selftest: Sequence[fact_recall.SelfTestQuestion],
+               open_exam: Sequence[exam.OpenQuestion]) -> dict[str, Any]:
+  """The gold answers' first-token rank and log-prob on each question set (the diagnosis).
+
+  Args:
+    loaded: model_source.Loaded.
+    params: the params (scored through their dense equivalent).
+    selftest: self-test questions (both splits).
+    open_exam: the open exam questions (first accepted answer).
+
+  Returns:
+    {'trained': summary, 'heldout': summary, 'exam': summary} (`answer_rank.rank_summary`;
+    None for an empty set).
+  """
+  values = dense_equivalent(params)
+  sets = {split: [(q.question, q.answer) for q in fact_recall.pick_selftest(selftest, split)]
+          for split in fact_recall.SPLITS}
+  sets["exam"] = [(q.question, q.answers[0]) for q in open_exam]
+  return {name: answer_rank.rank_summary(answer_rank.answer_ranks(
+      values, loaded.config, loaded.tokenizer, items)) for name, items in sets.items()}
 
 
 def exposure_stats(exposures: Mapping[str, int], facts: int) -> Optional[dict[str, Any]]:
