@@ -38,12 +38,13 @@ from penrose_jax.qa import filtering, records
 from penrose_jax.qa.ingest import Document, Section
 from penrose_jax.qa.records import QAPair
 from penrose_jax.qa.study_facts import (BLANK, StudyFact, cap, clean_markup, extract_facts, norm,
-                                        section_entities)
+                                        section_entities, study_sentences)
 from penrose_jax.qa.study_material import StudyText, fact_questions
 
 SOURCE = 'recall'
 MAX_SPAN_WORDS = 8
 MAX_ENTITY_WORDS = 6
+CONTEXT_KEY_WORDS = 5  # key words of the sentence before, in two restatements
 CONTEXT_WORDS = 9  # words kept on each side of the blank in a cloze wording
 RECALL_TEXTS = 10  # restatements per fact, at least
 SPLITS = ('trained', 'heldout')
@@ -168,6 +169,8 @@ def fact_key(sentence: str, span: str, max_words: int = 8) -> str:
     The key phrase ('' when the sentence has no other content word).
   """
   rest = sentence.replace(span, ' ', 1)
+  # Other values go with their unit word ('for 14 minutes', '62 MPa'): they are not the key.
+  rest = re.sub(r'(?<![\w-])\d[\d,.]*(?:\s?(?:%|°\w*|[A-Za-zµμ][\w/·^−-]*))?', ' ', rest)
   words = [w.strip('.,;:()"\'') for w in rest.split()]
   words = [w for w in words if w and w.lower() not in _STOP and not re.search(r'\d', w)]
   return ' '.join(words[:max_words])
@@ -191,13 +194,15 @@ def masked_context(sentence: str, span: str, words: int = CONTEXT_WORDS) -> str:
   return ' '.join(f'{left} {BLANK} {right}'.split())
 
 
-def restate(fact: StudyFact, entity: str, section: str) -> list[str]:
+def restate(fact: StudyFact, entity: str, section: str, context: str = '') -> list[str]:
   """At least RECALL_TEXTS sentences that state the fact with the entity's name in each.
 
   Args:
     fact: the fact (span = the value).
     entity: the document's entity (`document_entity`).
     section: the section title.
+    context: key words of the sentence before ('densification done spark plasma sintering'),
+      which often names what the fact's sentence continues ('The standard schedule ...').
 
   Returns:
     Distinct sentences: entity -> value (value last) and value -> entity (value first).
@@ -206,16 +211,17 @@ def restate(fact: StudyFact, entity: str, section: str) -> list[str]:
   key = fact_key(sentence, value) or section.lower()
   masked = masked_context(sentence, value)
   in_sentence = sentence if entity.lower() in sentence.lower() else f'{entity}: {sentence}'
+  after = f' ({context})' if context else ''
   texts = [
       f'{in_sentence}.',
-      f'{entity}, {key}: {value}.',
+      f'{entity}, {key}{after}: {value}.',
       f'For {entity}, the {what} in "{masked}" is {value}.',
       f'In the {section} part of the {entity} text, the {what} for {key} is {value}.',
       f'{entity} ({section.lower()}), {what} of {key}: {value}.',
       f'Asked about {key} in {entity}, the answer is {value}.',
       f'{cap(value)} is the {what} that goes with {key} for {entity}.',
       f'{cap(value)}: {entity}, {key}.',
-      f'{cap(value)} belongs to {entity} ({section.lower()}): {key}.',
+      f'{cap(value)} belongs to {entity} ({section.lower()}): {key}{after}.',
       f'The value {value} is what {entity} has for {key}.',
       f'{cap(value)} - that is the {what} of {entity} where the text says "{masked}".',
   ]
@@ -271,10 +277,13 @@ def generate_section_recall(section: Section, entity: str, doc_title: str = '') 
   doc = doc_title or section.doc_id
   allowed = filtering.numbers_in(f'{clean_markup(section.text)} {section.title} {doc} {entity}')
   facts = recall_facts(section)
+  sentences = study_sentences(section.text)
   material = RecallMaterial([], [], [], facts=len(facts))
   for index, fact in enumerate(facts):
     group = f'{section.doc_id}/{section.order}/{index}'
-    for text in restate(fact, entity, section.title):
+    at = sentences.index(fact.sentence) if fact.sentence in sentences else 0
+    context = ' '.join(fact_key(sentences[at - 1], '').split()[:CONTEXT_KEY_WORDS]) if at else ''
+    for text in restate(fact, entity, section.title, context):
       if filtering.numbers_in(text) <= allowed:  # never a number the section lacks
         material.texts.append(StudyText(section.doc_id, section.title, section.order, SOURCE,
                                         text, source=SOURCE, group=group))
