@@ -116,6 +116,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.patience = 0
   config.plateau_key = "selftest_recall"
   config.plateau_min_delta = 0.0
+  # > 0: a shuffled run also stops at the first curve point after this many seconds of training.
+  config.max_train_s = 0.0
   # The self-test of the 'recall' source (jobs/self_test.py): held-out wordings per document
   # scored at the curve points, greedy answer budget, and whether the open exam is scored at
   # the curve points too (greedy answers: ~1 s per question on the 2-core CPU machine).

@@ -147,3 +147,18 @@ def test_plateau_stops_a_shuffled_run_and_a_resume_stays_stopped(tiny, tmp_path)
   assert again.steps == 4
   jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(run.params),
                          jax.device_get(again.params))
+
+
+def test_time_budget_stops_at_the_first_curve_point_past_it(tiny, tmp_path):
+  documents, pairs = _corpus()
+  cfg = trainer.CurriculumConfig(**{**CFG.__dict__, "mode": "onepass_augmented",
+                                    "curve_points": 3, "max_train_s": 1e-9})
+  chex.clear_trace_counter()
+  run = trainer.train(tiny.config, tiny.params, tiny.tokenizer, documents, pairs, [], cfg,
+                      tmp_path / "run", evaluate=lambda p: {"recall": 0.0})
+  assert run.planned_steps == 6 and run.steps == 2
+  assert any("max_train_s" in note for note in run.notes)
+  with pytest.raises(ValueError, match="shuffled mode"):
+    trainer.train(tiny.config, tiny.params, tiny.tokenizer, documents, pairs, [],
+                  trainer.CurriculumConfig(**{**cfg.__dict__, "mode": "sectionwise"}),
+                  tmp_path / "other", evaluate=lambda p: {})

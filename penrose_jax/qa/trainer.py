@@ -108,6 +108,9 @@ class CurriculumConfig:
       points in a row (a plateau); the budget (and the learning-rate schedule) is the maximum.
     plateau_key: the `evaluate` key watched for the plateau (e.g. 'selftest_recall').
     plateau_min_delta: a rise this small does not count as progress.
+    max_train_s: > 0 stops a shuffled run at the first curve point after this many seconds of
+      training steps (a wall-time budget on a slow or shared machine; a rerun on the same
+      workdir continues from there).
   """
 
   mode: str = "sectionwise"
@@ -140,6 +143,7 @@ class CurriculumConfig:
   patience: int = 0
   plateau_key: str = ""
   plateau_min_delta: float = 0.0
+  max_train_s: float = 0.0
 
 
 # Adam rates that fit what is trained: LoRA adapters take ~10x the full fine-tuning rate
@@ -523,8 +527,8 @@ def train(model_config: ModelConfig, params: Any, tokenizer: Any, documents: Seq
   input_tokens = int(sum(int(np.sum(table[int(i)].tokens != pad_id)) for i in plan.reshape(-1)))
 
   exposures = _group_exposures(table, plan)
-  if cfg.patience > 0 and cfg.mode == "sectionwise":
-    raise ValueError("patience (stop at a plateau) needs a shuffled mode ('onepass', "
+  if (cfg.patience > 0 or cfg.max_train_s > 0) and cfg.mode == "sectionwise":
+    raise ValueError("patience / max_train_s (an early stop) need a shuffled mode ('onepass', "
                      "'onepass_augmented'); 'sectionwise' trains every section in turn")
   opt_config = OptimizerConfig(learning_rate=resolved_learning_rate(cfg), warmup_steps=cfg.warmup_steps,
                                total_steps=num_steps, weight_decay=cfg.weight_decay,
@@ -580,10 +584,12 @@ def train(model_config: ModelConfig, params: Any, tokenizer: Any, documents: Seq
         curve.append({"step": stop, "train_tokens": stop * cfg.batch_size * cfg.seq_len,
                       **evaluate(unpack_compressed(state.params))})
         _append_jsonl(curve_path, curve[-1])
-        if stop < end and watch():  # a plateau: stop here, resumable at this step
+        over = 0 < cfg.max_train_s < total_seconds
+        if stop < end and (watch() or over):  # a plateau or the time budget: stop here
           stopped_at = stop
-          notes.append(f"stopped at step {stop} of {num_steps}: {cfg.plateau_key} did not "
-                       f"rise for {cfg.patience} curve points")
+          notes.append(f"stopped at step {stop} of {num_steps}: " + (
+              f"{cfg.plateau_key} did not rise for {cfg.patience} curve points" if watch()
+              else f"{total_seconds:.0f} s of training > max_train_s {cfg.max_train_s:.0f}"))
           _save_section_checkpoint(checkpoint_dir, stop, state)
 
   def outcome(sections: int) -> TrainOutcome:
