@@ -59,6 +59,15 @@ INJECTION_RECIPE = dict(mode="onepass_augmented", qa_sources="recall", completio
                         trace_losses=False, trace_questions=0, curve_points=6, patience=2,
                         plateau_key="selftest_recall")
 
+# The earlier injection recipe (study material, seq_len 112, one epoch; measured in
+# results/sweep_injection and results/injection_compressed): configs/sweep_injection.py keeps
+# it so its runs reproduce those results.
+STUDY_INJECTION_RECIPE = dict(mode="onepass_augmented", qa_sources="study", completion="answer",
+                              seq_len=112, batch_size=4, learning_rate=3e-3,
+                              epochs_per_section=1.0, curriculum_passes=1, replay_fraction=0.2,
+                              general_replay_fraction=0.1, trace_losses=False, trace_questions=0,
+                              curve_points=4, patience=0)
+
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
   """Returns the qa_tune config; variants: '', 'quick', 'sofc_qa', 'sofc_tasks', 'injection'."""

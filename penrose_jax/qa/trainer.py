@@ -527,9 +527,10 @@ def train(model_config: ModelConfig, params: Any, tokenizer: Any, documents: Seq
   input_tokens = int(sum(int(np.sum(table[int(i)].tokens != pad_id)) for i in plan.reshape(-1)))
 
   exposures = _group_exposures(table, plan)
-  if (cfg.patience > 0 or cfg.max_train_s > 0) and cfg.mode == "sectionwise":
-    raise ValueError("patience / max_train_s (an early stop) need a shuffled mode ('onepass', "
-                     "'onepass_augmented'); 'sectionwise' trains every section in turn")
+  early_stop = cfg.patience > 0 or cfg.max_train_s > 0
+  if early_stop and cfg.mode == "sectionwise":
+    notes.append("patience / max_train_s ignored: an early stop needs a shuffled mode; "
+                 "'sectionwise' trains every section in turn")
   opt_config = OptimizerConfig(learning_rate=resolved_learning_rate(cfg), warmup_steps=cfg.warmup_steps,
                                total_steps=num_steps, weight_decay=cfg.weight_decay,
                                clip_norm=cfg.clip_norm, end_lr_fraction=0.1)
@@ -564,8 +565,9 @@ def train(model_config: ModelConfig, params: Any, tokenizer: Any, documents: Seq
                          ends if cfg.mode == "sectionwise" else ())
     curve = _lines_until(curve_path, restored_step, "step")
     records.write_jsonl_atomic(curve_path, curve)
-  watch = lambda: plateaued([p.get(cfg.plateau_key) for p in curve], cfg.patience,
-                            cfg.plateau_min_delta)
+  shuffled = cfg.mode != "sectionwise"
+  watch = lambda: shuffled and plateaued([p.get(cfg.plateau_key) for p in curve], cfg.patience,
+                                         cfg.plateau_min_delta)
   # A resumed run that had stopped at a plateau stays stopped (the curve decides, as before).
   stopped_at = restored_step if curve and watch() else None
 
@@ -584,7 +586,7 @@ def train(model_config: ModelConfig, params: Any, tokenizer: Any, documents: Seq
         curve.append({"step": stop, "train_tokens": stop * cfg.batch_size * cfg.seq_len,
                       **evaluate(unpack_compressed(state.params))})
         _append_jsonl(curve_path, curve[-1])
-        over = 0 < cfg.max_train_s < total_seconds
+        over = shuffled and 0 < cfg.max_train_s < total_seconds
         if stop < end and (watch() or over):  # a plateau or the time budget: stop here
           stopped_at = stop
           notes.append(f"stopped at step {stop} of {num_steps}: " + (
