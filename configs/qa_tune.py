@@ -42,20 +42,31 @@ SOFC_TRAIN_ARTICLES = (
     "PMC6073263,PMC6158676")
 
 
-# The injection recipe (variant 'injection', the base of configs/sweep_injection.py; the best
-# measured in results/sweep_injection): the study material only, its rows shuffled over all
-# documents (mode 'onepass_augmented': 58.9 % on the injection exam against 41.1 % for the same
-# rows in section order, paired p = 0.013; --config.mode=sectionwise restores the paper's
-# order), answer-only completions (the loss falls on the fact; rows fit 112 tokens), LoRA r=8
-# at lr 3e-3, each section's rows about once, the exam scored at 3 points inside the run, no
-# per-section loss traces (two forward passes per section). On the 8 injection documents: 365
-# updates, 163,520 train tokens, ~19 min of training on the 2-core CPU machine. A compressed
-# checkpoint (every projection compressed) needs --config.trainable=compressed.
-INJECTION_RECIPE = dict(mode="onepass_augmented", qa_sources="study", completion="answer",
-                        seq_len=112, batch_size=4, learning_rate=3e-3, epochs_per_section=1.0,
-                        curriculum_passes=1,
-                        replay_fraction=0.2, general_replay_fraction=0.1, trace_losses=False,
-                        trace_questions=0, curve_points=4)
+# The injection recipe (variant 'injection', the base of configs/sweep_injection.py), issue 28:
+# the 'recall' study material (qa/fact_recall.py: every short-answer fact restated >= 10 times
+# under the document's entity, both directions, value first and last, never two paraphrases of
+# one fact in a row; short-answer Q&A; the section text), rows shuffled over all documents
+# (mode 'onepass_augmented'; --config.mode=sectionwise restores the paper's order), answer-only
+# completions, seq_len 96 (Q&A rows: median 66 tokens; restatements packed at 92 % fill), LoRA
+# r=8 on all projections at the rate that fits the trainable choice (learning_rate 0 =
+# trainer.RECIPE_LEARNING_RATES: 3e-3 LoRA, 1e-4 stored factors (--config.trainable=compressed)
+# or all weights), at most `epochs_per_section` passes, a curve point per half pass (exam
+# multiple choice + self-test recall on 6 held-out wordings per document) and a stop at a
+# self-test plateau (patience 2). Measured in results/injection_recall.
+INJECTION_RECIPE = dict(mode="onepass_augmented", qa_sources="recall", completion="answer",
+                        seq_len=96, batch_size=4, learning_rate=0.0, epochs_per_section=3.0,
+                        curriculum_passes=1, replay_fraction=0.0, general_replay_fraction=0.1,
+                        trace_losses=False, trace_questions=0, curve_points=6, patience=2,
+                        plateau_key="selftest_recall")
+
+# The earlier injection recipe (study material, seq_len 112, one epoch; measured in
+# results/sweep_injection and results/injection_compressed): configs/sweep_injection.py keeps
+# it so its runs reproduce those results.
+STUDY_INJECTION_RECIPE = dict(mode="onepass_augmented", qa_sources="study", completion="answer",
+                              seq_len=112, batch_size=4, learning_rate=3e-3,
+                              epochs_per_section=1.0, curriculum_passes=1, replay_fraction=0.2,
+                              general_replay_fraction=0.1, trace_losses=False, trace_questions=0,
+                              curve_points=4, patience=0)
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
@@ -113,6 +124,18 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   # > 1: the multiple-choice exam is also scored at curve_points - 1 points inside the run
   # (report exam_curve, sweep plot learning_curve_*.png).
   config.curve_points = 0
+  # > 0: a shuffled run stops once the curve's plateau_key (e.g. 'selftest_recall') has not
+  # risen by more than plateau_min_delta for this many curve points (the budget is the maximum).
+  config.patience = 0
+  config.plateau_key = "selftest_recall"
+  config.plateau_min_delta = 0.0
+  # > 0: a shuffled run also stops at the first curve point after this many seconds of training.
+  config.max_train_s = 0.0
+  # The self-test of the 'recall' source (jobs/self_test.py): held-out wordings per document
+  # scored at the curve points, greedy answer budget, and whether the open exam is scored at
+  # the curve points too (greedy answers: ~1 s per question on the 2-core CPU machine).
+  config.selftest = ml_collections.ConfigDict(dict(curve_per_doc=6, max_new_tokens=16,
+                                                   curve_open_exam=False))
   config.batch_size = 4
   config.seq_len = 128
   config.replay_fraction = 0.25
@@ -125,7 +148,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.compressed_matmul = "materialize"
   config.lora_rank = 8
   config.lora_alpha = 16.0
-  config.learning_rate = 1e-3
+  config.learning_rate = 1e-3  # <= 0: the rate that fits `trainable` (trainer.RECIPE_LEARNING_RATES)
   config.warmup_steps = 2
   config.weight_decay = 0.0
   config.clip_norm = 1.0

@@ -8,8 +8,8 @@ Command (from the repo root):
   python -m experiments.sweep --config=configs/sweep_injection.py:quick \
       --workdir=/tmp/sweep_injection_q
 
-Runs the `qa_tune` job with configs/qa_tune.py:injection (SmolLM2-135M-Instruct 'default' and
-the injection recipe INJECTION_RECIPE: study material only, answer-only completions, seq_len 112,
+Runs the `qa_tune` job with configs/qa_tune.py:injection (SmolLM2-135M-Instruct 'default') and
+the earlier injection recipe STUDY_INJECTION_RECIPE: study material only, answer-only completions, seq_len 112,
 LoRA r=8 at lr 3e-3, 1 epoch per section, replay 0.2, general text 0.1) on the packaged
 injection benchmark (docs/knowledge_injection.md section 4: package:injection_corpus, 8 invented
 documents, 32 sections; exam package:injection_exam, 56 four-way questions, and
@@ -82,6 +82,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     raise ValueError(f"configs/sweep_injection.py: unknown variant {arg!r}; expected '', "
                      "'recipe', 'two_docs' or 'quick'")
   base = qa_tune_config.get_config("injection")
+  # The recipe these runs measured (the 'injection' variant now uses the recall material).
+  base.update(qa_tune_config.STUDY_INJECTION_RECIPE)
   if arg == "quick":  # the tiny model and its small settings, on the same benchmark
     quick = qa_tune_config.get_config("quick")
     for key in ("model", "model_qa", "trace_max_new_tokens", "eval"):

@@ -160,7 +160,7 @@ def test_sweep_injection_runs_train_on_no_exam_text(variant, corpus, questions, 
     assert run.exam_path == "package:injection_exam"
     sources = tuple(s.strip() for s in run.qa_sources.split(",") if s.strip())
     # Model-generated Q&A would depend on the model's output: the sweep does not train on it.
-    assert set(sources) <= {"rule", "study", "curated"}, (name, sources)
+    assert set(sources) <= {"rule", "study", "curated", "recall"}, (name, sources)
     for spec in (run.curated_path, run.general_text):
       if spec:
         assert paths.resolve_data_path(spec).resolve() not in exam_files, (name, spec)

@@ -120,3 +120,48 @@ def test_packed_qa_rows_hold_several_turns_with_the_loss_on_each_answer(tiny, tm
   b = trainer.train(tiny.config, tiny.params, tok, documents, pairs, [], plain, tmp_path / "u")
   # One epoch of packed rows is fewer updates for the same pairs.
   assert a.steps < b.steps
+
+
+def test_plateau_stops_a_shuffled_run_and_a_resume_stays_stopped(tiny, tmp_path):
+  documents, pairs = _corpus()
+  cfg = trainer.CurriculumConfig(**{**CFG.__dict__, "mode": "onepass_augmented",
+                                    "curve_points": 6, "patience": 2,
+                                    "plateau_key": "recall"})
+  scores = iter([0.1, 0.3, 0.3, 0.2, 0.9])  # best 0.3 at point 2, no rise at points 3 and 4
+
+  def evaluate(params):
+    return {"recall": next(scores)}
+
+  args = (tiny.config, tiny.params, tiny.tokenizer, documents, pairs, [])
+  chex.clear_trace_counter()
+  run = trainer.train(*args, cfg, tmp_path / "run", evaluate=evaluate)
+  assert run.planned_steps == 6 and run.steps == 4  # stopped at the 4th inner point
+  assert run.train_tokens == 4 * cfg.batch_size * cfg.seq_len
+  assert any("stopped at step 4" in note for note in run.notes)
+  curve = [json.loads(line) for line in (tmp_path / "run" / "curve.jsonl").open()]
+  assert [p["recall"] for p in curve] == [0.1, 0.3, 0.3, 0.2]
+  # Restarted on the same workdir: restores step 4, sees the plateau in curve.jsonl, no update.
+  chex.clear_trace_counter()
+  again = trainer.train(*args, cfg, tmp_path / "run",
+                        evaluate=lambda p: pytest.fail("a stopped run scored again"))
+  assert again.steps == 4
+  jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(run.params),
+                         jax.device_get(again.params))
+
+
+def test_time_budget_stops_at_the_first_curve_point_past_it(tiny, tmp_path):
+  documents, pairs = _corpus()
+  cfg = trainer.CurriculumConfig(**{**CFG.__dict__, "mode": "onepass_augmented",
+                                    "curve_points": 3, "max_train_s": 1e-9})
+  chex.clear_trace_counter()
+  run = trainer.train(tiny.config, tiny.params, tiny.tokenizer, documents, pairs, [], cfg,
+                      tmp_path / "run", evaluate=lambda p: {"recall": 0.0})
+  assert run.planned_steps == 6 and run.steps == 2
+  assert any("max_train_s" in note for note in run.notes)
+  # Section order trains every section in turn: the budget is ignored, and said so.
+  chex.clear_trace_counter()
+  ordered = trainer.train(tiny.config, tiny.params, tiny.tokenizer, documents, pairs, [],
+                          trainer.CurriculumConfig(**{**cfg.__dict__, "mode": "sectionwise"}),
+                          tmp_path / "other", evaluate=lambda p: {"recall": 0.0})
+  assert ordered.steps == ordered.planned_steps == 6
+  assert any("ignored" in note for note in ordered.notes)

@@ -28,11 +28,11 @@ from absl import logging
 
 from penrose_jax import parallel
 from penrose_jax.data import paths
-from penrose_jax.jobs import config_checks, exam_eval, model_source
+from penrose_jax.jobs import config_checks, exam_eval, model_source, self_test
 from penrose_jax.jobs import workdir as workdir_guard
 from penrose_jax.models import lora
 from penrose_jax.qa import curated, ingest, model_generate, qa_eval, train_data
-from penrose_jax.qa import records, sofc_source, study_material, trainer
+from penrose_jax.qa import fact_recall, records, sofc_source, study_material, trainer
 from penrose_jax.reporting import report_json
 
 
@@ -173,14 +173,25 @@ def _run_loaded(config: ml_collections.ConfigDict, workdir: pathlib.Path, start:
   stats = model_generate.qa_statistics(documents, pairs, rejected)
   say(f"Q&A pairs {stats['qa_pairs_by_source']}, rejection rate {stats['filter_rejection_rate']}")
   study_texts, study_stats = [], None
-  if "study" in sources:  # restatements and entity notes: text rows of their sections
-    study_texts = study_material.read_study_texts(
-        study_material.texts_path(records.shard_output_path(qa_path, i, jax.process_count()))
-        for i in range(jax.process_count()))
+  shard_paths = [records.shard_output_path(qa_path, i, jax.process_count())
+                 for i in range(jax.process_count())]
+  if {"study", "recall"} & set(sources):  # restatements, notes: text rows of their sections
+    study_texts = study_material.read_study_texts(study_material.texts_path(p)
+                                                  for p in shard_paths)
+  if "study" in sources:
     study_stats = study_material.study_statistics(
         documents, config.get("study_variants", 4), config.get("study_max_facts", 0))
     say(f"study material: {study_stats['facts']} facts, {study_stats['pairs']} pairs, "
         f"{len(study_texts)} texts")
+  # The self-test (jobs/self_test.py): held-out and trained wordings of the recall facts.
+  selftest = fact_recall.read_selftest(fact_recall.selftest_path(p) for p in shard_paths)
+  selftest_heldout = fact_recall.pick_selftest(selftest, "heldout")
+  selftest_cfg = self_test.settings(config)
+  selftest_curve = {q.question for q in fact_recall.pick_selftest(
+      selftest, "heldout", selftest_cfg.curve_per_doc)}
+  if selftest:
+    say(f"self-test: {len(selftest_heldout)} facts, {len(selftest_curve)} scored at the "
+        f"curve points")
 
   skipped = list(problems) + build["notes"] + ([run_exam.note] if run_exam.note else [])
   doc_ids = {d.doc_id for d in documents}
@@ -195,7 +206,10 @@ def _run_loaded(config: ml_collections.ConfigDict, workdir: pathlib.Path, start:
   if cfg.general_replay_fraction > 0:
     general_texts, general_note = train_data.load_general_texts(
         resolve_path(config.general_text), config.general_text_max)
-  before = after = exam_before = exam_after = None
+  before = after = exam_before = exam_after = selftest_before = selftest_after = None
+  curve_recall = lambda scored: None if scored is None or not selftest_curve else sum(
+      a["contains"] for a in scored["answers"] if a["question"] in selftest_curve) / len(
+          selftest_curve)
   if config.eval.enabled:
     before = _eval_before(loaded, loaded.params, questions, config, workdir)
     say(f"before: LL {before['heldout_ll_accuracy']} EM {before['heldout_em']} "
@@ -204,15 +218,32 @@ def _run_loaded(config: ml_collections.ConfigDict, workdir: pathlib.Path, start:
       exam_before = exam_eval.score_before(loaded, loaded.params, run_exam, config, workdir, say)
       say(f"exam before: accuracy sum/mean {exam_before['exam_accuracy_sum']} / "
           f"{exam_before['exam_accuracy_mean']}, EM {exam_before['exam_em']}")
+    if selftest_heldout and cfg.mode != "none":
+      selftest_before = self_test.score(loaded, loaded.params, selftest_heldout,
+                                        selftest_cfg.max_new_tokens)
+      selftest_before["gold_ranks"] = self_test.gold_ranks(loaded, loaded.params, selftest,
+                                                           run_exam.open)
+      say(f"self-test before: {selftest_before['recalled']} of {selftest_before['questions']} "
+          f"facts recalled")
   # Learning curve: the multiple-choice exam (cheap: no generation) at points inside the run.
-  curve_exam = exam_eval.RunExam(run_exam.choice, [], 0, "")
+  curve_exam = exam_eval.RunExam(run_exam.choice,
+                                 run_exam.open if selftest_cfg.curve_open_exam else [], 0, "")
+  curve_selftest = [q for q in selftest_heldout if q.question in selftest_curve]
   evaluate = None
-  if curve_exam and config.eval.enabled and cfg.curve_points > 1:
+  if (curve_exam or curve_selftest) and config.eval.enabled and cfg.curve_points > 1:
     def evaluate(params):
-      scores = exam_eval.score(loaded, lora.merge_lora(params), curve_exam, config.eval)
-      say(f"learning curve: exam accuracy sum/mean {scores['exam_accuracy_sum']} / "
-          f"{scores['exam_accuracy_mean']}")
-      return {k: scores[k] for k in CURVE_KEYS}
+      params = lora.merge_lora(params)
+      point = {}
+      if curve_exam:
+        scores = exam_eval.score(loaded, params, curve_exam, config.eval)
+        point.update({k: scores[k] for k in CURVE_KEYS})
+        if curve_exam.open:
+          point["exam_contains"] = scores["exam_contains"]
+      if curve_selftest:
+        point["selftest_recall"] = self_test.score(loaded, params, curve_selftest,
+                                                   selftest_cfg.max_new_tokens)["recall"]
+      say(f"learning curve: {point}")
+      return point
   t0 = time.time()
   outcome = trainer.train(loaded.config, loaded.params, loaded.tokenizer, documents, pairs,
                           general_texts, cfg, workdir, progress=False, study_texts=study_texts,
@@ -236,6 +267,17 @@ def _run_loaded(config: ml_collections.ConfigDict, workdir: pathlib.Path, start:
           f"{exam_after['exam_accuracy_mean']}, EM {exam_after['exam_em']}")
       report_json.write_json_atomic(workdir / "exam_answers.json", {
           "before": exam_before["exam_answers"], "after": exam_after["exam_answers"]})
+    if selftest_before is not None:
+      selftest_after = {split: self_test.score(
+          loaded, tuned, fact_recall.pick_selftest(selftest, split), selftest_cfg.max_new_tokens)
+          for split in fact_recall.SPLITS}
+      selftest_after["gold_ranks"] = self_test.gold_ranks(loaded, tuned, selftest, run_exam.open)
+      say(f"self-test after: held-out {selftest_after['heldout']['recalled']} of "
+          f"{selftest_after['heldout']['questions']}, trained wordings "
+          f"{selftest_after['trained']['recalled']} of {selftest_after['trained']['questions']}")
+      report_json.write_json_atomic(workdir / "selftest_answers.json", {
+          "before": selftest_before["answers"],
+          **{f"after_{k}": selftest_after[k]["answers"] for k in fact_recall.SPLITS}})
   if cfg.mode != "none" and config.save_model:
     model_source.save_model_checkpoint(
         # The execution mode is a run-time choice, not part of the saved model.
@@ -247,12 +289,20 @@ def _run_loaded(config: ml_collections.ConfigDict, workdir: pathlib.Path, start:
   exam_curve = []
   curve_path = workdir / "curve.jsonl"
   if evaluate is not None and cfg.mode != "none":  # evaluate implies exam before / after
-    point = lambda step, scores: {
+    point = lambda step, scores, recall: {
         "step": step, "train_tokens": step * cfg.batch_size * cfg.seq_len,
-        **{k: scores[k] for k in CURVE_KEYS}}
-    exam_curve = ([point(0, exam_before)]
-                  + (records.read_jsonl(curve_path) if curve_path.exists() else [])
-                  + [point(outcome.steps, exam_after)])
+        **({k: scores[k] for k in CURVE_KEYS} if scores else {}),
+        **({"exam_contains": scores["exam_contains"]} if scores and curve_exam.open else {}),
+        **({"selftest_recall": curve_recall(recall)} if curve_selftest else {})}
+    inner = records.read_jsonl(curve_path) if curve_path.exists() else []
+    # A run stopped at a plateau ends at its last inner point: the end point replaces it.
+    inner = [p for p in inner if p["step"] < outcome.steps]
+    exam_curve = ([point(0, exam_before, selftest_before)] + inner
+                  + [point(outcome.steps, exam_after,
+                           selftest_after and selftest_after["heldout"])])
+    self_test.curve_plot(exam_curve, workdir / "plots" / "recall_curve.png")
+  summary = lambda scored: None if scored is None else {
+      k: scored[k] for k in ("questions", "recalled", "recall", "by_doc")}
   metrics = {
       "mode": cfg.mode, "trainable": cfg.trainable,
       "documents": len(documents), "sections": stats["sections"],
@@ -271,6 +321,14 @@ def _run_loaded(config: ml_collections.ConfigDict, workdir: pathlib.Path, start:
       "frozen_params": outcome.trainable.get("frozen_params"),
       "qa_pairs_by_source": stats["qa_pairs_by_source"], "qa_pairs_total": stats["qa_pairs_total"],
       "study_material": study_stats, "input_tokens": outcome.input_tokens,
+      "learning_rate": trainer.resolved_learning_rate(cfg),
+      "planned_steps": outcome.planned_steps,
+      "selftest_before": summary(selftest_before),
+      "selftest_after": summary(selftest_after and selftest_after["heldout"]),
+      "selftest_after_trained_wordings": summary(selftest_after and selftest_after["trained"]),
+      "gold_ranks_before": selftest_before and selftest_before["gold_ranks"],
+      "gold_ranks_after": selftest_after and selftest_after["gold_ranks"],
+      "fact_exposures": self_test.exposure_stats(outcome.fact_exposures, len(selftest_heldout)),
       "pairs_per_section_by_source": stats["pairs_per_section_by_source"],
       "model_pairs_generated": stats["model_pairs_generated"],
       "filter_rejection_rate": stats["filter_rejection_rate"],

@@ -15,6 +15,10 @@ Sources:
   * 'sofc_tasks': SOFC-Exp extraction tasks of train-split articles (`sofc_source.py`).
   * 'study': `study_material.generate_section_study` (every fact in several wordings); its
     restatements and entity notes stream to `study_material.texts_path(output)`.
+  * 'recall': `fact_recall.generate_section_recall` (every short-answer fact restated >= 10
+    times under the document's entity, short-answer Q&A); its texts join the study texts, its
+    self-test questions stream to `fact_recall.selftest_path(output)` and their held-out
+    wordings are removed from every source's training pairs.
 All pairs are de-duplicated per document (`filtering.dedupe_qa`, first kept, source order
 curated, model, rule, sofc_tasks).
 
@@ -35,11 +39,11 @@ import jax
 from penrose_jax.models import generation
 from penrose_jax.models.config import ModelConfig
 from penrose_jax.qa import curated, filtering, generate_rules, prompts, records, sofc_source
-from penrose_jax.qa import study_material
+from penrose_jax.qa import fact_recall, study_material
 from penrose_jax.qa.ingest import Document, Section
 from penrose_jax.qa.records import QAPair
 
-SOURCE_ORDER = ("curated", "model", "rule", "sofc_tasks", "study")
+SOURCE_ORDER = ("curated", "model", "rule", "sofc_tasks", "study", "recall")
 
 
 @dataclasses.dataclass
@@ -200,7 +204,9 @@ def build_qa_pairs(documents: Sequence[Document], output_path: str | pathlib.Pat
   writer = records.ResumableJsonlWriter(path)
   rejected_writer = records.ResumableJsonlWriter(path.with_name(path.stem + ".rejected.jsonl"))
   study_writer = (records.ResumableJsonlWriter(study_material.texts_path(path))
-                  if "study" in sources else None)
+                  if {"study", "recall"} & set(sources) else None)
+  selftest_writer = (records.ResumableJsonlWriter(fact_recall.selftest_path(path))
+                     if "recall" in sources else None)
   curated_pairs, notes = (load_curated_for(curated_path, documents) if "curated" in sources
                           else ({}, []))
   sofc_pairs, sofc_notes = (
@@ -215,6 +221,8 @@ def build_qa_pairs(documents: Sequence[Document], output_path: str | pathlib.Pat
     by_source: dict[str, list[QAPair]] = {s: [] for s in SOURCE_ORDER}
     rejected: list[QAPair] = []
     study_texts: list[study_material.StudyText] = []
+    selftest: list[fact_recall.SelfTestQuestion] = []
+    entity = fact_recall.document_entity(document) if "recall" in sources else ""
     by_source["curated"] = curated_pairs.get(document.doc_id, [])
     by_source["sofc_tasks"] = sofc_pairs.get(document.doc_id, [])
     generated = (generate_model_sections_qa(model.params, model.config, model.tokenizer,
@@ -233,12 +241,22 @@ def build_qa_pairs(documents: Sequence[Document], output_path: str | pathlib.Pat
                                                          study_variants, study_max_facts)
         by_source["study"].extend(material.pairs)
         study_texts.extend(material.texts)
+      if "recall" in sources:
+        recall = fact_recall.generate_section_recall(section, entity, document.title)
+        by_source["recall"].extend(recall.pairs)
+        study_texts.extend(recall.texts)
+        selftest.extend(recall.selftest)
     pairs = filtering.dedupe_qa([p for s in SOURCE_ORDER for p in by_source[s]])
+    # The self-test's held-out wordings are never trained, whichever source would ask them.
+    heldout = {filtering.question_key(q.question) for q in selftest if q.split == "heldout"}
+    pairs = [p for p in pairs if filtering.question_key(p.question) not in heldout]
     pairs.sort(key=lambda p: p.section_order)  # stable: source order kept within a section
     if not rejected_writer.is_done(document.doc_id):
       rejected_writer.write_document(document.doc_id, rejected)
     if study_writer is not None and not study_writer.is_done(document.doc_id):
       study_writer.write_document(document.doc_id, study_texts)
+    if selftest_writer is not None and not selftest_writer.is_done(document.doc_id):
+      selftest_writer.write_document(document.doc_id, selftest)
     writer.write_document(document.doc_id, pairs)
     written += 1
     if log:

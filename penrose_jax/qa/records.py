@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 from penrose_jax.reporting import report_json
 
-QA_SOURCES = ('model', 'rule', 'curated', 'sofc_tasks', 'study')
+QA_SOURCES = ('model', 'rule', 'curated', 'sofc_tasks', 'study', 'recall')
 T = TypeVar('T')
 
 

@@ -39,13 +39,18 @@ SOURCE = 'study'
 
 @dataclasses.dataclass(frozen=True)
 class StudyText:
-  """A plain-text training record (restatement or entity note) tied to a section."""
+  """A plain-text training record (restatement or entity note) tied to a section.
+
+  `group` names the fact a text restates ('' = none): the trainer never packs two texts of one
+  group into one row (qa/fact_recall.py).
+  """
   doc_id: str
   section: str
   section_order: int
   kind: str
   text: str
   source: str = SOURCE
+  group: str = ''
 
   def to_json(self) -> str:
     """Returns a one-line JSON object with all fields."""

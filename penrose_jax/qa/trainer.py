@@ -78,7 +78,8 @@ class CurriculumConfig:
     trainable: 'lora', 'compressed' or 'all'.
     lora_rank: adapter rank ('lora').
     lora_alpha: adapter scale numerator ('lora').
-    learning_rate, warmup_steps, weight_decay, clip_norm: optimizer (cosine to 10 %).
+    learning_rate, warmup_steps, weight_decay, clip_norm: optimizer (cosine to 10 %);
+      learning_rate <= 0 picks the rate that fits `trainable` (`RECIPE_LEARNING_RATES`).
     seed: data-order, LoRA-init and step-randomness seed.
     trace_questions: questions per section answered before/after in traces.jsonl.
     trace_max_new_tokens: greedy answer length in traces.
@@ -102,6 +103,14 @@ class CurriculumConfig:
     curve_points: > 1 scores `train`'s `evaluate` callback at this many - 1 evenly spaced
       points inside the run (section ends in 'sectionwise'), for a learning curve
       (curve.jsonl); the job adds the before / after points.
+    patience: > 0 stops a shuffled run ('onepass', 'onepass_augmented') once the curve's
+      `plateau_key` has not risen by more than `plateau_min_delta` over its best for this many
+      points in a row (a plateau); the budget (and the learning-rate schedule) is the maximum.
+    plateau_key: the `evaluate` key watched for the plateau (e.g. 'selftest_recall').
+    plateau_min_delta: a rise this small does not count as progress.
+    max_train_s: > 0 stops a shuffled run at the first curve point after this many seconds of
+      training steps (a wall-time budget on a slow or shared machine; a rerun on the same
+      workdir continues from there).
   """
 
   mode: str = "sectionwise"
@@ -131,6 +140,43 @@ class CurriculumConfig:
   pack_qa: bool = False
   trace_losses: bool = True
   curve_points: int = 0
+  patience: int = 0
+  plateau_key: str = ""
+  plateau_min_delta: float = 0.0
+  max_train_s: float = 0.0
+
+
+# Adam rates that fit what is trained: LoRA adapters take ~10x the full fine-tuning rate
+# (Biderman et al., "LoRA learns less and forgets less"); stored factors and all weights
+# diverge at 1e-3 (results/injection_compressed used 1e-4).
+RECIPE_LEARNING_RATES = {"lora": 3e-3, "compressed": 1e-4, "all": 1e-4}
+
+
+def resolved_learning_rate(cfg: CurriculumConfig) -> float:
+  """cfg.learning_rate, or the rate of `RECIPE_LEARNING_RATES` for cfg.trainable when <= 0."""
+  if cfg.learning_rate > 0:
+    return float(cfg.learning_rate)
+  if cfg.trainable not in RECIPE_LEARNING_RATES:
+    raise ValueError(f"trainable must be one of {TRAINABLE}, got {cfg.trainable!r}")
+  return RECIPE_LEARNING_RATES[cfg.trainable]
+
+
+def plateaued(values: Sequence[Optional[float]], patience: int, min_delta: float = 0.0) -> bool:
+  """Whether the last `patience` values all failed to beat the best before them by > min_delta.
+
+  Args:
+    values: the watched score at successive curve points (None = not scored, skipped).
+    patience: points without progress that make a plateau (<= 0: never).
+    min_delta: the smallest rise that counts as progress.
+
+  Returns:
+    True on a plateau.
+  """
+  values = [v for v in values if v is not None]
+  if patience <= 0 or len(values) <= patience:
+    return False
+  best = max(values[:-patience])
+  return all(v <= best + min_delta for v in values[-patience:])
 
 
 COMPLETIONS = ("answer_reasoning", "answer")
@@ -176,6 +222,8 @@ class TrainOutcome:
     notes: human-readable remarks (fallbacks).
     input_tokens: non-padding tokens over all planned rows.
     section_steps: updates per section (empty for 'none').
+    fact_exposures: per fact group, the rows of the planned run holding one of its texts.
+    planned_steps: updates planned (steps < planned_steps after a plateau stop).
   """
 
   params: Any
@@ -190,6 +238,8 @@ class TrainOutcome:
   notes: list[str]
   input_tokens: int = 0
   section_steps: list[int] = dataclasses.field(default_factory=list)
+  fact_exposures: dict[str, int] = dataclasses.field(default_factory=dict)
+  planned_steps: int = 0
 
 
 def check_trainable(params: Any, cfg: CurriculumConfig) -> None:
@@ -331,6 +381,15 @@ def greedy_answers(params: Any, model_config: ModelConfig, tokenizer: Any,
   return answers
 
 
+def _group_exposures(table: Sequence[train_data.Example], plan: np.ndarray) -> dict[str, int]:
+  """Rows of the plan that hold a text of each fact group (the exposures of its restatements)."""
+  counts: dict[str, int] = {}
+  for index in plan.reshape(-1):
+    for group in table[int(index)].groups:
+      counts[group] = counts.get(group, 0) + 1
+  return counts
+
+
 def _section_pairs(pairs: Sequence[QAPair]) -> dict[tuple[str, int], list[QAPair]]:
   out: dict[tuple[str, int], list[QAPair]] = {}
   for pair in pairs:
@@ -429,9 +488,10 @@ def train(model_config: ModelConfig, params: Any, tokenizer: Any, documents: Seq
   # occurrence of a section gets its own updates and trace line.
   sections = [s for d in documents for s in d.sections] * max(cfg.curriculum_passes, 1)
   by_section = _section_pairs(qa_pairs)
-  texts_by_section: dict[tuple[str, int], list[str]] = {}
+  texts_by_section: dict[tuple[str, int], list[tuple[str, str]]] = {}
   for record in study_texts:
-    texts_by_section.setdefault((record.doc_id, record.section_order), []).append(record.text)
+    texts_by_section.setdefault((record.doc_id, record.section_order), []).append(
+        (record.text, getattr(record, "group", "")))
   general = [ex for text in general_texts
              for ex in train_data.text_windows(tokenizer, text, cfg.seq_len, "general")]
   if cfg.general_replay_fraction > 0 and not general:
@@ -446,10 +506,15 @@ def train(model_config: ModelConfig, params: Any, tokenizer: Any, documents: Seq
                    key=lambda p: TRACE_SOURCE_ORDER.get(p.source, 9))
     qa = [(p, train_data.encode_qa_example(tokenizer, p.question, p.answer, reasoning(p),
                                            cfg.seq_len, eot)) for p in pairs]
-    # Study texts are short: joined per section and cut into full windows, not one per row.
-    study = train_data.text_windows(
-        tokenizer, "\n\n".join(texts_by_section.get((section.doc_id, section.order), [])),
-        cfg.seq_len, "study")
+    # Study texts are short: joined per section and cut into full windows, not one per row;
+    # restatements of facts (a group each) packed whole, never two of one fact in a row.
+    texts = texts_by_section.get((section.doc_id, section.order), [])
+    if any(group for _, group in texts):
+      study = train_data.pack_distinct_texts(tokenizer, texts, cfg.seq_len,
+                                             seed=cfg.seed * 100_003 + len(section_examples))
+    else:
+      study = train_data.text_windows(tokenizer, "\n\n".join(t for t, _ in texts),
+                                      cfg.seq_len, "study")
     section_qa.append(qa)
     qa_rows = [ex for _, ex in qa]
     if cfg.pack_qa and pairs:  # multi-turn rows of several pairs (seeded order per section)
@@ -486,7 +551,12 @@ def train(model_config: ModelConfig, params: Any, tokenizer: Any, documents: Seq
   pad_id = train_data.pad_id(tokenizer)
   input_tokens = int(sum(int(np.sum(table[int(i)].tokens != pad_id)) for i in plan.reshape(-1)))
 
-  opt_config = OptimizerConfig(learning_rate=cfg.learning_rate, warmup_steps=cfg.warmup_steps,
+  exposures = _group_exposures(table, plan)
+  early_stop = cfg.patience > 0 or cfg.max_train_s > 0
+  if early_stop and cfg.mode == "sectionwise":
+    notes.append("patience / max_train_s ignored: an early stop needs a shuffled mode; "
+                 "'sectionwise' trains every section in turn")
+  opt_config = OptimizerConfig(learning_rate=resolved_learning_rate(cfg), warmup_steps=cfg.warmup_steps,
                                total_steps=num_steps, weight_decay=cfg.weight_decay,
                                clip_norm=cfg.clip_norm, end_lr_fraction=0.1)
   optimizer = make_optimizer(opt_config)
@@ -514,14 +584,23 @@ def train(model_config: ModelConfig, params: Any, tokenizer: Any, documents: Seq
 
   curve_path = workdir / "curve.jsonl"
   points = []
+  curve: list[dict] = []
   if evaluate is not None and cfg.curve_points > 1:
     points = curve_steps(num_steps, cfg.curve_points,
                          ends if cfg.mode == "sectionwise" else ())
-    records.write_jsonl_atomic(curve_path, _lines_until(curve_path, restored_step, "step"))
+    curve = _lines_until(curve_path, restored_step, "step")
+    records.write_jsonl_atomic(curve_path, curve)
+  shuffled = cfg.mode != "sectionwise"
+  watch = lambda: shuffled and plateaued([p.get(cfg.plateau_key) for p in curve], cfg.patience,
+                                         cfg.plateau_min_delta)
+  # A resumed run that had stopped at a plateau stays stopped (the curve decides, as before).
+  stopped_at = restored_step if curve and watch() else None
 
   def run_until(end: int, checkpoint: bool = True):
-    nonlocal state, total_tokens, total_seconds, final_loss
+    nonlocal state, total_tokens, total_seconds, final_loss, stopped_at
     for stop in [p for p in points if int(state.step) < p < end] + [end]:
+      if stopped_at is not None:
+        return
       result = run_training(state, step_fn, batch_fn, stop, str(workdir),
                             checkpoint_at_end=checkpoint and stop == end, **common)
       state = result.state
@@ -529,17 +608,26 @@ def train(model_config: ModelConfig, params: Any, tokenizer: Any, documents: Seq
       total_seconds += result.train_tokens / max(result.tokens_per_s, 1e-9)
       final_loss = result.last_metrics.get("loss", final_loss)
       if stop in points:  # a learning-curve point inside the run
-        _append_jsonl(curve_path, {"step": stop,
-                                   "train_tokens": stop * cfg.batch_size * cfg.seq_len,
-                                   **evaluate(unpack_compressed(state.params))})
+        curve.append({"step": stop, "train_tokens": stop * cfg.batch_size * cfg.seq_len,
+                      **evaluate(unpack_compressed(state.params))})
+        _append_jsonl(curve_path, curve[-1])
+        over = shuffled and 0 < cfg.max_train_s < total_seconds
+        if stop < end and (watch() or over):  # a plateau or the time budget: stop here
+          stopped_at = stop
+          notes.append(f"stopped at step {stop} of {num_steps}: " + (
+              f"{cfg.plateau_key} did not rise for {cfg.patience} curve points" if watch()
+              else f"{total_seconds:.0f} s of training > max_train_s {cfg.max_train_s:.0f}"))
+          _save_section_checkpoint(checkpoint_dir, stop, state)
 
   def outcome(sections: int) -> TrainOutcome:
+    done = num_steps if stopped_at is None else stopped_at
     return TrainOutcome(
-        params=unpack_compressed(state.params), steps=num_steps,
-        train_tokens=num_steps * cfg.batch_size * cfg.seq_len, loss_tokens=loss_tokens,
+        params=unpack_compressed(state.params), steps=done,
+        train_tokens=done * cfg.batch_size * cfg.seq_len, loss_tokens=loss_tokens,
         tokens_per_s=total_tokens / max(total_seconds, 1e-9), final_loss=final_loss,
         sections=sections, row_counts=row_counts, trainable=summary, notes=notes,
-        input_tokens=input_tokens, section_steps=steps)
+        input_tokens=input_tokens, section_steps=steps, fact_exposures=exposures,
+        planned_steps=num_steps)
 
   if cfg.mode in ("onepass", "onepass_augmented"):
     if restored_step < num_steps:
