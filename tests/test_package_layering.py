@@ -4,6 +4,9 @@
   flags or report files (ARCHITECTURE.md, "jobs/").
 - penrose_jax/data imports nothing from penrose_jax.qa: data paths and text sources sit below
   the Q&A code that uses them.
+- The packages form one order (PACKAGE_ORDER, ARCHITECTURE.md "Packages"): a package imports
+  only packages before it, so no import runs back up (evaluation never imports qa's training
+  code, models never imports io).
 Function-local imports count too (a local import is still a dependency).
 """
 
@@ -15,6 +18,9 @@ import pytest
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "penrose_jax"
 # (importing package folder, imported module prefix) pairs that must not occur.
 FORBIDDEN = [(None, "penrose_jax.jobs"), ("data", "penrose_jax.qa")]
+# Lowest first; each package may import those before it (reporting: from every package).
+PACKAGE_ORDER = ("reporting", "parallel", "data", "models", "io", "compression", "training",
+                 "alignment", "evaluation", "qa", "jobs")
 
 
 def _module_name(path: pathlib.Path) -> str:
@@ -69,6 +75,31 @@ def _violations(folder_name, prefix):
 @pytest.mark.parametrize("folder_name,prefix", FORBIDDEN)
 def test_no_forbidden_imports(folder_name, prefix):
   assert _violations(folder_name, prefix) == []
+
+
+def upward_imports() -> list[str]:
+  """Imports of a package that comes later in PACKAGE_ORDER (or of an unlisted package)."""
+  rank = {name: index for index, name in enumerate(PACKAGE_ORDER)}
+  found = []
+  for path in sorted(PACKAGE.rglob("*.py")):
+    parts = path.relative_to(PACKAGE).parts
+    if len(parts) < 2:
+      continue
+    for module in sorted(_file_imports(path)):
+      names = module.split(".")
+      if names[0] != "penrose_jax" or len(names) < 2 or names[1] == parts[0]:
+        continue
+      if not (PACKAGE / names[1]).is_dir():
+        continue
+      if rank.get(names[1], len(rank)) > rank.get(parts[0], -1):
+        found.append(f"{path.relative_to(PACKAGE.parent)} imports {module}")
+  return found
+
+
+def test_packages_import_only_lower_packages():
+  assert sorted(p.name for p in PACKAGE.iterdir()
+                if p.is_dir() and (p / "__init__.py").exists()) == sorted(PACKAGE_ORDER)
+  assert upward_imports() == []
 
 
 def test_the_walk_sees_imports():

@@ -28,6 +28,7 @@ import orbax.checkpoint as ocp
 from penrose_jax.io.errors import CheckpointFormatError
 from penrose_jax.io.json_files import read_json, write_json_atomic
 from penrose_jax.io.reader_base import set_path
+from penrose_jax.models import lora
 from penrose_jax.models.linear import is_compressed
 
 SIDECAR_FILE = "penrose_checkpoint.json"
@@ -58,6 +59,10 @@ def register_leaf_type(cls: LeafType) -> LeafType:
                      f"{previous.__module__}.{previous.__qualname__}")
   _LEAF_TYPES[cls.__name__] = cls
   return cls
+
+
+# LoRA adapters are a models/ leaf; models/ sits below io/, so io registers them.
+register_leaf_type(lora.LoRAKernel)
 
 
 def registered_leaf_types() -> dict[str, type]:

@@ -7,8 +7,8 @@ x @ W + (alpha / r) * (x @ A) @ B. B starts at zero, so the model's output is un
 init. The input tree is never modified.
 
 `LoRAKernel` implements the `CompressedMatrix` protocol of models/linear.py, so the model runs it
-through the ordinary `linear(w, x)` dispatch under jit and grad, and it is registered with
-`io.checkpoint.register_leaf_type`, so `save_params` / `restore_params` (and orbax TrainState
+through the ordinary `linear(w, x)` dispatch under jit and grad, and io/checkpoint.py registers
+it as a leaf type (io sits above models, so the registration lives there), so `save_params` / `restore_params` (and orbax TrainState
 checkpoints) keep it. Select only the adapters for training with the regex `LORA_TRAINABLE_REGEX`
 (`training.trainable` joins dataclass field names into paths: 'layers_0/attn/q_proj/kernel/a').
 The 'compressed' selector of training.trainable would also pick the base W (it trains every
@@ -25,7 +25,6 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from penrose_jax.io import checkpoint as io_checkpoint
 from penrose_jax.models.linear import is_compressed
 
 # Every attention and MLP projection of every layer (embeddings / lm_head are left dense).
@@ -34,7 +33,6 @@ DEFAULT_INCLUDE_REGEX = r"layers_\d+/(attn|mlp)/\w+_proj/kernel$"
 LORA_TRAINABLE_REGEX = r"/kernel/(a|b)$"
 
 
-@io_checkpoint.register_leaf_type
 @struct.dataclass
 class LoRAKernel:
   """A dense kernel plus a low-rank trainable update.
