@@ -308,7 +308,10 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
     return bucket_batches(train_items, buckets, config.batch_tokens,
                           np.random.default_rng([config.seed, epoch]))
 
+  last_batch = [-1]  # index of the batch of the latest update: the epoch an eval belongs to
+
   def batch_fn(i: int):
+    last_batch[0] = i
     length, indices = epoch_plan(i // steps_per_epoch)[i % steps_per_epoch]
     return make_batch(train_items, length, indices, max(1, config.batch_tokens // length))
 
@@ -324,7 +327,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
     scores = score_spans(dev_items, entities, slots)
     seconds = time.time() - t0
     eval_seconds[0] += seconds
-    epoch = len(list(scores_dir.glob("epoch_*.json"))) + 1 if scores_dir.exists() else 1
+    epoch = (last_batch[0] + 1) // steps_per_epoch
     report_json.write_json_atomic(scores_dir / f"epoch_{epoch}.json",
                                   {"epoch": epoch, "eval_s": seconds, **scores})
     logging.info("epoch %d: entity F1 %.3f, slot F1 %.3f", epoch,
@@ -340,8 +343,9 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
       best_metric="selection_score", best_mode="max", progress=config.progress,
       tokens_in_batch=lambda b: int(np.sum(b["valid"])))
   train_s = time.time() - t_train - eval_seconds[0]
-  epochs = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(scores_dir.glob("epoch_*.json"),
-                                                key=lambda p: int(p.stem.split("_")[1]))]
+  epochs = [json.loads((scores_dir / f"epoch_{e}.json").read_text(encoding="utf-8"))
+            for e in range(1, int(config.epochs) + 1)
+            if (scores_dir / f"epoch_{e}.json").is_file()]
   best = max(epochs, key=lambda e: (np.mean([e["entities"]["micro_f1"],
                                              e["slots"]["micro_f1"]]), -e["epoch"]))
   training = {"epochs": int(config.epochs), "best_epoch": best["epoch"],
