@@ -230,7 +230,10 @@ def test_evaluate_quick_reports_extraction(tmp_path, tiny_model_dir, sofc_root):
 
 
 def test_evaluate_skips_missing_extraction_data(tmp_path, tiny_model_dir):
-  report = evaluate.run(_quick_config(tiny_model_dir, tmp_path / "missing"), tmp_path / "out")
+  config = _quick_config(tiny_model_dir, tmp_path / "missing")
+  # Something must be measured: a run whose every input is missing is an error (issue 32).
+  config.text_sets = {"demo_corpus": "package:demo_corpus"}
+  report = evaluate.run(config, tmp_path / "out")
   assert "extraction" not in report
   assert any(s.startswith("extraction:") and "not found" in s for s in report["skipped"])
 
