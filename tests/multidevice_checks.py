@@ -365,7 +365,10 @@ def check_jobs() -> dict:
     fro_diff = max(rel(rows["mesh_2x4"][k], v) for k, v in rows["single"].items())
     ppl_diff = max(rel(reports["mesh_2x4"][k], reports["single"][k])
                    for k in ("ppl_dense", "ppl_compressed"))
-    loss_diff = rel(losses["mesh_2x4"], losses["single"])
+    # The first-step KL is ~1e-4 on the tiny model, a difference of O(1) log-probs: its float32
+    # rounding is absolute (~1e-8), so it is compared on the scale max(|loss|, 1e-2).
+    loss_diff = (abs(losses["mesh_2x4"] - losses["single"])
+                 / max(abs(losses["single"]), 1e-2))
     out.update({
         "ok": (set(rows["single"]) == set(rows["mesh_2x4"]) and len(rows["single"]) > 0
                and fro_diff <= tol and ppl_diff <= tol and loss_diff <= tol),

@@ -273,13 +273,17 @@ def test_ctrl_c_while_compiling_exits_130_without_a_crash(tmp_path, tiny_model_d
   import time
   cmd = entrypoint_command("qa_tune", tmp_path / "run", overrides={
       "model": tiny_model_dir, "max_documents": 1, "eval.enabled": False})
+  # A shell without job control starts background commands with SIGINT ignored, and Python
+  # then installs no KeyboardInterrupt handler: give the child the default disposition.
   proc = subprocess.Popen(cmd, cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
+                          stderr=subprocess.PIPE, text=True,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
   try:
     for line in proc.stdout:
       if "loaded" in line:
         break
     time.sleep(1.0)
+    assert proc.poll() is None, "qa_tune ended before the SIGINT: the test needs a longer run"
     os.kill(proc.pid, signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
   finally:
