@@ -43,7 +43,7 @@ GPTQ_QUANT = ("int8", "int4", "int3")
 # int4 for k / v / o and down (40.6 % of the projection weights), int3 elsewhere: 11.4 % of the
 # float32 bytes.
 MIX = ("attn/(k|v|o)_proj=int4", "mlp/down_proj=int4")
-GPTQ_MEASURED = ("rtn_int4", "gptq_int4", "gptq_int3", "gptq_mix34", "gptq_int3_r16",
+GPTQ_MEASURED = ("rtn_int4", "gptq_int4", "gptq_mix34", "gptq_int3_r16", "gptq_int3",
                  "rtn_int3")
 
 
