@@ -8,8 +8,10 @@ Command (from the repo root):
 
 Variants: 'injection' (the injection recipe INJECTION_RECIPE on the packaged injection benchmark,
 exam scored before / during / after, ARC-Easy and PIQA 500 items each; your own documents and
-exam: --config.corpus=DIR --config.exam_path=FILE --config.open_exam_path=FILE; measured in
-results/sweep_injection: ~19 min of training for 8 documents on the 2-core CPU machine),
+exam: --config.corpus=DIR --config.exam_path=FILE --config.open_exam_path=FILE; the 8 documents'
+recall material is ~122k train tokens per epoch: at most 3 epochs, i.e. ~1.1-1.7 h at 60-90
+train tokens/s on the 2-core CPU machine unless the self-test plateaus or --config.max_train_s
+stops it; results/injection_recall measured 0.45 epochs = 21 min of training),
 '' (SmolLM2-135M-Instruct 'default', LoRA r=8 on all projections, the demo corpus),
 'quick' (the tiny random model, 2 documents, 2 updates per section; ~15-25 s on the 2-core CPU
 machine), 'sofc_qa' (Q&A generation only: model + rule sources on SOFC articles, no training),
@@ -52,7 +54,8 @@ SOFC_TRAIN_ARTICLES = (
 # trainer.RECIPE_LEARNING_RATES: 3e-3 LoRA, 1e-4 stored factors (--config.trainable=compressed)
 # or all weights), at most `epochs_per_section` passes, a curve point per half pass (exam
 # multiple choice + self-test recall on 6 held-out wordings per document) and a stop at a
-# self-test plateau (patience 2). Measured in results/injection_recall.
+# self-test plateau (patience 2). Measured in results/injection_recall (0.45 epochs only:
+# under-fitted, far from the issue's targets).
 INJECTION_RECIPE = dict(mode="onepass_augmented", qa_sources="recall", completion="answer",
                         seq_len=96, batch_size=4, learning_rate=0.0, epochs_per_section=3.0,
                         curriculum_passes=1, replay_fraction=0.0, general_replay_fraction=0.1,

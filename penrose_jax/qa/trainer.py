@@ -48,6 +48,10 @@ from penrose_jax.models.config import ModelConfig
 from penrose_jax.models.linear import dense_equivalent
 from penrose_jax.parallel.placement import place_batch
 from penrose_jax.qa import train_data
+# Re-exported: callers and tests name them as trainer attributes.
+from penrose_jax.qa.run_control import (RECIPE_LEARNING_RATES, TRAINABLE,  # noqa: F401
+                                        curve_steps, group_exposures, plateaued,
+                                        resolved_learning_rate)
 from penrose_jax.qa.ingest import Document, Section
 from penrose_jax.qa import records
 from penrose_jax.qa.records import QAPair
@@ -56,7 +60,6 @@ from penrose_jax.training import (MetricsLog, OptimizerConfig, TrainCheckpoints,
                                   make_schedule, make_train_step, run_training, trainable_mask)
 
 MODES = ("sectionwise", "onepass", "onepass_augmented", "none")
-TRAINABLE = ("lora", "compressed", "all")
 TRACE_SOURCE_ORDER = {"curated": 0, "model": 1, "rule": 2, "study": 3}
 
 
@@ -146,62 +149,7 @@ class CurriculumConfig:
   max_train_s: float = 0.0
 
 
-# Adam rates that fit what is trained: LoRA adapters take ~10x the full fine-tuning rate
-# (Biderman et al., "LoRA learns less and forgets less"); stored factors and all weights
-# diverge at 1e-3 (results/injection_compressed used 1e-4).
-RECIPE_LEARNING_RATES = {"lora": 3e-3, "compressed": 1e-4, "all": 1e-4}
-
-
-def resolved_learning_rate(cfg: CurriculumConfig) -> float:
-  """cfg.learning_rate, or the rate of `RECIPE_LEARNING_RATES` for cfg.trainable when <= 0."""
-  if cfg.learning_rate > 0:
-    return float(cfg.learning_rate)
-  if cfg.trainable not in RECIPE_LEARNING_RATES:
-    raise ValueError(f"trainable must be one of {TRAINABLE}, got {cfg.trainable!r}")
-  return RECIPE_LEARNING_RATES[cfg.trainable]
-
-
-def plateaued(values: Sequence[Optional[float]], patience: int, min_delta: float = 0.0) -> bool:
-  """Whether the last `patience` values all failed to beat the best before them by > min_delta.
-
-  Args:
-    values: the watched score at successive curve points (None = not scored, skipped).
-    patience: points without progress that make a plateau (<= 0: never).
-    min_delta: the smallest rise that counts as progress.
-
-  Returns:
-    True on a plateau.
-  """
-  values = [v for v in values if v is not None]
-  if patience <= 0 or len(values) <= patience:
-    return False
-  best = max(values[:-patience])
-  return all(v <= best + min_delta for v in values[-patience:])
-
-
 COMPLETIONS = ("answer_reasoning", "answer")
-
-
-def curve_steps(num_steps: int, points: int, section_ends: Sequence[int] = ()) -> list[int]:
-  """The steps inside a run at which the learning curve is scored.
-
-  Args:
-    num_steps: updates of the run.
-    points: points of the curve after step 0, the last one being the end of the run (<= 1:
-      no inner points).
-    section_ends: when given, each point moves to the first section end at or after it.
-
-  Returns:
-    Sorted distinct steps in (0, num_steps).
-  """
-  steps = set()
-  for k in range(1, max(points, 1)):
-    target = int(round(num_steps * k / points))
-    if section_ends:
-      target = next((int(e) for e in section_ends if e >= target), num_steps)
-    if 0 < target < num_steps:
-      steps.add(target)
-  return sorted(steps)
 
 
 @dataclasses.dataclass
@@ -381,15 +329,6 @@ def greedy_answers(params: Any, model_config: ModelConfig, tokenizer: Any,
   return answers
 
 
-def _group_exposures(table: Sequence[train_data.Example], plan: np.ndarray) -> dict[str, int]:
-  """Rows of the plan that hold a text of each fact group (the exposures of its restatements)."""
-  counts: dict[str, int] = {}
-  for index in plan.reshape(-1):
-    for group in table[int(index)].groups:
-      counts[group] = counts.get(group, 0) + 1
-  return counts
-
-
 def _section_pairs(pairs: Sequence[QAPair]) -> dict[tuple[str, int], list[QAPair]]:
   out: dict[tuple[str, int], list[QAPair]] = {}
   for pair in pairs:
@@ -551,7 +490,7 @@ def train(model_config: ModelConfig, params: Any, tokenizer: Any, documents: Seq
   pad_id = train_data.pad_id(tokenizer)
   input_tokens = int(sum(int(np.sum(table[int(i)].tokens != pad_id)) for i in plan.reshape(-1)))
 
-  exposures = _group_exposures(table, plan)
+  exposures = group_exposures(table, plan)
   early_stop = cfg.patience > 0 or cfg.max_train_s > 0
   if early_stop and cfg.mode == "sectionwise":
     notes.append("patience / max_train_s ignored: an early stop needs a shuffled mode; "
