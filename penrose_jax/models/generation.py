@@ -135,9 +135,27 @@ def bucket_prompt_length(n: int) -> int:
     size *= 2
 
 
-def bucket_batch_size(n: int, batch_size: int) -> int:
-  """Rows of a batch of n prompts: the next power of two, capped at batch_size."""
-  return min(batch_size, 1 << max(0, n - 1).bit_length())
+def batch_sizes(n: int, batch_size: int) -> list[int]:
+  """How n prompts are cut into batches: full batches of batch_size, then the remainder as
+  powers of two, largest first (10 with batch_size 16 -> [8, 2]).
+
+  Filler rows would cost a whole prefill each (prefill dominates ~300-token prompts); powers
+  of two keep a run to at most log2(batch_size) + 1 row counts, so few compiled shapes.
+
+  Args:
+    n: number of prompts.
+    batch_size: most prompts per batch (>= 1).
+
+  Returns:
+    Batch sizes summing to n.
+  """
+  sizes = [batch_size] * (n // batch_size)
+  rest = n % batch_size
+  while rest:
+    size = 1 << (rest.bit_length() - 1)
+    sizes.append(size)
+    rest -= size
+  return sizes
 
 
 def _record(step, token, budgets, stop_ids, pad_id, generated, counts, done):
@@ -216,8 +234,8 @@ def generate_batch(params: Any, config: ModelConfig, prompt_ids_list: Sequence[S
                    batch_size: int = 16, pad_id: int = 0) -> list[list[int]]:
   """Generates continuations of many prompts, a KV-cached batch at a time.
 
-  Prompts are sorted by length and cut into batches of up to batch_size; each batch is
-  left-padded to `bucket_prompt_length` (rows to `bucket_batch_size`) and decoded by one jitted
+  Prompts are sorted by length and cut into batches (`batch_sizes`: batch_size, then powers of
+  two); each batch is left-padded to `bucket_prompt_length` and decoded by one jitted
   program (prefill, then a lax.while_loop that stops when every row has hit a stop id or its
   budget), so a run compiles one program per (rows, padded length) and never syncs with the
   host per token. Greedy output equals `generate` prompt by prompt; sampled output uses one
@@ -257,13 +275,14 @@ def generate_batch(params: Any, config: ModelConfig, prompt_ids_list: Sequence[S
     return results
   stops = tuple(sorted({int(t) for t in stop_token_ids}))
   order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-  for batch_index, start in enumerate(range(0, len(order), batch_size)):
-    chunk = order[start:start + batch_size]
-    rows = bucket_batch_size(len(chunk), batch_size)
+  start = 0
+  for batch_index, rows in enumerate(batch_sizes(len(order), batch_size)):
+    chunk = order[start:start + rows]
+    start += rows
     slots = bucket_prompt_length(max(len(prompts[i]) for i in chunk))
     tokens = np.full((rows, slots), pad_id, np.int32)
     lengths = np.ones((rows,), np.int32)
-    budgets = np.zeros((rows,), np.int32)  # filler rows stop at once
+    budgets = np.zeros((rows,), np.int32)
     for row, index in enumerate(chunk):
       ids = prompts[index]
       tokens[row, slots - len(ids):] = ids
