@@ -136,9 +136,9 @@ def time_batched(params, config, prompts, max_new_tokens, stops, batch_size) -> 
   def prefill_only(rows, slots):  # zero budgets: the decode loop exits after the prefill
     _block(generation._generate_padded(
         params, jnp.zeros((rows, slots), jnp.int32), jnp.full((rows,), slots, jnp.int32),
-        jnp.zeros((rows,), jnp.int32), jax.random.PRNGKey(0), config=config,
-        max_new_tokens=max_new_tokens, temperature=0.0, top_p=1.0, stop_ids=tuple(stops),
-        pad_id=0))
+        jnp.zeros((rows,), jnp.int32), jax.random.PRNGKey(0),
+        jnp.asarray(sorted(set(stops)) or [-1], jnp.int32), config=config,
+        max_new_tokens=max_new_tokens, temperature=0.0, top_p=1.0, pad_id=0))
 
   t0 = time.perf_counter()
   for rows, slots in shapes:

@@ -167,10 +167,9 @@ def _record(step, token, budgets, stop_ids, pad_id, generated, counts, done):
 
 
 @functools.partial(jax.jit, static_argnames=("config", "max_new_tokens", "temperature", "top_p",
-                                              "stop_ids", "pad_id"))
-def _generate_padded(params, tokens, prompt_lengths, budgets, key, config: ModelConfig,
-                     max_new_tokens: int, temperature: float, top_p: float,
-                     stop_ids: tuple[int, ...], pad_id: int):
+                                              "pad_id"))
+def _generate_padded(params, tokens, prompt_lengths, budgets, key, stop_ids, config: ModelConfig,
+                     max_new_tokens: int, temperature: float, top_p: float, pad_id: int):
   """Prefill and the whole decode loop of one left-padded batch, on device.
 
   Args:
@@ -179,11 +178,11 @@ def _generate_padded(params, tokens, prompt_lengths, budgets, key, config: Model
     prompt_lengths: (B,) true prompt lengths.
     budgets: (B,) new tokens each row may emit (<= max_new_tokens; 0 for filler rows).
     key: PRNG key.
+    stop_ids: (K,) int32 ids that end a row (not emitted); -1 entries match nothing.
     config: the architecture.
     max_new_tokens: steps of the output buffer.
     temperature: 0 for greedy.
     top_p: nucleus mass.
-    stop_ids: ids that end a row (not emitted).
     pad_id: what a stopped row emits.
 
   Returns:
@@ -201,7 +200,7 @@ def _generate_padded(params, tokens, prompt_lengths, budgets, key, config: Model
                       cache_index=jnp.int32(0), key_mask=key_mask, last_logits_only=True)
   key, sub = jax.random.split(key)
   token = sample_token(out.logits[:, -1], sub, temperature, top_p)
-  stops = jnp.asarray(stop_ids, jnp.int32).reshape(-1)
+  stops = stop_ids
   generated = jnp.full((batch, max_new_tokens), pad_id, jnp.int32)
   counts = jnp.zeros((batch,), jnp.int32)
   generated, counts, done = _record(0, token, budgets, stops, pad_id, generated, counts,
@@ -273,7 +272,8 @@ def generate_batch(params: Any, config: ModelConfig, prompt_ids_list: Sequence[S
   results: list[list[int]] = [[] for _ in prompts]
   if max_new_tokens == 0:
     return results
-  stops = tuple(sorted({int(t) for t in stop_token_ids}))
+  # A traced argument (not static): runs with other stop ids reuse the compiled program.
+  stops = jnp.asarray(sorted({int(t) for t in stop_token_ids}) or [-1], jnp.int32)
   order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
   start = 0
   for batch_index, rows in enumerate(batch_sizes(len(order), batch_size)):
@@ -290,9 +290,9 @@ def generate_batch(params: Any, config: ModelConfig, prompt_ids_list: Sequence[S
       budgets[row] = max(0, min(max_new_tokens, config.max_position - len(ids)))
     key = jax.random.fold_in(jax.random.PRNGKey(seed), batch_index)
     generated, counts = _generate_padded(
-        params, jnp.asarray(tokens), jnp.asarray(lengths), jnp.asarray(budgets), key,
+        params, jnp.asarray(tokens), jnp.asarray(lengths), jnp.asarray(budgets), key, stops,
         config=config, max_new_tokens=int(max_new_tokens), temperature=float(temperature),
-        top_p=float(top_p), stop_ids=stops, pad_id=int(pad_id))
+        top_p=float(top_p), pad_id=int(pad_id))
     generated, counts = np.asarray(generated), np.asarray(counts)
     for row, index in enumerate(chunk):
       results[index] = generated[row, :counts[row]].tolist()
