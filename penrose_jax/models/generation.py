@@ -176,7 +176,7 @@ def _generate_padded(params, tokens, prompt_lengths, budgets, key, stop_ids, con
     params: params pytree.
     tokens: (B, P) left-padded prompt ids.
     prompt_lengths: (B,) true prompt lengths.
-    budgets: (B,) new tokens each row may emit (<= max_new_tokens; 0 for filler rows).
+    budgets: (B,) new tokens each row may emit (<= max_new_tokens).
     key: PRNG key.
     stop_ids: (K,) int32 ids that end a row (not emitted); -1 entries match nothing.
     config: the architecture.
@@ -200,10 +200,9 @@ def _generate_padded(params, tokens, prompt_lengths, budgets, key, stop_ids, con
                       cache_index=jnp.int32(0), key_mask=key_mask, last_logits_only=True)
   key, sub = jax.random.split(key)
   token = sample_token(out.logits[:, -1], sub, temperature, top_p)
-  stops = stop_ids
   generated = jnp.full((batch, max_new_tokens), pad_id, jnp.int32)
   counts = jnp.zeros((batch,), jnp.int32)
-  generated, counts, done = _record(0, token, budgets, stops, pad_id, generated, counts,
+  generated, counts, done = _record(0, token, budgets, stop_ids, pad_id, generated, counts,
                                     jnp.zeros((batch,), bool))
 
   def keep_going(state):
@@ -218,7 +217,7 @@ def _generate_padded(params, tokens, prompt_lengths, budgets, key, stop_ids, con
                         positions=(prompt_lengths + step - 1)[:, None], cache=cache,
                         cache_index=prompt_slots + step - 1, key_mask=key_mask)
     token = sample_token(out.logits[:, -1], sub, temperature, top_p)
-    generated, counts, done = _record(step, token, budgets, stops, pad_id, generated, counts,
+    generated, counts, done = _record(step, token, budgets, stop_ids, pad_id, generated, counts,
                                       done)
     return step + 1, token, out.cache, key, generated, counts, done
 
