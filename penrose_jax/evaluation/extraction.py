@@ -5,8 +5,8 @@ the first token of 'yes' after the prompt exceeds that of 'no' (both are one tok
 vocabulary, so this is the answers' full log-likelihood there). Entities and slots decode
 greedily with `generation.generate_batch` (KV cache; `generate_batch_size` left-padded prompts
 at a time, each answer equal to one-by-one greedy decoding). Prompts longer than the model's
-context minus the answer budget keep their last tokens (counted in `truncated_prompts`; only the tiny test
-model is that short).
+context minus the answer budget keep their last tokens (counted in `truncated_prompts`; only
+the tiny test model is that short).
 
 Sentences: `max_sentences` > 0 draws that many sentences per task, shared out evenly over the
 split's articles (`spread_sentences`: an article with fewer candidates passes its surplus on; a
