@@ -7,7 +7,8 @@ Command (from the repo root; the real model loads, so take the machine's heavy-j
 
 Prompts: SOFC-Exp dev entity-extraction prompts (`sofc_tasks.build_prompt(..., 'entities')` in
 the chat template, as `extraction.generate_answers` sends them) whose length is within
---spread tokens of --prompt_tokens (the first --prompts of them, in document order); --quick
+--spread tokens of --prompt_tokens (the first --prompts of them, dev then train articles, in
+document order: dev alone has 10 within 300 +- 40); --quick
 draws random token prompts instead. Greedy, --max_new_tokens per prompt; stop ids are off by
 default so every row emits exactly max_new_tokens and the token counts of all rows agree
 (--stop turns the tokenizer's stop ids on, as extraction runs).
@@ -17,9 +18,12 @@ Timed, in one process on one model, each after its compile:
     with a prompts file and model-written Q&A took before batching). Its compile is measured
     by a warm-up call per distinct (prompt bucket, cache bucket) shape, and the count of those
     compiled shapes is reported: it is one prefill and one decode program per 64-token bucket.
+    prefill_s: the same prompts again with max_new_tokens=1 (prefill + first token).
   * batch_B for each --batch_sizes: `generation.generate_batch(batch_size=B)` over the same
     prompts. Compile time is the first call of the jitted batch program per shape, run with
-    zero budgets (prefill only; the decode loop exits at once), so it includes one prefill.
+    zero budgets (prefill only; the decode loop exits at once) less one such prefill;
+    prefill_s: the timed pass's batches again with zero budgets.
+decode_s = wall_s - prefill_s: the part batching amortises (prefill is compute-bound already).
 Tokens/s = generated tokens / wall seconds of the timed pass; speedup = that / one_by_one's.
 Greedy outputs of every batch size are checked equal to one_by_one's ('outputs_equal').
 Writes JSON (--out) and prints a table. Measured: see results/generation_batch/reading.md.
@@ -52,7 +56,7 @@ from penrose_jax.reporting import report_json  # noqa: E402
 
 def sofc_prompts(tokenizer: Any, data_root: str, count: int, target: int, spread: int
                  ) -> list[list[int]]:
-  """Token ids of the first `count` dev entity prompts within `spread` tokens of `target`.
+  """Token ids of the first `count` dev (then train) entity prompts within `spread` of `target`.
 
   Args:
     tokenizer: a TextTokenizer with a chat template.
@@ -67,9 +71,12 @@ def sofc_prompts(tokenizer: Any, data_root: str, count: int, target: int, spread
   Raises:
     ValueError: the data root has no dev articles.
   """
-  articles = sofc_annotations.load_articles(str(paths.resolve_data_path(data_root)), "dev")
+  root = str(paths.resolve_data_path(data_root))
+  # Dev alone has too few ~300-token entity prompts for a batch of 16; train follows it.
+  articles = (sofc_annotations.load_articles(root, "dev")
+              + sofc_annotations.load_articles(root, "train"))
   if not articles:
-    raise ValueError(f"--data_root={data_root}: no dev articles (metadata.tsv expected)")
+    raise ValueError(f"--data_root={data_root}: no dev / train articles (metadata.tsv expected)")
   out = []
   for article in articles:
     for sentence in sofc_tasks.task_sentences(article.sentences, "entities"):
@@ -101,12 +108,17 @@ def time_one_by_one(params, config, prompts, max_new_tokens, stops) -> dict[str,
   outs = [generation.generate(params, config, ids, max_new_tokens, stop_token_ids=stops)
           for ids in prompts]
   wall = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  for ids in prompts:  # prefill and the first token only (same compiled prefill)
+    generation.generate(params, config, ids, 1, stop_token_ids=stops)
+  prefill_s = time.perf_counter() - t0
   tokens = sum(len(o) for o in outs)
   # Warm-up ran whole prompts: their steady cost (the timed pass's mean) is taken off.
   compile_s = max(0.0, warm_s - len(shapes) * wall / len(prompts))
   return {"outputs": outs, "row": {
       "mode": "one_by_one", "batch_size": 1, "tokens": tokens, "wall_s": wall,
       "tokens_per_s": tokens / wall, "s_per_prompt": wall / len(prompts),
+      "prefill_s": prefill_s, "decode_s": wall - prefill_s,
       "compile_s": compile_s, "compiled_shapes": 2 * len(shapes),
       "shapes": [list(s) for s in shapes]}}
 
@@ -114,19 +126,29 @@ def time_one_by_one(params, config, prompts, max_new_tokens, stops) -> dict[str,
 def time_batched(params, config, prompts, max_new_tokens, stops, batch_size) -> dict[str, Any]:
   """Compile (zero-budget call per shape) and timed pass of `generate_batch`."""
   order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-  shapes = set()
-  for start in range(0, len(order), batch_size):
-    chunk = order[start:start + batch_size]
-    shapes.add((generation.bucket_batch_size(len(chunk), batch_size),
-                generation.bucket_prompt_length(max(len(prompts[i]) for i in chunk))))
-  t0 = time.perf_counter()
-  for rows, slots in sorted(shapes):
+  batches, start = [], 0
+  for rows in generation.batch_sizes(len(order), batch_size):
+    chunk = order[start:start + rows]
+    start += rows
+    batches.append((rows, generation.bucket_prompt_length(max(len(prompts[i]) for i in chunk))))
+  shapes = sorted(set(batches))
+
+  def prefill_only(rows, slots):  # zero budgets: the decode loop exits after the prefill
     _block(generation._generate_padded(
         params, jnp.zeros((rows, slots), jnp.int32), jnp.full((rows,), slots, jnp.int32),
-        jnp.zeros((rows,), jnp.int32), jax.random.PRNGKey(0), config=config,
-        max_new_tokens=max_new_tokens, temperature=0.0, top_p=1.0, stop_ids=tuple(stops),
-        pad_id=0))
+        jnp.zeros((rows,), jnp.int32), jax.random.PRNGKey(0),
+        jnp.asarray(sorted(set(stops)) or [-1], jnp.int32), config=config,
+        max_new_tokens=max_new_tokens, temperature=0.0, top_p=1.0, pad_id=0))
+
+  t0 = time.perf_counter()
+  for rows, slots in shapes:
+    prefill_only(rows, slots)
   compile_s = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  for rows, slots in batches:  # the prefills of the timed pass, on their own
+    prefill_only(rows, slots)
+  prefill_s = time.perf_counter() - t0
+  compile_s = max(0.0, compile_s - prefill_s * len(shapes) / len(batches))
   t0 = time.perf_counter()
   outs = generation.generate_batch(params, config, prompts, max_new_tokens,
                                    stop_token_ids=stops, batch_size=batch_size)
@@ -135,8 +157,9 @@ def time_batched(params, config, prompts, max_new_tokens, stops, batch_size) -> 
   return {"outputs": outs, "row": {
       "mode": f"batch_{batch_size}", "batch_size": batch_size, "tokens": tokens, "wall_s": wall,
       "tokens_per_s": tokens / wall, "s_per_prompt": wall / len(prompts),
+      "prefill_s": prefill_s, "decode_s": wall - prefill_s,
       "compile_s": compile_s, "compiled_shapes": len(shapes),
-      "shapes": [list(s) for s in sorted(shapes)]}}
+      "shapes": [list(s) for s in shapes], "batches": [list(b) for b in batches]}}
 
 
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
@@ -190,11 +213,12 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                   "load_average": list(os.getloadavg())},
       "wall_s": time.perf_counter() - start}
   report_json.write_json_atomic(pathlib.Path(args.out), report)
-  print("| mode | tokens | wall s | tokens/s | speedup | compile s | shapes |")
-  print("|---|---|---|---|---|---|---|")
+  print("| mode | tokens | wall s | prefill s | tokens/s | speedup | compile s | shapes |")
+  print("|---|---|---|---|---|---|---|---|")
   for row in rows:
-    print(f"| {row['mode']} | {row['tokens']} | {row['wall_s']:.1f} | {row['tokens_per_s']:.1f} "
-          f"| {row.get('speedup', 1.0):.2f} | {row['compile_s']:.1f} | {row['compiled_shapes']} |")
+    print(f"| {row['mode']} | {row['tokens']} | {row['wall_s']:.1f} | {row['prefill_s']:.1f} "
+          f"| {row['tokens_per_s']:.1f} | {row.get('speedup', 1.0):.2f} | {row['compile_s']:.1f} "
+          f"| {row['compiled_shapes']} |")
   return report
 
 

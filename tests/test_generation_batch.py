@@ -67,21 +67,25 @@ def test_budget_follows_max_position_as_generate_does():
 
 def test_many_prompt_lengths_compile_few_shapes():
   params = _params()
-  prompts = _prompts(list(range(20, 0, -1)), seed=1)
+  prompts = _prompts(list(range(22, 0, -1)), seed=1)
   before = generation._generate_padded._cache_size()
   # max_new_tokens is static: a value no other test uses keeps this count to this run.
   generation.generate_batch(params, CFG, prompts, 3, batch_size=4)
-  # Five length-sorted batches (longest 4, 8, 12, 16, 20) share two padded shapes.
+  # Six length-sorted batches (4 rows, longest 4, 8, 12, 16, 20; then 2 rows, longest 22)
+  # share three padded shapes.
   shapes = {(4, generation.bucket_prompt_length(n)) for n in (4, 8, 12, 16, 20)}
-  assert len(shapes) == 2
+  shapes.add((2, generation.bucket_prompt_length(22)))
+  assert len(shapes) == 3
   assert generation._generate_padded._cache_size() - before == len(shapes)
 
 
 def test_buckets():
   assert [generation.bucket_prompt_length(n) for n in (1, 16, 17, 25, 300, 385)] == [
       16, 16, 24, 32, 384, 512]
-  assert [generation.bucket_batch_size(n, 16) for n in (1, 3, 8, 9, 16)] == [1, 4, 8, 16, 16]
-  assert generation.bucket_batch_size(9, 12) == 12
+  assert generation.batch_sizes(10, 16) == [8, 2]
+  assert generation.batch_sizes(37, 16) == [16, 16, 4, 1]
+  assert generation.batch_sizes(23, 12) == [12, 8, 2, 1]
+  assert generation.batch_sizes(0, 4) == []
 
 
 def test_compressed_model_batched_equals_one_by_one():

@@ -4,9 +4,9 @@ Detection reads one forward pass per sentence: the answer is 'yes' when the log-
 the first token of 'yes' after the prompt exceeds that of 'no' (both are one token in SmolLM2's
 vocabulary, so this is the answers' full log-likelihood there). Entities and slots decode
 greedily with `generation.generate_batch` (KV cache; `generate_batch_size` left-padded prompts
-at a time, each answer equal to one-by-one greedy decoding). Prompts longer than the model's context minus
-the answer budget keep their last tokens (counted in `truncated_prompts`; only the tiny test
-model is that short).
+at a time, each answer equal to one-by-one greedy decoding). Prompts longer than the model's
+context minus the answer budget keep their last tokens (counted in `truncated_prompts`; only
+the tiny test model is that short).
 
 Sentences: `max_sentences` > 0 draws that many sentences per task, shared out evenly over the
 split's articles (`spread_sentences`: an article with fewer candidates passes its surplus on; a

@@ -2,9 +2,10 @@
 
 With `prompts_path` the model is loaded once for every prompt of the file and the prompts are
 decoded `batch_size` at a time (`generation.generate_batch`: greedy answers equal one-by-one
-decoding; sampled ones use one key per batch); answers go to DIR/generations.jsonl. A prompts file is JSONL (`.jsonl`: one object per
-line with `prompt` or `question`; other fields, e.g. an exam's `answer` or `doc_id`, are copied
-to the output line) or plain text (any other extension: one prompt per non-blank line).
+decoding; sampled ones use one key per batch); answers go to DIR/generations.jsonl. A prompts
+file is JSONL (`.jsonl`: one object per line with `prompt` or `question`; other fields, e.g. an
+exam's `answer` or `doc_id`, are copied to the output line) or plain text (any other
+extension: one prompt per non-blank line).
 """
 
 from __future__ import annotations

@@ -135,9 +135,27 @@ def bucket_prompt_length(n: int) -> int:
     size *= 2
 
 
-def bucket_batch_size(n: int, batch_size: int) -> int:
-  """Rows of a batch of n prompts: the next power of two, capped at batch_size."""
-  return min(batch_size, 1 << max(0, n - 1).bit_length())
+def batch_sizes(n: int, batch_size: int) -> list[int]:
+  """How n prompts are cut into batches: full batches of batch_size, then the remainder as
+  powers of two, largest first (10 with batch_size 16 -> [8, 2]).
+
+  Filler rows would cost a whole prefill each (prefill dominates ~300-token prompts); powers
+  of two keep a run to at most log2(batch_size) + 1 row counts, so few compiled shapes.
+
+  Args:
+    n: number of prompts.
+    batch_size: most prompts per batch (>= 1).
+
+  Returns:
+    Batch sizes summing to n.
+  """
+  sizes = [batch_size] * (n // batch_size)
+  rest = n % batch_size
+  while rest:
+    size = 1 << (rest.bit_length() - 1)
+    sizes.append(size)
+    rest -= size
+  return sizes
 
 
 def _record(step, token, budgets, stop_ids, pad_id, generated, counts, done):
@@ -149,23 +167,22 @@ def _record(step, token, budgets, stop_ids, pad_id, generated, counts, done):
 
 
 @functools.partial(jax.jit, static_argnames=("config", "max_new_tokens", "temperature", "top_p",
-                                              "stop_ids", "pad_id"))
-def _generate_padded(params, tokens, prompt_lengths, budgets, key, config: ModelConfig,
-                     max_new_tokens: int, temperature: float, top_p: float,
-                     stop_ids: tuple[int, ...], pad_id: int):
+                                              "pad_id"))
+def _generate_padded(params, tokens, prompt_lengths, budgets, key, stop_ids, config: ModelConfig,
+                     max_new_tokens: int, temperature: float, top_p: float, pad_id: int):
   """Prefill and the whole decode loop of one left-padded batch, on device.
 
   Args:
     params: params pytree.
     tokens: (B, P) left-padded prompt ids.
     prompt_lengths: (B,) true prompt lengths.
-    budgets: (B,) new tokens each row may emit (<= max_new_tokens; 0 for filler rows).
+    budgets: (B,) new tokens each row may emit (<= max_new_tokens).
     key: PRNG key.
+    stop_ids: (K,) int32 ids that end a row (not emitted); -1 entries match nothing.
     config: the architecture.
     max_new_tokens: steps of the output buffer.
     temperature: 0 for greedy.
     top_p: nucleus mass.
-    stop_ids: ids that end a row (not emitted).
     pad_id: what a stopped row emits.
 
   Returns:
@@ -183,10 +200,9 @@ def _generate_padded(params, tokens, prompt_lengths, budgets, key, config: Model
                       cache_index=jnp.int32(0), key_mask=key_mask, last_logits_only=True)
   key, sub = jax.random.split(key)
   token = sample_token(out.logits[:, -1], sub, temperature, top_p)
-  stops = jnp.asarray(stop_ids, jnp.int32).reshape(-1)
   generated = jnp.full((batch, max_new_tokens), pad_id, jnp.int32)
   counts = jnp.zeros((batch,), jnp.int32)
-  generated, counts, done = _record(0, token, budgets, stops, pad_id, generated, counts,
+  generated, counts, done = _record(0, token, budgets, stop_ids, pad_id, generated, counts,
                                     jnp.zeros((batch,), bool))
 
   def keep_going(state):
@@ -201,7 +217,7 @@ def _generate_padded(params, tokens, prompt_lengths, budgets, key, config: Model
                         positions=(prompt_lengths + step - 1)[:, None], cache=cache,
                         cache_index=prompt_slots + step - 1, key_mask=key_mask)
     token = sample_token(out.logits[:, -1], sub, temperature, top_p)
-    generated, counts, done = _record(step, token, budgets, stops, pad_id, generated, counts,
+    generated, counts, done = _record(step, token, budgets, stop_ids, pad_id, generated, counts,
                                       done)
     return step + 1, token, out.cache, key, generated, counts, done
 
@@ -216,8 +232,8 @@ def generate_batch(params: Any, config: ModelConfig, prompt_ids_list: Sequence[S
                    batch_size: int = 16, pad_id: int = 0) -> list[list[int]]:
   """Generates continuations of many prompts, a KV-cached batch at a time.
 
-  Prompts are sorted by length and cut into batches of up to batch_size; each batch is
-  left-padded to `bucket_prompt_length` (rows to `bucket_batch_size`) and decoded by one jitted
+  Prompts are sorted by length and cut into batches (`batch_sizes`: batch_size, then powers of
+  two); each batch is left-padded to `bucket_prompt_length` and decoded by one jitted
   program (prefill, then a lax.while_loop that stops when every row has hit a stop id or its
   budget), so a run compiles one program per (rows, padded length) and never syncs with the
   host per token. Greedy output equals `generate` prompt by prompt; sampled output uses one
@@ -255,15 +271,17 @@ def generate_batch(params: Any, config: ModelConfig, prompt_ids_list: Sequence[S
   results: list[list[int]] = [[] for _ in prompts]
   if max_new_tokens == 0:
     return results
-  stops = tuple(sorted({int(t) for t in stop_token_ids}))
+  # A traced argument (not static): runs with other stop ids reuse the compiled program.
+  stops = jnp.asarray(sorted({int(t) for t in stop_token_ids}) or [-1], jnp.int32)
   order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-  for batch_index, start in enumerate(range(0, len(order), batch_size)):
-    chunk = order[start:start + batch_size]
-    rows = bucket_batch_size(len(chunk), batch_size)
+  start = 0
+  for batch_index, rows in enumerate(batch_sizes(len(order), batch_size)):
+    chunk = order[start:start + rows]
+    start += rows
     slots = bucket_prompt_length(max(len(prompts[i]) for i in chunk))
     tokens = np.full((rows, slots), pad_id, np.int32)
     lengths = np.ones((rows,), np.int32)
-    budgets = np.zeros((rows,), np.int32)  # filler rows stop at once
+    budgets = np.zeros((rows,), np.int32)
     for row, index in enumerate(chunk):
       ids = prompts[index]
       tokens[row, slots - len(ids):] = ids
@@ -271,9 +289,9 @@ def generate_batch(params: Any, config: ModelConfig, prompt_ids_list: Sequence[S
       budgets[row] = max(0, min(max_new_tokens, config.max_position - len(ids)))
     key = jax.random.fold_in(jax.random.PRNGKey(seed), batch_index)
     generated, counts = _generate_padded(
-        params, jnp.asarray(tokens), jnp.asarray(lengths), jnp.asarray(budgets), key,
+        params, jnp.asarray(tokens), jnp.asarray(lengths), jnp.asarray(budgets), key, stops,
         config=config, max_new_tokens=int(max_new_tokens), temperature=float(temperature),
-        top_p=float(top_p), stop_ids=stops, pad_id=int(pad_id))
+        top_p=float(top_p), pad_id=int(pad_id))
     generated, counts = np.asarray(generated), np.asarray(counts)
     for row, index in enumerate(chunk):
       results[index] = generated[row, :counts[row]].tolist()
