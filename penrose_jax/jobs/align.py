@@ -213,7 +213,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
 
   Args:
     config: see configs/align.py.
-    workdir: output folder, owned by this config and process (see jobs/workdir.py); the same config resumes.
+    workdir: output folder, owned by this config and process (see jobs/workdir.py); a rerun
+      with the same config resumes.
 
   Returns:
     The report dict.

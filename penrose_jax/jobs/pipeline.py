@@ -26,7 +26,7 @@ import jax
 import ml_collections
 
 from penrose_jax.compression.transform import as_compression_config
-from penrose_jax.jobs import align, compress, evaluate, model_source, qa_tune
+from penrose_jax.jobs import align, compress, config_checks, evaluate, model_source, qa_tune
 from penrose_jax.jobs import workdir as workdir_guard
 from penrose_jax.jobs.pipeline_report import make_plots, render_markdown, summarize  # noqa: F401
 from penrose_jax.models import generation
@@ -217,6 +217,8 @@ def _run_claimed(config: ml_collections.ConfigDict, workdir: pathlib.Path, start
     config = ml_collections.ConfigDict(config.to_dict())
     config.model = str(cache_dir / "tiny")
   loaded = model_source.load(config.model, cache_dir=cache_dir)
+  # Every stage's windows against the model's context, before the first (long) stage.
+  config_checks.check_context(config, loaded.config.max_position, loaded.name)
   answer = generation.chat(loaded.params, loaded.config, loaded.tokenizer, config.chat_prompt,
                            max_new_tokens=config.chat_max_new_tokens)
   print(f"[chat] {config.chat_prompt}\n{answer}", flush=True)

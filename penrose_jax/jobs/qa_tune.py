@@ -114,7 +114,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
 
   Args:
     config: see configs/qa_tune.py.
-    workdir: output folder, owned by this config and process (see jobs/workdir.py); the same config resumes.
+    workdir: output folder, owned by this config and process (see jobs/workdir.py); a rerun
+      with the same config resumes.
 
   Returns:
     The report dict.

@@ -152,7 +152,7 @@ def input_fingerprints(flat: dict[str, Any]) -> dict[str, dict[str, str]]:
     flat: `flat_config` output.
 
   Returns:
-    {'<key>: <path>': input_fingerprint}.
+    {'<key>: <the config text naming it>': input_fingerprint}.
   """
   out = {}
   for key, value in sorted(flat.items()):
@@ -163,8 +163,8 @@ def input_fingerprints(flat: dict[str, Any]) -> dict[str, dict[str, str]]:
           path = pio.find_default_gguf()
         else:
           path = paths.resolve_data_path(text)
-        if path.exists():
-          out[f"{key}: {path}"] = input_fingerprint(path)
+        if path.exists():  # keyed by the config's text: a moved clone is the same input
+          out[f"{key}: {text}"] = input_fingerprint(path)
       except (ValueError, OSError):  # not a path (or unreadable): the job reports it itself
         continue
   return out
