@@ -12,6 +12,9 @@ int3, a GPTQ int3/int4 mix (int4 for k / v / o and down: 11.4 % of the float32 b
 int3 + a rank-16 int8 correction of each rounding error (11.3 %) and RTN int3; the full variant
 holds every run (a workdir holding the first 8 continues with the new ones). Merge a `gptq`
 results folder into results/sweep_bytes with experiments.sweep_merge (see its docstring).
+`gptq_below_source` runs the four runs of `gptq` below the source file's bytes (GPTQ mix,
+int3 + correction, int3, RTN int3), for a workdir that already holds rtn_int4 / gptq_int4
+elsewhere (results/sweep_bytes/gptq); merge both folders.
 
 Runs the `compress` job on SmolLM2-135M with configs/compress.py's strong baseline (one whitened
 SVD per matrix, sensitivity knapsack) at param_ratio 0.8 and 0.6 with the stored values in
@@ -50,9 +53,9 @@ GPTQ_MEASURED = ("rtn_int4", "gptq_int4", "gptq_mix34", "gptq_int3_r16", "gptq_i
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
   """Returns the bytes sweep; `quick` runs Penrose int8 and RTN int8 on the tiny model, `gptq`
   only RTN int4 / int3 and GPTQ int4 / int3 on SmolLM2."""
-  if arg not in ("", "quick", "gptq"):
-    raise ValueError(f"configs/sweep_bytes.py: unknown variant {arg!r}; expected '', 'quick' "
-                     "or 'gptq'")
+  if arg not in ("", "quick", "gptq", "gptq_below_source"):
+    raise ValueError(f"configs/sweep_bytes.py: unknown variant {arg!r}; expected '', 'quick', "
+                     "'gptq' or 'gptq_below_source'")
   rtn = [(f"rtn_{quant}", {"compression.method": "rtn", "compression.quantize": quant})
          for quant in RTN_QUANT]
   gptq = [(f"gptq_{quant}", {"compression.method": "gptq", "compression.quantize": quant})
@@ -84,6 +87,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     runs += rtn + gptq
     if arg == "gptq":
       runs = [(name, dict(runs)[name]) for name in GPTQ_MEASURED]
+    elif arg == "gptq_below_source":
+      runs = [(name, dict(runs)[name]) for name in GPTQ_MEASURED[2:]]
   labels.update({name: "rtn" for name, _ in rtn})
   labels.update({name: "gptq" for name, _ in gptq})
   labels["gptq_mix34"] = "gptq int3/int4 mix"
