@@ -87,6 +87,14 @@ def compression_section() -> ml_collections.ConfigDict:
   # The layout the KL is measured with ('' = tiling); 'single' gives tiled runs the per-matrix
   # ratios of one SVD per matrix (a sweep measures that table once).
   c.sensitivity_tiling = ""
+  # Bytes allocator (compression.bytes_allocation), 0 = off: every selected matrix gets one of
+  # bytes_candidates, chosen from its measured logit KL (each matrix replaced alone, as the
+  # sensitivity pass above, sensitivity_windows windows) by an exact knapsack with stored bytes
+  # <= bytes_ratio x the matrices' float32 bytes; method / quantize / param_ratio are unused.
+  # Candidates 'METHOD:QUANT[+rRANK]': 'gptq:int4', 'gptq:int3+r16', 'rtn:int4',
+  # 'lowrank0.8:int8' (compression.candidates); () = gptq int3, int3+r16, int4, int8.
+  c.bytes_ratio = 0.0
+  c.bytes_candidates = ()
   return c
 
 

@@ -15,6 +15,20 @@ results folder into results/sweep_bytes with experiments.sweep_merge (see its do
 `gptq_below_source` runs the four runs of `gptq` below the source file's bytes (GPTQ mix,
 int3 + correction, int3, RTN int3), for a workdir that already holds rtn_int4 / gptq_int4
 elsewhere (results/sweep_bytes/gptq); merge both folders.
+`alloc` runs only `alloc_0.12` (NOT measured yet, not in the default variant nor any test):
+the bytes allocator (compression.bytes_allocation) at bytes_ratio 0.12, each matrix one of
+GPTQ int3 / int3 + rank-16 correction / int4 / int8 (candidates.DEFAULT_CANDIDATES) chosen
+from its measured logit KL by an exact knapsack (the target: <= 12 % of the float32 bytes at
+<= 1.15x dense). Command, in the GPTQ workdir so the dense perplexities are reused:
+  python -m experiments.sweep --config=configs/sweep_bytes.py:alloc \
+      --workdir=workdirs/sweep_bytes_gptq --config.results_dir=results/sweep_bytes/alloc
+Expected cost on the 2-core CPU machine (estimated from parts, not timed): the KL pass is
+4 candidates x 210 matrices = 840 forwards of the rest of the model on 2 windows (the
+param-ratio table's 630 took ~35 min under load: ~45-50 min), plus GPTQ of every matrix at
+3 widths on dense-model Hessians (~10 s per layer and width: ~15 min) and the rank-16
+corrections (~2 min); then the compress itself as a GPTQ run (~10 min: calibration ~280 s,
+GPTQ ~300 s, evaluation). About 75-85 min in all; the per-candidate KL tables are cached in
+DIR/spectra_cache, so other bytes_ratio values then take only the ~10 min compress.
 
 Runs the `compress` job on SmolLM2-135M with configs/compress.py's strong baseline (one whitened
 SVD per matrix, sensitivity knapsack) at param_ratio 0.8 and 0.6 with the stored values in
@@ -46,6 +60,8 @@ GPTQ_QUANT = ("int8", "int4", "int3")
 # int4 for k / v / o and down (40.6 % of the projection weights), int3 elsewhere: 11.4 % of the
 # float32 bytes.
 MIX = ("attn/(k|v|o)_proj=int4", "mlp/down_proj=int4")
+# The bytes allocator at 12 % of the float32 bytes (default candidate menu); variant `alloc`.
+ALLOC = ("alloc_0.12", {"compression.bytes_ratio": 0.12})
 GPTQ_MEASURED = ("rtn_int4", "gptq_int4", "gptq_mix34", "gptq_int3_r16", "gptq_int3",
                  "rtn_int3")
 
@@ -53,9 +69,9 @@ GPTQ_MEASURED = ("rtn_int4", "gptq_int4", "gptq_mix34", "gptq_int3_r16", "gptq_i
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
   """Returns the bytes sweep; `quick` runs Penrose int8 and RTN int8 on the tiny model, `gptq`
   only RTN int4 / int3 and GPTQ int4 / int3 on SmolLM2."""
-  if arg not in ("", "quick", "gptq", "gptq_below_source"):
+  if arg not in ("", "quick", "gptq", "gptq_below_source", "alloc"):
     raise ValueError(f"configs/sweep_bytes.py: unknown variant {arg!r}; expected '', 'quick', "
-                     "'gptq' or 'gptq_below_source'")
+                     "'gptq', 'gptq_below_source' or 'alloc'")
   rtn = [(f"rtn_{quant}", {"compression.method": "rtn", "compression.quantize": quant})
          for quant in RTN_QUANT]
   gptq = [(f"gptq_{quant}", {"compression.method": "gptq", "compression.quantize": quant})
@@ -89,10 +105,13 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
       runs = [(name, dict(runs)[name]) for name in GPTQ_MEASURED]
     elif arg == "gptq_below_source":
       runs = [(name, dict(runs)[name]) for name in GPTQ_MEASURED[2:]]
+    elif arg == "alloc":
+      runs = [ALLOC]
   labels.update({name: "rtn" for name, _ in rtn})
   labels.update({name: "gptq" for name, _ in gptq})
   labels["gptq_mix34"] = "gptq int3/int4 mix"
   labels["gptq_int3_r16"] = "gptq int3 + rank-16 correction"
+  labels[ALLOC[0]] = "bytes allocator (gptq mix by measured KL)"
   return make_sweep_config(
       base, "compress", runs, title="bytes vs perplexity (low rank + quantization vs RTN)",
       description="Low-rank runs: one whitened SVD per matrix at param_ratio 0.8 / 0.6, stored "
