@@ -5,6 +5,10 @@ Command (from the repo root, inside .venv):
   python -m experiments.compress --config=configs/compress.py \
       --config.compression.tiling=penrose --workdir=workdirs/compress_penrose
   python -m experiments.compress --config=configs/compress.py:quick --workdir=/tmp/compress_quick
+  python -m experiments.compress --config=configs/compress.py \
+      --config.compression.bytes_ratio=0.12 --workdir=workdirs/compress_alloc_0.12
+    (bytes allocator: per-matrix GPTQ int3 / int3+r16 / int4 / int8 from measured logit KL
+    under 12 % of the float32 bytes; compression.bytes_allocation; not measured yet)
 
 Defaults = the best of results/sweep_baseline: whitened single SVD per matrix, param_ratio 0.8
 shared by a measured-sensitivity knapsack (budget_scope 'sensitivity': each matrix truncated
