@@ -37,6 +37,15 @@ def test_knapsack_spends_bytes_where_they_buy_the_most_kl():
   assert plan["bytes_planned"] <= plan["bytes_budget"] == 180
 
 
+def test_negative_kl_noise_counts_as_zero():
+  shapes = {"a": (10, 10)}
+  kl = {"int4": {"a": -1e-7}, "int8": {"a": 0.0}}
+  size = {"int4": {"a": 100}, "int8": {"a": 200}}
+  plan = bytes_allocation.allocate(_tables(kl, size), shapes, 1.0, ["int8", "int4"], unit=1)
+  # Equal (zero) KL: the cheaper candidate, and no negative KL in the plan.
+  assert plan["choices"] == {"a": "int4"} and plan["kl_planned"] == 0.0
+
+
 def test_knapsack_equals_brute_force_and_respects_the_budget():
   rng = np.random.default_rng(0)
   menu = ["c0", "c1", "c2"]
@@ -142,6 +151,7 @@ def test_compress_job_keeps_the_bytes_budget_and_reports_the_choices(tmp_path):
   assert len(set(alloc["choices"].values())) >= 2  # a mix, not one width everywhere
   assert set(alloc["kl"][rows[0]["name"]]) == set(MENU)
   assert "sensitivity" in report["stage_s"]
+  assert (tmp_path / "run" / "bytes_choices.png").stat().st_size > 0
   cached = sorted(p.name for p in (tmp_path / "cache").glob("bytes_kl_*.json"))
   assert len(cached) == len(MENU)
   plan = json.loads((tmp_path / "run" / "stream" / "bytes_choices.json").read_text())

@@ -46,7 +46,7 @@ from penrose_jax.compression import candidates as candidates_lib
 from penrose_jax.compression import sensitivity, streaming
 from penrose_jax.compression.transform import CompressionConfig
 from penrose_jax.models.config import ModelConfig
-from penrose_jax.reporting import report_json
+from penrose_jax.reporting import plots, report_json
 from penrose_jax.reporting.stage_timer import StageTimer, maybe_stage
 
 # CompressionConfig fields a candidate's KL depends on (with the model, calibration, windows).
@@ -153,7 +153,9 @@ def allocate(tables: Mapping[str, CandidateTable], shapes: Mapping[str, Sequence
     for key in menu:
       if key not in tables or p not in tables[key]["kl"]:
         raise ValueError(f"bytes allocation: no measured KL of {p} as {key!r}; measure it first")
-      row.append((int(math.ceil(tables[key]["bytes"][p] / unit)), float(tables[key]["kl"][p])))
+      # KL >= 0: a slightly negative measurement is float noise of a near-exact candidate.
+      row.append((int(math.ceil(tables[key]["bytes"][p] / unit)),
+                  max(0.0, float(tables[key]["kl"][p]))))
     options.append(row)
   picked = sensitivity.knapsack_choices(options, budget // unit)
   if picked is None:
@@ -166,7 +168,7 @@ def allocate(tables: Mapping[str, CandidateTable], shapes: Mapping[str, Sequence
   return {"choices": choices, "bytes_ratio_target": bytes_ratio, "bytes_budget": budget,
           "bytes_dense": dense,
           "bytes_planned": int(planned), "bytes_ratio_planned": planned / dense,
-          "kl_planned": float(sum(tables[k]["kl"][p] for p, k in choices.items())),
+          "kl_planned": float(sum(max(0.0, tables[k]["kl"][p]) for p, k in choices.items())),
           "counts": counts, "unit": unit}
 
 
@@ -214,7 +216,8 @@ def choose(read_layer: Callable[[int], Any], globals_: Mapping[str, Any], x0: np
     progress: tqdm-like wrapper.
 
   Returns:
-    `allocate`'s dict plus 'kl' / 'bytes' (path -> {key: value}) and 'reused_from'.
+    `allocate`'s dict plus 'kl' / 'bytes' (path -> {key: value}), 'numbers' (path -> dense
+    numbers) and 'reused_from'.
   """
   cands = candidates_lib.parse_all(cfg.bytes_candidates)
   windows = cfg.sensitivity_windows or sensitivity.DEFAULT_WINDOWS
@@ -252,6 +255,7 @@ def choose(read_layer: Callable[[int], Any], globals_: Mapping[str, Any], x0: np
     plan = allocate(tables, shapes, cfg.bytes_ratio, [c.key for c in cands])
     report_json.write_json_atomic(plan_path, plan)
   return {**plan, "reused_from": reused,
+          "numbers": {p: int(np.prod(s)) for p, s in shapes.items()},
           "kl": {p: {k: tables[k]["kl"][p] for k in tables} for p in shapes},
           "bytes": {p: {k: tables[k]["bytes"][p] for k in tables} for p in shapes}}
 
@@ -273,3 +277,24 @@ def report(plan: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> dict[s
   mismatch = [r["name"] for r in rows if "choice" in r
               and int(r["bytes"]) != plan["bytes"][r["name"]][r["choice"]]]
   return {**plan, "bytes_built": built, "bytes_ratio_achieved": built / dense if dense else None, "bytes_mismatch": mismatch}
+
+
+def plot_choices(plan: Mapping[str, Any], path: pathlib.Path) -> pathlib.Path:
+  """Heatmap of the stored bits per weight chosen per matrix type (rows) and layer (columns).
+
+  Args:
+    plan: from `choose` ('choices', 'bytes').
+    path: destination PNG.
+
+  Returns:
+    The PNG path.
+  """
+  choices = plan["choices"]
+  layer_of = {p: int(p.split("/")[0].split("_")[1]) for p in choices}
+  kind_of = {p: p.split("/", 1)[1].rsplit("/", 1)[0] for p in choices}
+  kinds = sorted(set(kind_of.values()))
+  grid = np.full((len(kinds), max(layer_of.values()) + 1), np.nan)
+  for p, key in choices.items():
+    grid[kinds.index(kind_of[p]), layer_of[p]] = 8.0 * plan["bytes"][p][key] / plan["numbers"][p]
+  return plots.heatmap(grid, path, "stored bits per weight chosen per matrix (bytes allocator)",
+                       "layer", "matrix", row_labels=kinds)

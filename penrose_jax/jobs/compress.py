@@ -426,6 +426,8 @@ def _run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
   if alloc is not None:
     metrics["bytes_allocation"] = bytes_allocation.report(alloc, rows)
     metrics["bytes_ratio_achieved"] = metrics["bytes_allocation"]["bytes_ratio_achieved"]
+    with timer.stage("plot"):
+      bytes_allocation.plot_choices(alloc, workdir / "bytes_choices.png")
   picture_files = []
   for path, tile_ranks in state.values["layouts"].items():
     row = next(r for r in rows if r["name"] == path)
