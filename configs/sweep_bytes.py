@@ -15,19 +15,23 @@ results folder into results/sweep_bytes with experiments.sweep_merge (see its do
 `gptq_below_source` runs the four runs of `gptq` below the source file's bytes (GPTQ mix,
 int3 + correction, int3, RTN int3), for a workdir that already holds rtn_int4 / gptq_int4
 elsewhere (results/sweep_bytes/gptq); merge both folders.
-`alloc` runs only `alloc_0.12` (NOT measured yet, not in the default variant nor any test):
+`alloc` runs `gptq_int4` (the reference: skipped where that workdir has it finished) and
+`alloc_0.12` (NOT measured yet; in no other variant and run by no test):
 the bytes allocator (compression.bytes_allocation) at bytes_ratio 0.12, each matrix one of
 GPTQ int3 / int3 + rank-16 correction / int4 / int8 (candidates.DEFAULT_CANDIDATES) chosen
 from its measured logit KL by an exact knapsack (the target: <= 12 % of the float32 bytes at
-<= 1.15x dense). Command, in the GPTQ workdir so the dense perplexities are reused:
+<= 1.15x dense). Command, in the GPTQ workdir so gptq_int4 and the dense perplexities are
+reused (its results.csv then holds these two rows until the `gptq` variant is rerun there):
   python -m experiments.sweep --config=configs/sweep_bytes.py:alloc \
       --workdir=workdirs/sweep_bytes_gptq --config.results_dir=results/sweep_bytes/alloc
-Expected cost on the 2-core CPU machine (estimated from parts, not timed): the KL pass is
-4 candidates x 210 matrices = 840 forwards of the rest of the model on 2 windows (the
-param-ratio table's 630 took ~35 min under load: ~45-50 min), plus GPTQ of every matrix at
-3 widths on dense-model Hessians (~10 s per layer and width: ~15 min) and the rank-16
-corrections (~2 min); then the compress itself as a GPTQ run (~10 min: calibration ~280 s,
-GPTQ ~300 s, evaluation). About 75-85 min in all; the per-candidate KL tables are cached in
+Expected cost on the 2-core CPU machine (estimated from parts timed 2026-12-07 under load
+average 6, not a run): the KL pass puts each of 210 matrices in turn, as each of the 4
+candidates, through the rest of the model on 2 x 256 tokens: 4 x 3,255 block forwards at
+~0.16 s (one SmolLM2-shaped block, random weights) = ~35 min, plus 840 LM heads (~3 min) and the
+dense Grams of 64 calibration windows (~4 min); building the candidates (GPTQ int3 / int4 /
+int8 + the rank-16 correction on random matrices of SmolLM2's 7 shapes: 10 s per layer) ~5 min.
+Then the compress itself as a GPTQ run (~10 min: calibration, GPTQ, evaluation). About
+55-70 min in all; the per-candidate KL tables are cached in
 DIR/spectra_cache, so other bytes_ratio values then take only the ~10 min compress.
 
 Runs the `compress` job on SmolLM2-135M with configs/compress.py's strong baseline (one whitened
@@ -106,7 +110,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     elif arg == "gptq_below_source":
       runs = [(name, dict(runs)[name]) for name in GPTQ_MEASURED[2:]]
     elif arg == "alloc":
-      runs = [ALLOC]
+      runs = [("gptq_int4", dict(runs)["gptq_int4"]), ALLOC]
   labels.update({name: "rtn" for name, _ in rtn})
   labels.update({name: "gptq" for name, _ in gptq})
   labels["gptq_mix34"] = "gptq int3/int4 mix"

@@ -17,9 +17,10 @@ a proxy because GPTQ changes the KL by a factor, not an offset: on SmolLM2 int4 
 logit KL from 0.417 to 0.099 (results/sweep_bytes/reading.md). An RTN-measured GPTQ entry
 would compete against other candidates at about four times its real cost, and whether GPTQ
 helps a matrix depends on its Hessian, so the ranking can change too. The cost is one GPTQ per
-bit width and matrix (corrections reuse the rounded leaf): about 10 s per layer per width on
-SmolLM2 on the 2-core machine, next to 7 forwards of the rest of the model per candidate and
-layer. 'rtn:' candidates stay available where their own KL is what is wanted.
+bit width and matrix (corrections reuse the rounded leaf): about 10 s per SmolLM2 layer for
+the whole default menu (GPTQ int3 / int4 / int8 and a rank-16 correction, timed on random
+matrices of its shapes on the 2-core machine under load), ~5 min per model, next to ~35 min
+for the KL forwards (7 matrices x 4 candidates per layer, each through the rest of the model). 'rtn:' candidates stay available where their own KL is what is wanted.
 
 Approximations, documented: KLs are treated as additive (as for the param knapsack); the
 knapsack works in budget units of `unit` bytes (default float32 bytes / 1,000,000) with each
