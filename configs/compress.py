@@ -5,6 +5,7 @@ Command (from the repo root, inside .venv):
   python -m experiments.compress --config=configs/compress.py \
       --config.compression.tiling=penrose --workdir=workdirs/compress_penrose
   python -m experiments.compress --config=configs/compress.py:quick --workdir=/tmp/compress_quick
+  python -m experiments.compress --config=configs/compress.py:quick_alloc --workdir=/tmp/c_alloc
   python -m experiments.compress --config=configs/compress.py \
       --config.compression.bytes_ratio=0.12 --workdir=workdirs/compress_alloc_0.12
     (bytes allocator: per-matrix GPTQ int3 / int3+r16 / int4 / int8 from measured logit KL
@@ -103,7 +104,8 @@ def compression_section() -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-  """Returns the compress config; `quick` runs on the tiny model in seconds."""
+  """Returns the compress config; `quick` runs on the tiny model in seconds, `quick_alloc` is
+  `quick` with the bytes allocator at bytes_ratio 0.17 over RTN / GPTQ candidates."""
   config = ml_collections.ConfigDict()
   # Rerun on a workdir of another config or inputs: move that run aside and start afresh
   # (penrose_jax/jobs/workdir.py); False stops with the changed keys named.
@@ -133,7 +135,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   # Mesh / sharding rules / multi-host start-up (penrose_jax.parallel; see README "Running on
   # a TPU pod / multi-GPU"). The default is data-parallel over every device.
   config.parallel = default_parallel_config()
-  if arg == "quick":
+  if arg in ("quick", "quick_alloc"):
     config.model = "tiny"
     config.compression.tiles_per_matrix = 8
     config.calibration.num_windows = 8
@@ -141,6 +143,11 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.eval.window = 64
     config.eval.max_windows = 4
     config.eval.hidden_kl_windows = 2
+    if arg == "quick_alloc":  # the bytes allocator on the tiny model (~30 s)
+      config.compression.bytes_ratio = 0.17
+      config.compression.bytes_candidates = ("rtn:int3", "gptq:int4", "gptq:int3+r4",
+                                             "gptq:int8")
   elif arg:
-    raise ValueError(f"configs/compress.py: unknown variant {arg!r}; expected '' or 'quick'")
+    raise ValueError(f"configs/compress.py: unknown variant {arg!r}; expected '', 'quick' or "
+                     "'quick_alloc'")
   return config

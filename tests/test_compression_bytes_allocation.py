@@ -121,7 +121,7 @@ def test_a_bad_bytes_ratio_names_the_field(value):
 
 
 def _quick(ratio, menu):
-  config = compress_config.get_config("quick")
+  config = compress_config.get_config("quick_alloc")
   config.compression.bytes_ratio = ratio
   config.compression.bytes_candidates = menu
   config.compression.sensitivity_windows = 2
@@ -131,7 +131,7 @@ def _quick(ratio, menu):
   return config
 
 
-MENU = ("rtn:int3", "gptq:int4", "gptq:int3+r4", "gptq:int8")
+MENU = tuple(compress_config.get_config("quick_alloc").compression.bytes_candidates)
 
 
 def test_compress_job_keeps_the_bytes_budget_and_reports_the_choices(tmp_path):
@@ -176,3 +176,36 @@ def test_alloc_sweep_entry_is_its_own_variant():
       "gptq_int4", "alloc_0.12"]
   assert "alloc_0.12" not in dict(sweep_bytes.get_config().runs)
   assert "alloc_0.12" not in dict(sweep_bytes.get_config("quick").runs)
+
+
+def test_a_killed_allocator_run_resumes_to_the_same_checkpoint(tmp_path, monkeypatch):
+  from penrose_jax.compression import streaming
+  from penrose_jax.jobs import model_source
+  import jax
+  config = _quick(0.17, MENU)
+  straight = compress.run(config, tmp_path / "straight")
+  real = streaming.compress_layer
+
+  def dies_at_layer_1(key, *args, **kwargs):
+    if key == "layers_1":
+      raise KeyboardInterrupt("simulated kill")
+    return real(key, *args, **kwargs)
+
+  monkeypatch.setattr(streaming, "compress_layer", dies_at_layer_1)
+  with pytest.raises(KeyboardInterrupt):
+    compress.run(config, tmp_path / "resumed")
+  assert (tmp_path / "resumed" / "stream" / "bytes_choices.json").exists()
+  monkeypatch.setattr(streaming, "compress_layer", real)
+  resumed = compress.run(config, tmp_path / "resumed")
+  assert "sensitivity" not in resumed["stage_s"]  # the tables of the first attempt are reused
+  assert resumed["bytes_allocation"]["choices"] == straight["bytes_allocation"]["choices"]
+  arrays = [jax.tree_util.tree_leaves(model_source.load(str(tmp_path / d / "model")).params)
+            for d in ("straight", "resumed")]
+  for a, b in zip(*arrays):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_the_in_memory_transform_refuses_bytes_ratio():
+  from penrose_jax.compression import transform
+  with pytest.raises(ValueError, match="bytes_ratio=0.2 needs measured KLs"):
+    transform.compress({"w": np.zeros((4, 4), np.float32)}, {"bytes_ratio": 0.2})
