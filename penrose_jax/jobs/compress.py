@@ -8,6 +8,8 @@ Workdir layout:
   report.json       params, bytes (+ source_bytes: the same matrices in the model's own GGUF
                     file), perplexities, hidden KL, per-matrix rows, wall time, peak RSS
   tiling_*.png      pictures of a few matrices' tilings, tiles coloured by rank
+  bytes_choices.png with compression.bytes_ratio: bits per weight chosen per matrix (the plan
+                    and per-candidate KL tables are stream/bytes_choices.json, stream/bytes_kl/)
 
 Parallelism: `config.parallel` (penrose_jax.parallel) builds the mesh at start-up; each layer's
 params are placed on it with the sharding rules (the jitted block forward / Gram passes follow
