@@ -12,6 +12,9 @@ exact knapsack then picks one candidate per matrix that minimizes their sum unde
 The pass streams layer by layer like pass 1 of the global scopes: it keeps the dense layers
 after the current one (to finish the forward pass of a perturbed model), the calibration
 activations of the current layer and the dense log-probabilities of the measured windows.
+`measure_replacements` is that pass for any per-matrix replacement and `knapsack_choices` the
+exact DP; the bytes allocator (compression.bytes_allocation) uses both with storage candidates
+and byte costs.
 """
 
 from __future__ import annotations
