@@ -5,6 +5,11 @@ Command (from the repo root, inside .venv):
   python -m experiments.compress --config=configs/compress.py \
       --config.compression.tiling=penrose --workdir=workdirs/compress_penrose
   python -m experiments.compress --config=configs/compress.py:quick --workdir=/tmp/compress_quick
+  python -m experiments.compress --config=configs/compress.py:quick_alloc --workdir=/tmp/c_alloc
+  python -m experiments.compress --config=configs/compress.py \
+      --config.compression.bytes_ratio=0.12 --workdir=workdirs/compress_alloc_0.12
+    (bytes allocator: per-matrix GPTQ int3 / int3+r16 / int4 / int8 from measured logit KL
+    under 12 % of the float32 bytes; compression.bytes_allocation; not measured yet)
 
 Defaults = the best of results/sweep_baseline: whitened single SVD per matrix, param_ratio 0.8
 shared by a measured-sensitivity knapsack (budget_scope 'sensitivity': each matrix truncated
@@ -87,11 +92,20 @@ def compression_section() -> ml_collections.ConfigDict:
   # The layout the KL is measured with ('' = tiling); 'single' gives tiled runs the per-matrix
   # ratios of one SVD per matrix (a sweep measures that table once).
   c.sensitivity_tiling = ""
+  # Bytes allocator (compression.bytes_allocation), 0 = off: every selected matrix gets one of
+  # bytes_candidates, chosen from its measured logit KL (each matrix replaced alone, as the
+  # sensitivity pass above, sensitivity_windows windows) by an exact knapsack with stored bytes
+  # <= bytes_ratio x the matrices' float32 bytes; method / quantize / param_ratio are unused.
+  # Candidates 'METHOD:QUANT[+rRANK]': 'gptq:int4', 'gptq:int3+r16', 'rtn:int4',
+  # 'lowrank0.8:int8' (compression.candidates); () = gptq int3, int3+r16, int4, int8.
+  c.bytes_ratio = 0.0
+  c.bytes_candidates = ()
   return c
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-  """Returns the compress config; `quick` runs on the tiny model in seconds."""
+  """Returns the compress config; `quick` runs on the tiny model in seconds, `quick_alloc` is
+  `quick` with the bytes allocator at bytes_ratio 0.17 over RTN / GPTQ candidates."""
   config = ml_collections.ConfigDict()
   # Rerun on a workdir of another config or inputs: move that run aside and start afresh
   # (penrose_jax/jobs/workdir.py); False stops with the changed keys named.
@@ -121,7 +135,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   # Mesh / sharding rules / multi-host start-up (penrose_jax.parallel; see README "Running on
   # a TPU pod / multi-GPU"). The default is data-parallel over every device.
   config.parallel = default_parallel_config()
-  if arg == "quick":
+  if arg in ("quick", "quick_alloc"):
     config.model = "tiny"
     config.compression.tiles_per_matrix = 8
     config.calibration.num_windows = 8
@@ -129,6 +143,11 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.eval.window = 64
     config.eval.max_windows = 4
     config.eval.hidden_kl_windows = 2
+    if arg == "quick_alloc":  # the bytes allocator on the tiny model (~30 s)
+      config.compression.bytes_ratio = 0.17
+      config.compression.bytes_candidates = ("rtn:int3", "gptq:int4", "gptq:int3+r4",
+                                             "gptq:int8")
   elif arg:
-    raise ValueError(f"configs/compress.py: unknown variant {arg!r}; expected '' or 'quick'")
+    raise ValueError(f"configs/compress.py: unknown variant {arg!r}; expected '', 'quick' or "
+                     "'quick_alloc'")
   return config

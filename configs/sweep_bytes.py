@@ -15,6 +15,24 @@ results folder into results/sweep_bytes with experiments.sweep_merge (see its do
 `gptq_below_source` runs the four runs of `gptq` below the source file's bytes (GPTQ mix,
 int3 + correction, int3, RTN int3), for a workdir that already holds rtn_int4 / gptq_int4
 elsewhere (results/sweep_bytes/gptq); merge both folders.
+`alloc` runs `gptq_int4` (the reference: skipped where that workdir has it finished) and
+`alloc_0.12` (NOT measured yet; in no other variant and run by no test):
+the bytes allocator (compression.bytes_allocation) at bytes_ratio 0.12, each matrix one of
+GPTQ int3 / int3 + rank-16 correction / int4 / int8 (candidates.DEFAULT_CANDIDATES) chosen
+from its measured logit KL by an exact knapsack (the target: <= 12 % of the float32 bytes at
+<= 1.15x dense). Command, in the GPTQ workdir so gptq_int4 and the dense perplexities are
+reused (its results.csv then holds these two rows until the `gptq` variant is rerun there):
+  python -m experiments.sweep --config=configs/sweep_bytes.py:alloc \
+      --workdir=workdirs/sweep_bytes_gptq --config.results_dir=results/sweep_bytes/alloc
+Expected cost on the 2-core CPU machine (estimated from parts timed 2026-12-07 under load
+average 6, not a run): the KL pass puts each of 210 matrices in turn, as each of the 4
+candidates, through the rest of the model on 2 x 256 tokens: 4 x 3,255 block forwards at
+~0.16 s (one SmolLM2-shaped block, random weights) = ~35 min, plus 840 LM heads (~3 min) and the
+dense Grams of 64 calibration windows (~4 min); building the candidates (GPTQ int3 / int4 /
+int8 + the rank-16 correction on random matrices of SmolLM2's 7 shapes: 10 s per layer) ~5 min.
+Then the compress itself as a GPTQ run (~10 min: calibration, GPTQ, evaluation). About
+55-70 min in all; the per-candidate KL tables are cached in
+DIR/spectra_cache, so other bytes_ratio values then take only the ~10 min compress.
 
 Runs the `compress` job on SmolLM2-135M with configs/compress.py's strong baseline (one whitened
 SVD per matrix, sensitivity knapsack) at param_ratio 0.8 and 0.6 with the stored values in
@@ -46,6 +64,8 @@ GPTQ_QUANT = ("int8", "int4", "int3")
 # int4 for k / v / o and down (40.6 % of the projection weights), int3 elsewhere: 11.4 % of the
 # float32 bytes.
 MIX = ("attn/(k|v|o)_proj=int4", "mlp/down_proj=int4")
+# The bytes allocator at 12 % of the float32 bytes (default candidate menu); variant `alloc`.
+ALLOC = ("alloc_0.12", {"compression.bytes_ratio": 0.12})
 GPTQ_MEASURED = ("rtn_int4", "gptq_int4", "gptq_mix34", "gptq_int3_r16", "gptq_int3",
                  "rtn_int3")
 
@@ -53,9 +73,9 @@ GPTQ_MEASURED = ("rtn_int4", "gptq_int4", "gptq_mix34", "gptq_int3_r16", "gptq_i
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
   """Returns the bytes sweep; `quick` runs Penrose int8 and RTN int8 on the tiny model, `gptq`
   only RTN int4 / int3 and GPTQ int4 / int3 on SmolLM2."""
-  if arg not in ("", "quick", "gptq", "gptq_below_source"):
+  if arg not in ("", "quick", "gptq", "gptq_below_source", "alloc"):
     raise ValueError(f"configs/sweep_bytes.py: unknown variant {arg!r}; expected '', 'quick', "
-                     "'gptq' or 'gptq_below_source'")
+                     "'gptq', 'gptq_below_source' or 'alloc'")
   rtn = [(f"rtn_{quant}", {"compression.method": "rtn", "compression.quantize": quant})
          for quant in RTN_QUANT]
   gptq = [(f"gptq_{quant}", {"compression.method": "gptq", "compression.quantize": quant})
@@ -89,10 +109,13 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
       runs = [(name, dict(runs)[name]) for name in GPTQ_MEASURED]
     elif arg == "gptq_below_source":
       runs = [(name, dict(runs)[name]) for name in GPTQ_MEASURED[2:]]
+    elif arg == "alloc":
+      runs = [("gptq_int4", dict(runs)["gptq_int4"]), ALLOC]
   labels.update({name: "rtn" for name, _ in rtn})
   labels.update({name: "gptq" for name, _ in gptq})
   labels["gptq_mix34"] = "gptq int3/int4 mix"
   labels["gptq_int3_r16"] = "gptq int3 + rank-16 correction"
+  labels[ALLOC[0]] = "bytes allocator (gptq mix by measured KL)"
   return make_sweep_config(
       base, "compress", runs, title="bytes vs perplexity (low rank + quantization vs RTN)",
       description="Low-rank runs: one whitened SVD per matrix at param_ratio 0.8 / 0.6, stored "

@@ -12,6 +12,9 @@ exact knapsack then picks one candidate per matrix that minimizes their sum unde
 The pass streams layer by layer like pass 1 of the global scopes: it keeps the dense layers
 after the current one (to finish the forward pass of a perturbed model), the calibration
 activations of the current layer and the dense log-probabilities of the measured windows.
+`measure_replacements` is that pass for any per-matrix replacement and `knapsack_choices` the
+exact DP; the bytes allocator (compression.bytes_allocation) uses both with storage candidates
+and byte costs.
 """
 
 from __future__ import annotations
@@ -76,6 +79,66 @@ def _kl_function(config: ModelConfig) -> Callable:
   return jax.jit(kl)
 
 
+def measure_replacements(read_layer: Callable[[int], Any], globals_: Mapping[str, Any],
+                         x0: np.ndarray, cfg: CompressionConfig, fns: streaming.StreamFunctions,
+                         model_config: ModelConfig, windows: int, replacements: Callable,
+                         with_grams: bool, progress: Callable = lambda it, **_: it
+                         ) -> tuple[SensitivityTable, dict[str, Any]]:
+  """Logit KL of the dense model with one selected matrix replaced at a time (the machinery).
+
+  Streams layer by layer: every selected kernel of layer i is handed with its input Gram
+  (dense calibration activations over all N windows) to `replacements`, which yields the
+  approximations to measure; each one alone replaces the kernel, the rest of the model stays
+  dense, and the KL to the dense log-probabilities is measured on `windows` windows.
+
+  Args:
+    read_layer: i -> dense 'layers_i' params.
+    globals_: the non-layer params (embedding, final norm, LM head).
+    x0: (N, T, D) calibration embeddings; Grams use all N windows.
+    cfg: compression config (include / exclude select the kernels).
+    fns: `streaming.StreamFunctions` of the model.
+    model_config: the architecture.
+    windows: calibration windows the KL is measured on (spread over all N).
+    replacements: (path, w float32 (in, out), gram or None) -> iterable of
+      (key, w_hat, info): one row entry `key` per approximation `w_hat`; `info` is kept.
+    with_grams: compute each layer's input Grams (else `replacements` gets None).
+    progress: tqdm-like wrapper for the layer loop.
+
+  Returns:
+    (path -> {key: KL}, path -> {'shape': [in, out], 'info': {key: info}}).
+  """
+  num_layers = model_config.num_layers
+  layers = [read_layer(i) for i in range(num_layers)]
+  idx = measured_windows(x0.shape[0], windows)
+  kl_fn = _kl_function(model_config)
+  # Dense inputs of every layer on the measured windows, and the dense log-probabilities.
+  hs = [jnp.asarray(x0[idx])]
+  for layer in layers:
+    hs.append(fns.block(layer, hs[-1]))
+  dense_logp = jax.nn.log_softmax(llama.apply_head(globals_, hs[-1], model_config), axis=-1)
+  del hs[-1]
+  table: SensitivityTable = {}
+  extra: dict[str, Any] = {}
+  x = x0
+  for i in progress(range(num_layers), desc="sensitivity", unit="layer"):
+    key = f"layers_{i}"
+    grams = fns.grams(layers[i], x) if with_grams else {}
+    for path, proj, kernel in streaming.selected_kernels(key, layers[i], cfg):
+      w = np.asarray(kernel, np.float32)
+      row, infos = {}, {}
+      for name, w_hat, info in replacements(path, w, grams.get(proj)):
+        h = fns.block(streaming.replace_kernels(layers[i], {proj: w_hat}), hs[i])
+        for j in range(i + 1, num_layers):
+          h = fns.block(layers[j], h)
+        row[name] = float(kl_fn(globals_, h, dense_logp))
+        infos[name] = info
+      table[path] = row
+      extra[path] = {"shape": [int(s) for s in w.shape], "info": infos}
+    x = fns.forward(layers[i], x)  # dense calibration inputs of the next layer
+    layers[i] = None  # only later layers are needed from here on
+  return table, extra
+
+
 def measure(read_layer: Callable[[int], Any], globals_: Mapping[str, Any], x0: np.ndarray,
             cfg: CompressionConfig, fns: streaming.StreamFunctions, model_config: ModelConfig,
             candidates: Sequence[float], windows: int,
@@ -101,43 +164,65 @@ def measure(read_layer: Callable[[int], Any], globals_: Mapping[str, Any], x0: n
   bad = [c for c in candidates if not 0.0 < float(c) <= 1.0]
   if bad:
     raise ValueError(f"sensitivity_candidates must be in (0, 1], got {bad}")
-  num_layers = model_config.num_layers
-  layers = [read_layer(i) for i in range(num_layers)]
-  idx = measured_windows(x0.shape[0], windows)
-  kl_fn = _kl_function(model_config)
-  # Dense inputs of every layer on the measured windows, and the dense log-probabilities.
-  hs = [jnp.asarray(x0[idx])]
-  for layer in layers:
-    hs.append(fns.block(layer, hs[-1]))
-  dense_logp = jax.nn.log_softmax(llama.apply_head(globals_, hs[-1], model_config), axis=-1)
-  del hs[-1]
-  table: SensitivityTable = {}
-  sizes: dict[str, int] = {}
-  x = x0
-  for i in progress(range(num_layers), desc="sensitivity", unit="layer"):
-    key = f"layers_{i}"
-    grams = fns.grams(layers[i], x) if cfg.whiten else {}
-    for path, proj, kernel in streaming.selected_kernels(key, layers[i], cfg):
-      w = np.asarray(kernel, np.float32)
-      tiling = streaming.tiling_for(path, w.shape, cfg)
-      gram = grams.get(proj)
-      svds, _ = rank_blocks.tile_svds(w, tiling, gram, cfg.damping, cfg.svd_method)
-      row = {}
-      for c in candidates:
-        if float(c) >= 1.0:
-          continue
-        ranks = streaming.local_ranks(cfg, tiling, svds, float(c))
-        leaf = build_leaf(w, tiling, ranks, gram, cfg.damping, svds=svds)
-        w_hat = np.asarray(leaf.materialize_host(), np.float32)
-        h = fns.block(streaming.replace_kernels(layers[i], {proj: w_hat}), hs[i])
-        for j in range(i + 1, num_layers):
-          h = fns.block(layers[j], h)
-        row[ratio_key(c)] = float(kl_fn(globals_, h, dense_logp))
-      table[path] = row
-      sizes[path] = int(w.size)
-    x = fns.forward(layers[i], x)  # dense calibration inputs of the next layer
-    layers[i] = None  # only later layers are needed from here on
-  return table, sizes
+
+  def truncations(path, w, gram):
+    tiling = streaming.tiling_for(path, w.shape, cfg)
+    svds, _ = rank_blocks.tile_svds(w, tiling, gram, cfg.damping, cfg.svd_method)
+    for c in candidates:
+      if float(c) >= 1.0:
+        continue
+      ranks = streaming.local_ranks(cfg, tiling, svds, float(c))
+      leaf = build_leaf(w, tiling, ranks, gram, cfg.damping, svds=svds)
+      yield ratio_key(c), np.asarray(leaf.materialize_host(), np.float32), None
+
+  table, extra = measure_replacements(read_layer, globals_, x0, cfg, fns, model_config, windows,
+                                      truncations, cfg.whiten, progress)
+  return table, {p: int(np.prod(e["shape"])) for p, e in extra.items()}
+
+
+def knapsack_choices(options: Sequence[Sequence[tuple[int, float]]], budget: int
+                     ) -> Optional[list[int]]:
+  """Exact 0/1 multiple-choice knapsack: one option per item, least summed loss, cost <= budget.
+
+  Dynamic programme over integer budget units. Deterministic: among options reaching the same
+  state with the same loss the earlier option is kept, and among equal best totals the
+  smallest total cost is returned; an option with a strictly lower loss always wins a tie in
+  cost.
+
+  Args:
+    options: per item, (cost in budget units >= 0, loss) per option.
+    budget: budget in the same units.
+
+  Returns:
+    The chosen option index per item, or None when no choice fits the budget.
+  """
+  budget = int(budget)
+  if budget < 0:
+    return None
+  best = np.full(budget + 1, np.inf)
+  best[0] = 0.0
+  choices = np.zeros((len(options), budget + 1), np.int16)
+  for k, row in enumerate(options):
+    new = np.full(budget + 1, np.inf)
+    for ci, (cost, loss) in enumerate(row):
+      cost = int(cost)
+      if cost > budget:
+        continue
+      shifted = np.full(budget + 1, np.inf)
+      shifted[cost:] = best[:budget + 1 - cost] + loss
+      better = shifted < new
+      new[better] = shifted[better]
+      choices[k][better] = ci
+    best = new
+  if not np.isfinite(best).any():
+    return None
+  b = int(np.argmin(best))
+  out = [0] * len(options)
+  for k in range(len(options) - 1, -1, -1):
+    ci = int(choices[k][b])
+    out[k] = ci
+    b -= int(options[k][ci][0])
+  return out
 
 
 def knapsack_ratios(table: Mapping[str, Mapping[str, float]], sizes: Mapping[str, int],
@@ -178,27 +263,8 @@ def knapsack_ratios(table: Mapping[str, Mapping[str, float]], sizes: Mapping[str
       loss = 0.0 if c >= 1.0 else float(table[p][ratio_key(c)])
       row.append((int(math.ceil(c * sizes[p] / unit)), loss))
     options.append(row)
-  best = np.full(budget + 1, np.inf)
-  best[0] = 0.0
-  choices = np.zeros((len(paths), budget + 1), np.int8)
-  for k, row in enumerate(options):
-    new = np.full(budget + 1, np.inf)
-    for ci, (cost, loss) in enumerate(row):
-      if cost > budget:
-        continue
-      shifted = np.full(budget + 1, np.inf)
-      shifted[cost:] = best[:budget + 1 - cost] + loss
-      better = shifted < new
-      new[better] = shifted[better]
-      choices[k][better] = ci
-    best = new
-  if not np.isfinite(best).any():
+  picked = knapsack_choices(options, budget)
+  if picked is None:
     raise ValueError(f"param_ratio={param_ratio} is below the smallest candidate "
                      f"{cands[0]}: no choice of sensitivity_candidates fits the budget")
-  b = int(np.argmin(best))
-  out = {}
-  for k in range(len(paths) - 1, -1, -1):
-    ci = int(choices[k][b])
-    out[paths[k]] = cands[ci]
-    b -= options[k][ci][0]
-  return out
+  return {p: cands[ci] for p, ci in zip(paths, picked)}

@@ -20,8 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from penrose_jax.compression import (error_correction, gptq, rank_allocation, rank_blocks,
-                                     whitening)
+from penrose_jax.compression import (candidates, error_correction, gptq, rank_allocation,
+                                     rank_blocks, whitening)
 from penrose_jax.compression.leaves import rtn_quantize_dense
 from penrose_jax.compression.quantization import BITS
 from penrose_jax.compression.tiling import Tiling, make_tiling
@@ -44,9 +44,9 @@ def needs_global_pass(cfg: CompressionConfig) -> bool:
 
   Returns:
     True for method 'tiled' with rank_policy 'budget' and a model-wide budget_scope
-    ('global' or 'normalized').
+    ('global' or 'normalized'), unless the bytes allocator (bytes_ratio > 0) chooses instead.
   """
-  return (cfg.method == "tiled" and cfg.rank_policy == "budget"
+  return (not cfg.bytes_ratio and cfg.method == "tiled" and cfg.rank_policy == "budget"
           and cfg.budget_scope in rank_allocation.MODEL_WIDE_SCOPES)
 
 
@@ -58,8 +58,11 @@ def needs_activations(cfg: CompressionConfig) -> bool:
 
   Returns:
     True for whitened 'tiled' factoring, 'gptq' (its Hessian is the input Gram) and a
-    low-rank correction of rounding errors (whitened too).
+    low-rank correction of rounding errors (whitened too); under the bytes allocator, when
+    a candidate needs Grams (gptq, a correction, whitened lowrank).
   """
+  if cfg.bytes_ratio:
+    return any(c.needs_gram(cfg.whiten) for c in candidates.parse_all(cfg.bytes_candidates))
   return ((cfg.whiten and cfg.method == "tiled") or cfg.method == "gptq"
           or cfg.correction_rank > 0)
 
@@ -253,7 +256,8 @@ def compress_layer(layer_key: str, layer_params: Mapping[str, Any], x: Optional[
                    cfg: CompressionConfig, fns: Optional[StreamFunctions],
                    ranks: Optional[Mapping[str, list[int]]] = None,
                    timer: Optional[StageTimer] = None,
-                   matrix_ratios: Optional[Mapping[str, float]] = None
+                   matrix_ratios: Optional[Mapping[str, float]] = None,
+                   matrix_choices: Optional[Mapping[str, str]] = None
                    ) -> tuple[dict, dict, list[dict], dict[str, tuple[Tiling, list[int]]]]:
   """Pass 2 for one layer: replaces its selected kernels by compressed leaves.
 
@@ -269,6 +273,9 @@ def compress_layer(layer_key: str, layer_params: Mapping[str, Any], x: Optional[
       leaves (truncation, spectral coding, quantization, error rows) as 'build_leaves'.
     matrix_ratios: path -> that matrix's param_ratio (budget_scope 'sensitivity'); matrices
       not in it use cfg.param_ratio.
+    matrix_choices: path -> candidate text (bytes allocator, compression.bytes_allocation):
+      those matrices are stored as their candidate (`candidates.build`, on this layer's
+      sequential Grams), the row gets 'choice'; others follow cfg.method.
 
   Returns:
     (new layer params (input untouched), the same layer with each compressed kernel
@@ -282,7 +289,15 @@ def compress_layer(layer_key: str, layer_params: Mapping[str, Any], x: Optional[
   replace, approx, rows, layouts = {}, {}, [], {}
   for path, proj, kernel in selected_kernels(layer_key, layer_params, cfg):
     w = np.asarray(kernel, np.float32)
-    if cfg.method in ("rtn", "gptq"):
+    choice = (matrix_choices or {}).get(path)
+    if choice is not None:
+      with maybe_stage(timer, "factor"):
+        leaf, info = candidates.build(w, candidates.parse(choice), grams.get(proj), cfg)
+      with maybe_stage(timer, "build_leaves"):
+        w_hat = leaf.materialize_host()
+        rows.append({**matrix_row(path, w, leaf, gram=grams.get(proj), w_hat=w_hat),
+                     "choice": choice, **info})
+    elif cfg.method in ("rtn", "gptq"):
       info = {}
       with maybe_stage(timer, "factor"):
         if cfg.method == "rtn":

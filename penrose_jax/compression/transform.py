@@ -19,7 +19,8 @@ from typing import Any, Mapping, Optional
 import jax
 import numpy as np
 
-from penrose_jax.compression import error_correction, gptq, rank_allocation, rank_blocks, spectral as spectral_lib
+from penrose_jax.compression import (candidates, error_correction, gptq, rank_allocation,
+                                     rank_blocks, spectral as spectral_lib)
 from penrose_jax.compression.leaves import (DenseGroup, LowRankGroup, SpectralMatrix, TiledLowRank,
                                             rtn_quantize_dense)
 from penrose_jax.compression.pytree_codec import StaticArray
@@ -116,6 +117,8 @@ class CompressionConfig:
   sensitivity_candidates: Any = ()
   sensitivity_windows: int = 0
   sensitivity_tiling: str = ""
+  bytes_ratio: float = 0.0
+  bytes_candidates: Any = ()
 
 
 def as_compression_config(config: Any) -> CompressionConfig:
@@ -207,6 +210,11 @@ def validate_config(cfg: CompressionConfig) -> None:
   if not isinstance(cfg.sensitivity_windows, int) or cfg.sensitivity_windows < 0:
     raise ValueError(f"config.sensitivity_windows={cfg.sensitivity_windows!r} must be an "
                      "int >= 0 (0 = the default)")
+  if (isinstance(cfg.bytes_ratio, bool) or not isinstance(cfg.bytes_ratio, (int, float))
+      or not 0.0 <= cfg.bytes_ratio <= 1.0):
+    raise ValueError(f"config.bytes_ratio={cfg.bytes_ratio!r} must be a number in [0, 1] "
+                     "(stored / float32 bytes of the selected matrices; 0 = off)")
+  candidates.parse_all(cfg.bytes_candidates)  # errors name config.bytes_candidates
 
 
 def parse_quantize_overrides(overrides) -> list[tuple[re.Pattern, str]]:
@@ -424,6 +432,9 @@ def compress(params: Any, config: Any) -> tuple[dict, dict]:
     bytes_compressed over the compressed matrices.
   """
   cfg = as_compression_config(config)
+  if cfg.bytes_ratio:
+    raise ValueError(f"config.bytes_ratio={cfg.bytes_ratio} needs measured KLs over the whole "
+                     "model: only the streaming compress job (jobs/compress.py) applies it")
   # The streaming job computes Grams itself; this in-memory transform must be given them.
   needs_gram = cfg.whiten or cfg.method == "gptq" or cfg.correction_rank > 0
   if needs_gram and cfg.grams is None:

@@ -8,6 +8,8 @@ Workdir layout:
   report.json       params, bytes (+ source_bytes: the same matrices in the model's own GGUF
                     file), perplexities, hidden KL, per-matrix rows, wall time, peak RSS
   tiling_*.png      pictures of a few matrices' tilings, tiles coloured by rank
+  bytes_choices.png with compression.bytes_ratio: bits per weight chosen per matrix (the plan
+                    and per-candidate KL tables are stream/bytes_choices.json, stream/bytes_kl/)
 
 Parallelism: `config.parallel` (penrose_jax.parallel) builds the mesh at start-up; each layer's
 params are placed on it with the sharding rules (the jitted block forward / Gram passes follow
@@ -36,7 +38,7 @@ from absl import logging
 from tqdm import tqdm
 
 from penrose_jax.alignment import losses
-from penrose_jax.compression import sensitivity, spectra_cache, streaming
+from penrose_jax.compression import bytes_allocation, sensitivity, spectra_cache, streaming
 from penrose_jax.compression.tiling_plot import render_tiling_png
 from penrose_jax.compression.transform import as_compression_config, summarize_rows
 from penrose_jax.data import text_sources
@@ -316,8 +318,9 @@ def _run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
   skipped: list[str] = []
   calib_used: list[str] = []
   x0 = None
-  by_sensitivity = cfg.budget_scope == "sensitivity" and cfg.method == "tiled"
-  if needs_acts or streaming.needs_global_pass(cfg) or by_sensitivity:
+  by_sensitivity = (cfg.budget_scope == "sensitivity" and cfg.method == "tiled"
+                    and not cfg.bytes_ratio)  # bytes_ratio: the bytes allocator chooses
+  if needs_acts or streaming.needs_global_pass(cfg) or by_sensitivity or cfg.bytes_ratio:
     with timer.stage("calibrate"):
       tokens, calib_used, skipped = calibration_tokens(config, source.tokenizer)
       x0 = np.asarray(llama.embed_tokens(globals_, tokens), np.float32)
@@ -325,6 +328,14 @@ def _run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
   if by_sensitivity:
     shared = None if spectra_cache_dir is None else pathlib.Path(spectra_cache_dir)
     sens = sensitivity_ratios(config, cfg, source, globals_, x0, fns, stream_dir, shared, timer)
+  alloc = None
+  if cfg.bytes_ratio:  # per-matrix candidates under a bytes budget (compression.bytes_allocation)
+    alloc = bytes_allocation.choose(
+        source.read_layer, globals_, x0, cfg, fns, mcfg, stream_dir,
+        None if spectra_cache_dir is None else pathlib.Path(spectra_cache_dir),
+        bytes_allocation.table_key(config.model, config.calibration.to_dict(), cfg,
+                                   cfg.sensitivity_windows or sensitivity.DEFAULT_WINDOWS),
+        timer, tqdm)
   global_keys = sorted(globals_)
   del globals_  # embeddings / LM head are written already; streaming holds one layer only
   ranks = None
@@ -365,7 +376,8 @@ def _run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
     with timer.stage("load"):
       layer = parallel.shard_params({key: source.read_layer(i)}, mesh, layer_rules)[key]
     new_layer, approx_layer, rows, layouts = streaming.compress_layer(
-        key, layer, x, cfg, fns, ranks, timer, None if sens is None else sens["ratios"])
+        key, layer, x, cfg, fns, ranks, timer, None if sens is None else sens["ratios"],
+        None if alloc is None else alloc["choices"])
     with timer.stage("write"):
       model_source.save_params_part(model_dir, key, new_layer)
     if needs_acts:
@@ -413,6 +425,11 @@ def _run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
                               "reused_from": sens["reused_from"]}
     with timer.stage("plot"):
       plot_sensitivity_ratios(sens["ratios"], workdir / "sensitivity_ratios.png")
+  if alloc is not None:
+    metrics["bytes_allocation"] = bytes_allocation.report(alloc, rows)
+    metrics["bytes_ratio_achieved"] = metrics["bytes_allocation"]["bytes_ratio_achieved"]
+    with timer.stage("plot"):
+      bytes_allocation.plot_choices(alloc, workdir / "bytes_choices.png")
   picture_files = []
   for path, tile_ranks in state.values["layouts"].items():
     row = next(r for r in rows if r["name"] == path)
