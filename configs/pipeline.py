@@ -4,12 +4,17 @@ Command (from the repo root; `make demo` creates .venv and runs the demo variant
   python -m experiments.pipeline --config=configs/pipeline.py:demo --workdir=workdirs/demo
   python -m experiments.pipeline --config=configs/pipeline.py:quick --workdir=/tmp/pipeline_quick
 
-Stages: dense evaluation -> compress (configs/compress.py: one whitened SVD per matrix, param_ratio
-0.8 shared by the measured-sensitivity knapsack) -> KL alignment (logit KL, lr 3e-5) ->
-section-wise Q&A fine-tuning
-(stored factors) on the demo corpus -> final evaluation.
-Produces DIR/report.md (tables + plots), DIR/report.json, DIR/plots/*.png and one subfolder per
-stage (each with its own report.json). A rerun continues after the last finished stage.
+Stages: dense evaluation -> [optional domain warm-up, `warmup.enabled`: 1 epoch of the compress
+calibration sources on every dense weight, jobs/warmup.py; off in demo, on in quick] -> compress
+(configs/compress.py: one whitened SVD per matrix, param_ratio 0.8 shared by the
+measured-sensitivity knapsack) -> KL alignment (logit KL, lr 3e-5) -> Q&A fine-tuning of the
+stored factors with the recall recipe (configs/qa_tune.py INJECTION_RECIPE: fact restatements,
+short-answer Q&A, section text, shuffled, 10 % general replay from the packaged fallback
+prose; self-test on held-out wordings) on 3 demo-corpus documents -> final evaluation.
+Produces DIR/report.md (tables + plots; the chat prompt answered by every stage's model; a few
+self-test questions with the final model's answers), DIR/report.json, DIR/plots/*.png and one
+subfolder per stage (each with its own report.json; DIR/<stage>/chat.json). A rerun continues
+after the last finished stage.
 Every stage's perplexity is measured on the packaged demo corpus and general-English text
 (package:general_text), plus SOFC dev and LAMBADA where ../shared exists (`text_sets` below).
 Chat with the final model (report.md prints this command):
@@ -17,10 +22,12 @@ Chat with the final model (report.md prints this command):
       --config.model=workdirs/demo/qa_tune/model --prompt="What is the capital of France?"
 Leave text sets out with comma lists of their names: --config.eval.skip_text_sets=sofc_dev (dense
 and final evaluation), --config.compress.eval.skip_text_sets / --config.align.eval.skip_text_sets.
-The demo variant uses smaller calibration / evaluation sets, 20k tokens of alignment and short
-fine-tuning. Measured 2026-12-02 on the 2-core machine beside other jobs: 1,878 s after the dense
-stage (compress 930 s of which the sensitivity pass 684 s, align 606 s), plus ~3-5 min for the
-dense stage; final model SOFC dev 1.19x / LAMBADA 1.17x dense, answers "Paris" (results/demo).
+The demo variant uses smaller calibration / evaluation sets, 20k tokens of alignment and a
+14.6k-token recall stage (38 updates of 4 x 96). Measured 2026-12-02 on the 2-core machine beside
+other jobs, with the earlier section-wise rule-Q&A stage: 1,878 s after the dense stage (compress
+930 s of which the sensitivity pass 684 s, align 606 s), plus ~3-5 min for the dense stage;
+final model SOFC dev 1.19x / LAMBADA 1.17x dense, answers "Paris" (results/demo). The recall
+stage alone: results/demo/qa_stage_real/reading.md; the whole demo with it is not re-measured.
 SOFC-Exp extraction per stage (report.md table + bar plot, extraction/<stage>/ folders):
   --config.extraction.enabled=True (on in quick; off in demo, ~12 min more on SmolLM2-135M).
 Time of quick (tiny model): ~1-2 min.
