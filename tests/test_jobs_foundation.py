@@ -88,7 +88,7 @@ def test_pipeline_quick_writes_markdown_and_plots(tmp_path):
     align.measured_by_compress(str(tmp_path / "nothing.json"), eval_config, student, teacher)
 
 
-STAGE_ROWS = ("dense", "compressed", "aligned", "Q&A-tuned")
+STAGE_ROWS = ("dense", "warmed up", "compressed", "aligned", "Q&A-tuned")
 PLOTS = ("ppl_by_stage", "ppl_x_dense_by_stage", "hidden_divergence_per_layer", "align_loss",
          "qa_tune_sections")
 
@@ -96,7 +96,7 @@ PLOTS = ("ppl_by_stage", "ppl_x_dense_by_stage", "hidden_divergence_per_layer", 
 def _check_pipeline_report(report, text, workdir):
   """report.md's headline table, chat section and plots; every stage's packaged-set ppl."""
   summary = report["summary"]
-  for stage in ("dense", "compressed", "aligned", "qa_tuned"):
+  for stage in ("dense", "warmed", "compressed", "aligned", "qa_tuned"):
     for name in ("demo_corpus", "general_text"):
       assert math.isfinite(summary["ppl"][stage][name]), (stage, name)
       assert summary["ppl_x_dense"][stage][name] > 0, (stage, name)
@@ -112,6 +112,12 @@ def _check_pipeline_report(report, text, workdir):
   assert "final (Q&A-tuned)" in text
   assert "python -m experiments.generate --config=configs/generate.py --config.model=" in text
   assert "qa_tune/model" in text
+  # Every stage's model answered the chat prompt (the report shows where an answer breaks).
+  assert set(report["chat"]["stage_answers"]) == {"warmup", "compress", "align", "qa_tune"}
+  for label in ("| compressed |", "| aligned |", "| warmed up |"):
+    assert sum(line.startswith(label) for line in text.splitlines()) >= 2, label
+  _check_recall_stage(report, text, workdir)
+  _check_warmup_stage(report, text, workdir)
   for name in PLOTS:
     assert (workdir / "plots" / f"{name}.png").stat().st_size > 0, name
     assert f"(plots/{name}.png)" in text
@@ -133,6 +139,37 @@ def _check_pipeline_report(report, text, workdir):
   rel = compress_report["hidden_rel_error_per_layer"]
   assert len(rel) == len(compress_report["hidden_kl_per_layer"])
   assert all(math.isfinite(v) and v >= 0 for v in rel)
+
+
+def _check_recall_stage(report, text, workdir):
+  """The Q&A stage runs the recall recipe with general replay; report.md shows open questions."""
+  qa = report["stages"]["qa_tune"]
+  assert qa["mode"] == "onepass_augmented" and qa["qa_pairs_by_source"]["recall"] > 0
+  assert qa["row_counts"]["general"] > 0  # general replay reached the batches
+  assert "packaged fallback" in qa["general_text"]
+  assert qa["selftest_after"]["questions"] > 0
+  assert "self-test recall (held-out wordings of the taught facts)" in text
+  rows = report["open_questions"]
+  assert 1 <= len(rows) <= pipeline.OPEN_QUESTIONS
+  assert "## Open questions to the final model (self-test, held-out wordings)" in text
+  assert rows[0]["question"][:40].replace("|", "\\|") in text
+
+
+def _check_warmup_stage(report, text, workdir):
+  """The warm-up ran on the domain sources, wrote its report, and compress used its model."""
+  warm = json.loads((workdir / "warmup" / "report.json").read_text())
+  assert warm["job"] == "warmup" and warm["train_steps"] > 0 and warm["documents"] > 0
+  assert {"demo_corpus", "general_text"} <= set(warm["ppl_before"]) & set(warm["ppl_after"])
+  assert (workdir / "warmup" / "metrics.jsonl").stat().st_size > 0
+  compress_report = json.loads((workdir / "compress" / "report.json").read_text())
+  assert compress_report["config"]["model"] == str(workdir.resolve() / "warmup" / "model")
+  align_report = json.loads((workdir / "align" / "report.json").read_text())
+  assert align_report["config"]["teacher"] == str(workdir.resolve() / "warmup" / "model")
+  # compress measured the warmed model as its "dense" one, on the warm-up's windows.
+  for name, value in warm["ppl_after"].items():
+    assert math.isclose(compress_report["ppl_dense_by_set"][name], value, rel_tol=1e-3), name
+  assert report["summary"]["ppl"]["warmed"] == warm["ppl_after"]
+  assert "## Domain warm-up before compression" in text
 
 
 def test_pipeline_quick_without_shared_measures_every_stage(tmp_path, monkeypatch):

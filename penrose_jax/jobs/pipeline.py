@@ -2,10 +2,15 @@
 
 Stages, each in its own subfolder of the workdir and each the same job a user can run alone:
   dense/     load the model, answer a chat prompt, evaluate it (perplexity + benchmarks)
+  warmup/    with `warmup.enabled`: jobs.warmup (epochs of domain text on the dense model; compress
+             and align then use the warmed model as the dense one)
   compress/  jobs.compress (Penrose-tiled low-rank blocks, whitened, global budget)
   align/     jobs.align (KL alignment of the compressed model to the dense one)
-  qa_tune/   jobs.qa_tune (section-wise Q&A fine-tuning on the demo corpus)
+  qa_tune/   jobs.qa_tune (the recall recipe on the demo corpus: restatements, short-answer Q&A,
+             general replay; self-test on held-out wordings)
   final/     evaluation of the final model, same sets as dense/, and its answer to the chat prompt
+The chat prompt is answered by every stage's model (DIR/<stage>/chat.json), so the report shows
+where an answer breaks; a few self-test questions with the final model's answers follow.
   extraction/<dense|compressed|aligned|qa_tuned>/  with `extraction.enabled`: evaluate's SOFC-Exp
              extraction section alone (no text sets, no benchmarks) on each stage's model
 Then DIR/report.md, DIR/report.json and DIR/plots/*.png (`jobs/pipeline_report.py`: one row per
@@ -27,13 +32,22 @@ import ml_collections
 
 from penrose_jax.compression.transform import as_compression_config
 from penrose_jax.jobs import align, compress, config_checks, evaluate, model_source, qa_tune
+from penrose_jax.jobs import warmup
 from penrose_jax.jobs import workdir as workdir_guard
 from penrose_jax.jobs.pipeline_report import make_plots, render_markdown, summarize  # noqa: F401
 from penrose_jax.models import generation
 from penrose_jax.models.linear import dense_equivalent
 from penrose_jax.reporting import report_json
 
-STAGES = ("compress", "align", "qa_tune")
+STAGES = ("warmup", "compress", "align", "qa_tune")
+# Self-test questions (held-out wordings) shown in report.md with the final model's answers.
+OPEN_QUESTIONS = 4
+
+
+def stage_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The training stages this config runs, in order (warm-up only when enabled)."""
+  warm = config.get("warmup")
+  return tuple(s for s in STAGES if s != "warmup" or (warm is not None and warm.enabled))
 
 
 def _same_config(report_path: pathlib.Path, config: ml_collections.ConfigDict) -> bool:
@@ -99,22 +113,31 @@ def _evaluate_stage(spec: str, eval_config: ml_collections.ConfigDict, directory
 
 def _stage_configs(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str, Any]:
   """Wires each stage's input to the previous stage's output (derived here, not in get_config)."""
+  out = {}
+  dense = config.model
+  if "warmup" in stage_names(config):  # compress and align start from the warmed model
+    out["warmup"] = ml_collections.ConfigDict(config.warmup.to_dict())
+    del out["warmup"].enabled
+    out["warmup"].model = config.model
+    dense = str(workdir / "warmup" / "model")
   compress_cfg = ml_collections.ConfigDict(config.compress.to_dict())
-  compress_cfg.model = config.model
+  compress_cfg.model = dense
   align_cfg = ml_collections.ConfigDict(config.align.to_dict())
   align_cfg.student = str(workdir / "compress" / "model")
-  align_cfg.teacher = config.model
+  align_cfg.teacher = dense
   align_cfg.eval.compress_report = str(workdir / "compress" / "report.json")
   qa_cfg = ml_collections.ConfigDict(config.qa_tune.to_dict())
   qa_cfg.model = str(workdir / "align" / "model")
-  for cfg in (compress_cfg, align_cfg, qa_cfg):  # a stage whose inputs changed starts afresh
+  out.update({"compress": compress_cfg, "align": align_cfg, "qa_tune": qa_cfg})
+  for cfg in out.values():  # a stage whose inputs changed starts afresh
     cfg.overwrite = config.get("overwrite", False)
-  return {"compress": compress_cfg, "align": align_cfg, "qa_tune": qa_cfg}
+  return out
 
 
 # Extraction stage key -> (model folder under the workdir, or None for config.model; the last
 # training stage whose model it evaluates). The order is the report's row order.
-EXTRACTION_MODELS = {"dense": (None, None), "compressed": ("compress/model", "compress"),
+EXTRACTION_MODELS = {"dense": (None, None), "warmed": ("warmup/model", "warmup"),
+                     "compressed": ("compress/model", "compress"),
                      "aligned": ("align/model", "align"), "qa_tuned": ("qa_tune/model", "qa_tune")}
 
 
@@ -158,6 +181,8 @@ def extraction_stages(config: ml_collections.ConfigDict, workdir: pathlib.Path,
   eval_cfg = extraction_eval_config(config)
   out = {}
   for key, (folder, stage) in EXTRACTION_MODELS.items():
+    if stage is not None and stage not in ran_through:  # a stage this config does not run
+      continue
     spec = config.model if folder is None else str(workdir / folder)
     out[f"extraction_{key}"], _ = _evaluate_stage(
         spec, eval_cfg, workdir / "extraction" / key, cache_dir,
@@ -167,10 +192,10 @@ def extraction_stages(config: ml_collections.ConfigDict, workdir: pathlib.Path,
 
 def final_chat(model_dir: pathlib.Path, config: ml_collections.ConfigDict,
                cache_dir: pathlib.Path) -> str:
-  """The final model's greedy answer to config.chat_prompt (shown next to the dense answer).
+  """A stage model's greedy answer to config.chat_prompt (shown next to the dense answer).
 
   Args:
-    model_dir: the Q&A stage's model folder.
+    model_dir: a stage's model folder (the Q&A stage's: the final model).
     config: the pipeline config (chat_prompt, chat_max_new_tokens).
     cache_dir: model cache folder.
 
@@ -185,6 +210,60 @@ def final_chat(model_dir: pathlib.Path, config: ml_collections.ConfigDict,
   jax.clear_caches()
   gc.collect()
   return answer
+
+
+def stage_chat(stage_dir: pathlib.Path, config: ml_collections.ConfigDict,
+               cache_dir: pathlib.Path, ran: bool) -> str:
+  """A stage model's answer to the chat prompt, kept in DIR/<stage>/chat.json.
+
+  Args:
+    stage_dir: the stage folder (its model in stage_dir/model).
+    config: the pipeline config (chat_prompt, chat_max_new_tokens).
+    cache_dir: model cache folder.
+    ran: the stage (or one before it) ran anew: a stored answer is not reused.
+
+  Returns:
+    The answer text.
+  """
+  path = stage_dir / "chat.json"
+  key = {"prompt": config.chat_prompt, "max_new_tokens": config.chat_max_new_tokens}
+  if not ran and path.exists():
+    stored = json.loads(path.read_text())
+    if stored.get("key") == key:
+      return stored["answer"]
+  answer = final_chat(stage_dir / "model", config, cache_dir)
+  report_json.write_json_atomic(path, {"key": key, "answer": answer})
+  return answer
+
+
+def open_questions(qa_dir: pathlib.Path, count: int = OPEN_QUESTIONS) -> list[dict[str, Any]]:
+  """A few self-test questions (held-out wordings) with the answers before and after training.
+
+  Args:
+    qa_dir: the Q&A stage folder (its selftest_answers.json, jobs/qa_tune.py).
+    count: questions shown, one per document in turn.
+
+  Returns:
+    [{'question', 'gold', 'before', 'after', 'recalled'}]; [] without a self-test.
+  """
+  path = qa_dir / "selftest_answers.json"
+  if not path.exists():
+    return []
+  answers = json.loads(path.read_text())
+  before = {a["question"]: a.get("answer") for a in answers.get("before") or []}
+  after = answers.get("after_heldout") or []
+  by_doc: dict[str, list] = {}
+  for a in after:
+    by_doc.setdefault(a.get("doc_id", ""), []).append(a)
+  # Recalled ones first within each document, then documents in turn.
+  queues = [sorted(v, key=lambda a: -float(a.get("contains", 0))) for v in by_doc.values()]
+  picked = []
+  while len(picked) < count and any(queues):
+    for queue in queues:
+      if queue and len(picked) < count:
+        picked.append(queue.pop(0))
+  return [{"question": a["question"], "gold": a.get("gold"), "before": before.get(a["question"]),
+           "after": a.get("answer"), "recalled": bool(a.get("contains"))} for a in picked]
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:
@@ -226,24 +305,28 @@ def _run_claimed(config: ml_collections.ConfigDict, workdir: pathlib.Path, start
   stages: dict[str, Any] = {}
   stages["dense"], _ = _evaluate_stage(config.model, config.eval, workdir / "dense", cache_dir)
   configs = _stage_configs(config, workdir)
-  jobs = {"compress": compress.run, "align": align.run, "qa_tune": qa_tune.run}
+  jobs = {"warmup": warmup.run, "compress": compress.run, "align": align.run,
+          "qa_tune": qa_tune.run}
   upstream_ran = False  # once a stage runs anew, every later stage must too
   ran_through = {}
-  for name in STAGES:
+  stage_answers = {}
+  for name in stage_names(config):
     stages[name], ran = run_stage(name, jobs[name], configs[name], workdir / name, upstream_ran)
     upstream_ran = upstream_ran or ran
     ran_through[name] = upstream_ran
+    stage_answers[name] = stage_chat(workdir / name, config, cache_dir, upstream_ran)
+    print(f"[chat, {name} model] {config.chat_prompt}\n{stage_answers[name]}", flush=True)
   stages["final"], _ = _evaluate_stage(str(workdir / "qa_tune" / "model"), config.eval,
                                        workdir / "final", cache_dir, upstream_ran)
-  final_answer = final_chat(workdir / "qa_tune" / "model", config, cache_dir)
-  print(f"[chat, final model] {config.chat_prompt}\n{final_answer}", flush=True)
+  final_answer = stage_answers["qa_tune"]
   extraction = config.get("extraction")
   if extraction is not None and extraction.enabled:
     stages.update(extraction_stages(config, workdir, cache_dir, ran_through))
   summary = summarize(stages)
   plot_files = make_plots(stages, workdir)
   metrics = {"chat": {"prompt": config.chat_prompt, "answer": answer,
-                      "final_answer": final_answer}, "summary": summary,
+                      "final_answer": final_answer, "stage_answers": stage_answers},
+             "open_questions": open_questions(workdir / "qa_tune"), "summary": summary,
              "stages": {k: {kk: vv for kk, vv in v.items() if kk not in ("config", "matrices")}
                         for k, v in stages.items()},
              "plots": [str(p.relative_to(workdir)) for p, _ in plot_files]}

@@ -29,8 +29,10 @@ from penrose_jax.reporting import markdown, plots
 from penrose_jax.training.metrics_log import read_metrics
 
 # (summary key, label in tables and plots), in pipeline order.
-STAGE_ROWS = (("dense", "dense"), ("compressed", "compressed"), ("aligned", "aligned"),
-              ("qa_tuned", "Q&A-tuned"))
+STAGE_ROWS = (("dense", "dense"), ("warmed", "warmed up"), ("compressed", "compressed"),
+              ("aligned", "aligned"), ("qa_tuned", "Q&A-tuned"))
+# Chat table rows: (pipeline stage whose model answers, label); 'dense' is the chat before.
+CHAT_ROWS = (("warmup", "warmed up"), ("compress", "compressed"), ("align", "aligned"))
 # Text-set columns in this order first (packaged sets are measured in every clone).
 SET_ORDER = ("demo_corpus", "general_text", "sofc_dev", "lambada")
 # Feature-softmax KL values below this are float noise (softmax over 576 features saturates).
@@ -55,7 +57,10 @@ def stage_perplexities(stages: dict[str, Any]) -> tuple[dict, dict]:
 
   Dense and compressed come from the compress report (the same windows for both); aligned
   from the align report (its teacher value, on the same windows, is the reference); Q&A-tuned
-  from the final evaluation, whose reference is the dense evaluation (same windows).
+  from the final evaluation, whose reference is the dense evaluation (same windows). With a
+  warm-up stage, compress's "dense" model is the warmed one: the dense and warmed rows are the
+  warm-up report's before / after (on compress's windows), and every row's reference is the
+  dense model before the warm-up.
 
   Args:
     stages: stage name -> report ('dense', 'compress', 'align', 'qa_tune', 'final').
@@ -70,6 +75,11 @@ def stage_perplexities(stages: dict[str, Any]) -> tuple[dict, dict]:
          "aligned": dict(al.get("ppl_after", {})), "qa_tuned": dict(final)}
   refs = {"dense": dense, "compressed": dense, "aligned": al.get("ppl_teacher", {}),
           "qa_tuned": dense_eval}
+  warm = stages.get("warmup")
+  if warm:
+    ppl["dense"], ppl["warmed"] = dict(warm.get("ppl_before", {})), dict(warm.get("ppl_after", {}))
+    refs.update(dense=ppl["dense"], warmed=ppl["dense"], compressed=ppl["dense"],
+                aligned=ppl["dense"])
   ratios = {stage: {name: _ratio(v, refs[stage].get(name)) for name, v in values.items()}
             for stage, values in ppl.items()}
   return ppl, ratios
@@ -113,6 +123,10 @@ def summarize(stages: dict[str, Any]) -> dict[str, Any]:
       "heldout_ll_accuracy_after": qa.get("heldout_ll_accuracy_after"),
       "heldout_f1_before": qa.get("heldout_f1_before"),
       "heldout_f1_after": qa.get("heldout_f1_after"),
+      "qa_mode": qa.get("mode"), "qa_train_tokens": qa.get("train_tokens"),
+      "selftest_before": (qa.get("selftest_before") or {}).get("recall"),
+      "selftest_after": (qa.get("selftest_after") or {}).get("recall"),
+      "selftest_recalled_after": (qa.get("selftest_after") or {}).get("by_doc"),
       "accuracy_dense": stages["dense"]["accuracy"], "accuracy_final": stages["final"]["accuracy"],
       "extraction": {name: scores for name, scores in extraction_rows(stages)},
   }
@@ -130,10 +144,15 @@ def headline_table(summary: dict[str, Any]) -> str:
   sets = ordered_sets(summary["ppl"])
   headers = ["stage"] + [h for n in sets for h in (n, f"{n} x dense")]
   rows = []
-  for key, label in STAGE_ROWS:
+  for key, label in _stage_rows(summary):
     values, ratios = summary["ppl"].get(key, {}), summary["ppl_x_dense"].get(key, {})
     rows.append([label] + [c for n in sets for c in (values.get(n), _times(ratios.get(n)))])
   return markdown.table(headers, rows)
+
+
+def _stage_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
+  """STAGE_ROWS without the warm-up row of a pipeline that ran none."""
+  return [(k, label) for k, label in STAGE_ROWS if k != "warmed" or k in summary["ppl"]]
 
 
 def _times(ratio: Optional[float]) -> Optional[str]:
@@ -145,9 +164,10 @@ def _stage_plot(summary: dict[str, Any], out_dir: pathlib.Path) -> list[tuple]:
   sets = ordered_sets(ppl)
   if not sets:
     return []
-  labels = [label for _, label in STAGE_ROWS]
-  series = {n: [ppl.get(key, {}).get(n) for key, _ in STAGE_ROWS] for n in sets}
-  ratio_series = {n: [summary["ppl_x_dense"].get(key, {}).get(n) for key, _ in STAGE_ROWS]
+  rows = _stage_rows(summary)
+  labels = [label for _, label in rows]
+  series = {n: [ppl.get(key, {}).get(n) for key, _ in rows] for n in sets}
+  ratio_series = {n: [summary["ppl_x_dense"].get(key, {}).get(n) for key, _ in rows]
                   for n in sets}
   path = plots.category_plot(labels, series, out_dir / "ppl_by_stage.png",
                              "Perplexity after each stage", "perplexity", logy="auto")
@@ -281,6 +301,8 @@ def _qa_plot(qa_dir: pathlib.Path, qa_report: dict[str, Any],
   if not panels:
     return []
   path = plots.panel_plot(panels, out_dir / "qa_tune_sections.png")
+  if not traces:  # a shuffled run (the recall recipe) has no per-section traces
+    return [(path, "Q&A fine-tuning: training loss per step.")]
   return [(path, "Section-wise Q&A fine-tuning: training loss per step; per section the loss "
                  "on its Q&A before and after its updates, and the token F1 of greedy answers "
                  "(the section's traced questions after its updates; held-out questions of "
@@ -511,8 +533,11 @@ def render_markdown(report: dict[str, Any], stages: dict[str, Any],
            "../shared.\n",
            f"## Chat: {chat['prompt']}\n",
            markdown.table(["model", "answer"],
-                          [["dense", _one_line(chat.get("answer"))],
-                           ["final (Q&A-tuned)", _one_line(chat.get("final_answer"))]]),
+                          [["dense", _one_line(chat.get("answer"))]]
+                          + [[label, _one_line(chat["stage_answers"][stage])]
+                             for stage, label in CHAT_ROWS
+                             if stage in (chat.get("stage_answers") or {})]
+                          + [["final (Q&A-tuned)", _one_line(chat.get("final_answer"))]]),
            "Chat with the final model (greedy; `--config.prompts_path=FILE.jsonl "
            "--workdir=DIR` answers a file of prompts into DIR/generations.jsonl):\n",
            "```\n" + chat_command(final_dir, chat["prompt"]) + "\n```\n",
@@ -526,12 +551,19 @@ def render_markdown(report: dict[str, Any], stages: dict[str, Any],
                           [["logit KL", s["logit_kl_before_align"], s["logit_kl_after_align"]],
                            ["hidden KL", s["hidden_kl_before_align"],
                             s["hidden_kl_after_align"]]]),
-           "## Section-wise Q&A fine-tuning (held-out questions, closed book)\n",
+           f"## Q&A fine-tuning ({s.get('qa_mode') or '?'}, {s.get('qa_train_tokens')} train "
+           "tokens; closed book)\n",
            markdown.table(["metric", "before", "after"],
-                          [["log-likelihood ranking accuracy", s["heldout_ll_accuracy_before"],
-                            s["heldout_ll_accuracy_after"]],
-                           ["token F1 of greedy answers", s["heldout_f1_before"],
-                            s["heldout_f1_after"]]]),
+                          [["held-out questions: log-likelihood ranking accuracy",
+                            s["heldout_ll_accuracy_before"], s["heldout_ll_accuracy_after"]],
+                           ["held-out questions: token F1 of greedy answers",
+                            s["heldout_f1_before"], s["heldout_f1_after"]]]
+                          + ([["self-test recall (held-out wordings of the taught facts)",
+                               s.get("selftest_before"), s.get("selftest_after")]]
+                             if s.get("selftest_after") is not None else [])),
+           *_open_questions_lines(report.get("open_questions") or [],
+                                  s.get("selftest_recalled_after")),
+           *_warmup_lines(stages.get("warmup")),
            "## General benchmarks (forgetting)\n"]
   benches = sorted(set(s["accuracy_dense"]) | set(s["accuracy_final"]))
   lines.append(markdown.table(["benchmark", "dense model", "final model"],
@@ -554,6 +586,36 @@ def render_markdown(report: dict[str, Any], stages: dict[str, Any],
   if skipped:
     lines.append("## Skipped (data not found)\n" + "\n".join(f"- {m}" for m in skipped) + "\n")
   return "\n".join(lines)
+
+
+def _open_questions_lines(rows: list[dict[str, Any]], recalled: Optional[dict]) -> list[str]:
+  """report.md's open questions: self-test questions with the answers before / after."""
+  if not rows:
+    return []
+  gold = lambda g: " / ".join(g) if isinstance(g, list) else g
+  lines = ["## Open questions to the final model (self-test, held-out wordings)\n",
+           markdown.table(["question", "gold", "before", "final model", "recalled"],
+                          [[_one_line(r["question"]), _one_line(gold(r["gold"])),
+                            _one_line(r["before"]), _one_line(r["after"]),
+                            "yes" if r["recalled"] else "no"] for r in rows])]
+  if recalled:
+    lines.append("Facts recalled after training, per document: " + "; ".join(
+        f"{doc} {text}" for doc, text in sorted(recalled.items())) + "\n")
+  return lines
+
+
+def _warmup_lines(warm: Optional[dict[str, Any]]) -> list[str]:
+  """report.md's warm-up section (its perplexities are the table's dense / warmed rows)."""
+  if not warm:
+    return []
+  return ["## Domain warm-up before compression\n",
+          markdown.table(["documents", "epochs", "train tokens", "tokens/s", "learning rate",
+                          "final loss"],
+                         [[warm.get("documents"), warm.get("epochs"), warm.get("train_tokens"),
+                           warm.get("tokens_per_s"), warm.get("learning_rate"),
+                           warm.get("final_train_loss")]]),
+          "Perplexity before / after: the 'dense' and 'warmed up' rows of the first table; "
+          "compress and align start from / align to the warmed model.\n"]
 
 
 def _one_line(text: Optional[str]) -> Optional[str]:

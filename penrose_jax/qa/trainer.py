@@ -138,6 +138,9 @@ class CurriculumConfig:
   log_every: int = 1
   max_traces: Optional[int] = None
   checkpoint_every_sections: int = 1
+  # One-pass and shuffled modes: also a train-state checkpoint every this many updates (0 =
+  # only at the end and at curve-point stops); a killed run resumes from the latest.
+  checkpoint_every_steps: int = 0
   completion: str = "answer_reasoning"
   curriculum_passes: int = 1
   pack_qa: bool = False
@@ -518,7 +521,8 @@ def train(model_config: ModelConfig, params: Any, tokenizer: Any, documents: Seq
   total_tokens, total_seconds = 0, 0.0
   logged = MetricsLog(str(workdir / "metrics.jsonl")).logged_at(restored_step)
   final_loss = logged.get("loss") if logged and restored_step > 0 else None
-  common = dict(log_every=cfg.log_every, checkpoint_every=0, max_to_keep=2, resume=False,
+  common = dict(log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every_steps,
+                max_to_keep=2, resume=False,
                 progress=progress, async_checkpoints=False)
 
   curve_path = workdir / "curve.jsonl"
