@@ -5,9 +5,10 @@ import re
 import pytest
 
 from penrose_jax.jobs import model_source
-from penrose_jax.qa import fact_recall, filtering, ingest, model_generate, records, train_data
+from penrose_jax.data import ingest
+from penrose_jax.qa import fact_recall, filtering, model_generate, records, train_data
 from penrose_jax.qa import trainer
-from penrose_jax.qa.injection_benchmark import corpus_dir
+from penrose_jax.data.injection_benchmark import corpus_dir
 
 MARKDOWN = """# Veltrane-7: A Self-Healing Oxide Ceramic
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from penrose_jax.jobs import model_source
-from penrose_jax.qa import demo_corpus, generate_rules, ingest, records, train_data, trainer
+from penrose_jax.data import demo_corpus, ingest
+from penrose_jax.qa import generate_rules, records, train_data, trainer
 
 
 def test_curve_steps_are_evenly_spaced_or_snapped_to_section_ends():

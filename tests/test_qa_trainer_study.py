@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from penrose_jax.jobs import model_source
-from penrose_jax.qa import demo_corpus, generate_rules, ingest, study_material, train_data
+from penrose_jax.data import demo_corpus, ingest
+from penrose_jax.qa import generate_rules, study_material, train_data
 from penrose_jax.qa import trainer
 
 

@@ -24,7 +24,8 @@ import ml_collections
 
 from penrose_jax.data import paths
 from penrose_jax.models.linear import dense_equivalent
-from penrose_jax.qa import exam, ingest
+from penrose_jax.data import ingest
+from penrose_jax.qa import exam
 from penrose_jax.reporting import report_json
 
 SCALAR_KEYS = ("exam_accuracy_sum", "exam_accuracy_mean", "exam_em", "exam_f1",

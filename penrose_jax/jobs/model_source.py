@@ -194,7 +194,7 @@ def _load_model_checkpoint(directory: pathlib.Path) -> Loaded:
 
 def _tiny_training_text() -> list[str]:
   try:
-    from penrose_jax.qa import demo_corpus
+    from penrose_jax.data import demo_corpus
     files = sorted(pathlib.Path(demo_corpus.demo_corpus_dir()).glob("*.md"))
     texts = [f.read_text(encoding="utf-8") for f in files]
   except (ImportError, FileNotFoundError, AttributeError):

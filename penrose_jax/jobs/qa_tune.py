@@ -31,7 +31,8 @@ from penrose_jax.data import paths
 from penrose_jax.jobs import config_checks, exam_eval, model_source, self_test
 from penrose_jax.jobs import workdir as workdir_guard
 from penrose_jax.models import lora
-from penrose_jax.qa import curated, ingest, model_generate, qa_eval, train_data
+from penrose_jax.data import ingest
+from penrose_jax.qa import curated, model_generate, qa_eval, train_data
 from penrose_jax.qa import fact_recall, records, sofc_source, study_material, trainer
 from penrose_jax.reporting import report_json
 

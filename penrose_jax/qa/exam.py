@@ -29,7 +29,8 @@ from typing import Any, Collection, Optional, Sequence
 from penrose_jax.data import paths
 from penrose_jax.evaluation import multiple_choice
 from penrose_jax.models.config import ModelConfig
-from penrose_jax.qa import ingest, qa_eval, records, train_data, trainer
+from penrose_jax.data import ingest
+from penrose_jax.qa import qa_eval, records, train_data, trainer
 
 NO_DOC = "(no doc_id)"  # per-document key of questions without a doc_id
 

@@ -35,7 +35,7 @@ import re
 from typing import Any, Iterable, Sequence
 
 from penrose_jax.qa import filtering, records
-from penrose_jax.qa.ingest import Document, Section
+from penrose_jax.data.ingest import Document, Section
 from penrose_jax.qa.records import QAPair
 from penrose_jax.qa.study_facts import (BLANK, StudyFact, cap, clean_markup, extract_facts, norm,
                                         section_entities, study_sentences)

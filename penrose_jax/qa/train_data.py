@@ -336,7 +336,7 @@ def load_general_texts(path: Optional[str | pathlib.Path], max_texts: int = 200
   Returns:
     (texts, source note).
   """
-  from penrose_jax.qa import general_text  # local: tiny module, only replay needs it
+  from penrose_jax.data import general_text  # local: tiny module, only replay needs it
   if path:
     path = pathlib.Path(path)
     if path.is_file():

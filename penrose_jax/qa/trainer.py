@@ -52,7 +52,7 @@ from penrose_jax.qa import train_data
 from penrose_jax.qa.run_control import (RECIPE_LEARNING_RATES, TRAINABLE,  # noqa: F401
                                         curve_steps, group_exposures, plateaued,
                                         resolved_learning_rate)
-from penrose_jax.qa.ingest import Document, Section
+from penrose_jax.data.ingest import Document, Section
 from penrose_jax.qa import records
 from penrose_jax.qa.records import QAPair
 from penrose_jax.training import (MetricsLog, OptimizerConfig, TrainCheckpoints,
