@@ -22,7 +22,8 @@ sys.path.insert(0, str(ROOT))
 
 from configs import align as align_config  # noqa: E402
 from penrose_jax.alignment.align import make_alignment_eval  # noqa: E402
-from penrose_jax.jobs import align, model_source  # noqa: E402
+from penrose_jax.io import model_registry  # noqa: E402
+from penrose_jax.jobs import align  # noqa: E402
 from penrose_jax.reporting import report_json  # noqa: E402
 from penrose_jax.training.metrics_log import read_metrics  # noqa: E402
 
@@ -35,8 +36,8 @@ def main() -> None:
   parser.add_argument("--out", required=True)
   args = parser.parse_args()
   config = align_config.get_config()
-  student = model_source.load(args.student)
-  teacher = model_source.load(args.teacher)
+  student = model_registry.load(args.student)
+  teacher = model_registry.load(args.teacher)
   windows, groups, _ = align.validation_windows(config, student.tokenizer)
   eval_fn = make_alignment_eval(teacher.params, student.config, windows,
                                 align.alignment_config(config).objective, config.batch_size,

@@ -50,7 +50,8 @@ import jax  # noqa: E402
 from configs import qa_tune as qa_tune_config  # noqa: E402
 from penrose_jax.data import paths  # noqa: E402
 from penrose_jax.evaluation import extraction, sofc_annotations  # noqa: E402
-from penrose_jax.jobs import model_source, qa_tune  # noqa: E402
+from penrose_jax.io import model_registry  # noqa: E402
+from penrose_jax.jobs import qa_tune  # noqa: E402
 from penrose_jax.jobs.pipeline_report import (EXTRACTION_COLUMNS, extraction_plot,  # noqa: E402
                                               extraction_scores, extraction_table)
 from penrose_jax.models.linear import dense_equivalent  # noqa: E402
@@ -59,7 +60,7 @@ from penrose_jax.reporting import markdown, report_json  # noqa: E402
 METHODS = ("majority", "zero_shot", "k_shot", "adapted", "onepass")
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", None, "output folder (rerun to continue)", required=True)
-flags.DEFINE_string("model", "default", "model spec (jobs/model_source.load)")
+flags.DEFINE_string("model", "default", "model spec (io/model_registry.load)")
 flags.DEFINE_string("data_root", "../shared/data/sofc_exp", "SOFC-Exp root (a config path)")
 flags.DEFINE_string("split", "dev", "evaluated split")
 flags.DEFINE_list("methods", list(METHODS), "rows to measure")
@@ -113,7 +114,7 @@ def score_model(model: Any, args: dict[str, Any], root: pathlib.Path, shots: int
   """Detection on its own draw, then entities and slots on theirs, at one shot count.
 
   Args:
-    model: a model_source.Loaded with dense-equivalent params.
+    model: a model_registry.Loaded with dense-equivalent params.
     args: the driver settings.
     root: resolved data root.
     shots: shot count.
@@ -303,8 +304,8 @@ def measure(args: dict[str, Any], out: pathlib.Path) -> list[dict[str, Any]]:
   base_spec = {"dense": args["model"], "compressed": args["compressed"]}
   if args["model"] == "tiny":  # build once, so the training runs see the same files
     tiny = out / "model_cache" / "tiny"
-    if not model_source.is_model_checkpoint(tiny):
-      model_source.build_tiny_model(tiny)
+    if not model_registry.is_model_checkpoint(tiny):
+      model_registry.build_tiny_model(tiny)
     base_spec["dense"] = str(tiny)
   rows: dict[str, dict[str, Any]] = {}
   loaded: dict[str, Any] = {}  # one model in memory at a time
@@ -326,7 +327,7 @@ def measure(args: dict[str, Any], out: pathlib.Path) -> list[dict[str, Any]]:
     if spec not in loaded:
       loaded.clear()
       jax.clear_caches()
-      model = model_source.load(spec, cache_dir=out / "model_cache")
+      model = model_registry.load(spec, cache_dir=out / "model_cache")
       # Compressed leaves score through their dense equivalent (the dense compiled forward).
       loaded[spec] = model._replace(params=dense_equivalent(model.params))
     print(f"[{name}] scoring {spec}", flush=True)

@@ -22,7 +22,7 @@ Outputs in DIR: report.json (heldout_ll_accuracy/em/f1 before/after, general_acc
 before/after per benchmark, train_tokens, tokens_per_s, wall_s, mode, qa_pairs_by_source,
 filter_rejection_rate, ...), qa_pairs.jsonl (+ .progress, .rejected.jsonl), traces.jsonl
 (per section: questions, greedy answers before/after, losses), metrics.jsonl, checkpoints/,
-eval_before.json, heldout_answers.json, model/ (a model checkpoint folder: model_source.load
+eval_before.json, heldout_answers.json, model/ (a model checkpoint folder: model_registry.load
 accepts it); with an exam (exam_path / open_exam_path): exam_accuracy_sum / exam_accuracy_mean /
 exam_em / exam_f1 / exam_by_doc before/after in report.json, exam_before.json, exam_answers.json.
 The team's injection benchmark: --config.corpus=package:injection_corpus --config.heldout_path=

@@ -104,9 +104,9 @@ def test_packages_import_only_lower_packages():
 
 def test_the_walk_sees_imports():
   # The walker must find what it guards against, or the test above proves nothing.
-  assert "penrose_jax.jobs.model_source" in _file_imports(PACKAGE / "jobs" / "evaluate.py")
-  sample = ("def f():\n  from penrose_jax.jobs import model_source\n"
+  assert "penrose_jax.io.model_registry" in _file_imports(PACKAGE / "jobs" / "evaluate.py")
+  sample = ("def f():\n  from penrose_jax.jobs import workdir\n"
             "import penrose_jax.data.ingest as ingest\nfrom ..qa import records\n")
   found = imported_modules(sample, "penrose_jax.data")
-  assert {"penrose_jax.jobs", "penrose_jax.jobs.model_source", "penrose_jax.data.ingest",
+  assert {"penrose_jax.jobs", "penrose_jax.jobs.workdir", "penrose_jax.data.ingest",
           "penrose_jax.qa.records"} <= found

@@ -8,7 +8,8 @@ import pytest
 from configs import evaluate as evaluate_config
 from configs import generate as generate_config
 from penrose_jax.evaluation import multiple_choice
-from penrose_jax.jobs import evaluate, generate, model_source
+from penrose_jax.io import model_registry
+from penrose_jax.jobs import evaluate, generate
 from penrose_jax.qa import exam, train_data
 
 
@@ -94,7 +95,7 @@ def test_load_exams_reads_comma_lists_and_packaged_names(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir):
-  return model_source.load(str(tiny_model_dir))
+  return model_registry.load(str(tiny_model_dir))
 
 
 def test_scores_match_the_multiple_choice_scorer_and_group_by_document(tiny):
@@ -171,8 +172,8 @@ def test_evaluate_job_reports_the_exam_and_fails_on_a_bad_line(tmp_path, tiny_mo
 
 def test_generate_reads_a_prompts_file_and_loads_once(tmp_path, tiny_model_dir, monkeypatch):
   loads = []
-  real_load = model_source.load
-  monkeypatch.setattr(model_source, "load", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+  real_load = model_registry.load
+  monkeypatch.setattr(model_registry, "load", lambda *a, **k: loads.append(a) or real_load(*a, **k))
   config = generate_config.get_config("quick")
   config.model = str(tiny_model_dir)
   config.max_new_tokens = 3

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from penrose_jax.jobs import model_source
+from penrose_jax.io import model_registry
 from penrose_jax.data import ingest
 from penrose_jax.qa import fact_recall, filtering, model_generate, records, train_data
 from penrose_jax.qa import trainer
@@ -124,7 +124,7 @@ def test_packaged_benchmark_material_covers_every_document():
 
 @pytest.fixture(scope="module")
 def tokenizer(tiny_model_dir):
-  return model_source.load(str(tiny_model_dir)).tokenizer
+  return model_registry.load(str(tiny_model_dir)).tokenizer
 
 
 def test_pack_distinct_texts_never_puts_two_paraphrases_of_a_fact_in_one_row(tokenizer):
@@ -163,7 +163,7 @@ def test_answer_rank_is_one_for_the_greedy_token_and_logprob_adds_up(tiny_model_
   import jax.numpy as jnp
   from penrose_jax.models import llama
   from penrose_jax.qa import answer_rank
-  loaded = model_source.load(str(tiny_model_dir))
+  loaded = model_registry.load(str(tiny_model_dir))
   tok, question = loaded.tokenizer, "What is the band gap of silicon?"
   prompt = tok.encode(train_data.qa_prompt(tok, question))
   logits = llama.forward(loaded.params, jnp.asarray([prompt]), loaded.config).logits[0, -1]

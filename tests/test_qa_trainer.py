@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from penrose_jax.jobs import model_source
+from penrose_jax.io import model_registry
 from penrose_jax.data import demo_corpus, ingest
 from penrose_jax.qa import generate_rules, train_data, trainer
 from penrose_jax.training import read_metrics
@@ -51,7 +51,7 @@ def test_onepass_plan_same_budget_in_reading_order():
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir):
-  return model_source.load(str(tiny_model_dir))
+  return model_registry.load(str(tiny_model_dir))
 
 
 def test_qa_example_loss_mask_covers_completion_only(tiny):

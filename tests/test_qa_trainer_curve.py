@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from penrose_jax.jobs import model_source
+from penrose_jax.io import model_registry
 from penrose_jax.data import demo_corpus, ingest
 from penrose_jax.qa import generate_rules, records, train_data, trainer
 
@@ -21,7 +21,7 @@ def test_curve_steps_are_evenly_spaced_or_snapped_to_section_ends():
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir):
-  return model_source.load(str(tiny_model_dir))
+  return model_registry.load(str(tiny_model_dir))
 
 
 def _corpus():

@@ -5,7 +5,7 @@ import chex
 import numpy as np
 import pytest
 
-from penrose_jax.jobs import model_source
+from penrose_jax.io import model_registry
 from penrose_jax.data import demo_corpus, ingest
 from penrose_jax.qa import generate_rules, study_material, train_data
 from penrose_jax.qa import trainer
@@ -64,7 +64,7 @@ def test_shuffled_plan_keeps_the_rows_and_drops_the_section_order():
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir):
-  return model_source.load(str(tiny_model_dir))
+  return model_registry.load(str(tiny_model_dir))
 
 
 def _corpus():

@@ -26,7 +26,8 @@ from penrose_jax import parallel
 from penrose_jax.alignment.align import AlignmentConfig, ObjectiveConfig, align
 from penrose_jax.data import text_sources
 from penrose_jax.evaluation import perplexity
-from penrose_jax.jobs import compress, config_checks, model_source
+from penrose_jax.io import model_registry
+from penrose_jax.jobs import compress, config_checks
 from penrose_jax.jobs import workdir as workdir_guard
 from penrose_jax.models.linear import dense_equivalent
 from penrose_jax.reporting import plots, report_json
@@ -250,8 +251,8 @@ def _run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict
   if not teacher_spec:
     raise ValueError("config.teacher is empty; name the original model the student came from")
   with timer.stage("load"):
-    student = model_source.load(student_spec)
-    teacher = model_source.load(teacher_spec, cache_dir=teacher_cache)
+    student = model_registry.load(student_spec)
+    teacher = model_registry.load(teacher_spec, cache_dir=teacher_cache)
   # The compress section only counts when this job compresses (no student given).
   config_checks.check_context({k: v for k, v in config.items() if k != "compress"},
                               student.config.max_position, student.name)
@@ -291,7 +292,7 @@ def _align_loaded(config: ml_collections.ConfigDict, workdir: pathlib.Path, star
     ppl_teacher, _ = _perplexities_except(known_teacher, lambda: teacher.params,
                                           teacher.config, tok, config.eval)
   with timer.stage("write"):
-    model_source.save_model_checkpoint(
+    model_registry.save_model_checkpoint(
         workdir / "model", student.config, aligned, tok,
         provenance={"name": f"{student.name} + KL alignment", "source_model": teacher_spec,
                     "student": student_spec})

@@ -41,7 +41,8 @@ from penrose_jax.compression.tiling_plot import render_tiling_png
 from penrose_jax.compression.transform import as_compression_config, summarize_rows
 from penrose_jax.data import text_sources
 from penrose_jax.evaluation import perplexity
-from penrose_jax.jobs import config_checks, model_source
+from penrose_jax.io import model_registry
+from penrose_jax.jobs import config_checks
 from penrose_jax.jobs import workdir as workdir_guard
 from penrose_jax import parallel
 from penrose_jax.models import llama
@@ -299,7 +300,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
   stream_dir, model_dir = workdir / "stream", workdir / "model"
   stream_dir.mkdir(parents=True, exist_ok=True)
   with timer.stage("load"):
-    source = model_source.open_stream(config.model, cache_dir=workdir / "model_cache")
+    source = model_registry.open_stream(config.model, cache_dir=workdir / "model_cache")
   mcfg = source.config
   config_checks.check_context(config, mcfg.max_position, source.name)
   fingerprint = json.dumps({"model": config.model, "compression": config.compression.to_dict(),
@@ -309,8 +310,8 @@ def _run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
     globals_ = source.read_globals()
   with timer.stage("write"):
     for key, subtree in globals_.items():
-      if not model_source.has_params_part(model_dir, key):
-        model_source.save_params_part(model_dir, key, subtree)
+      if not model_registry.has_params_part(model_dir, key):
+        model_registry.save_params_part(model_dir, key, subtree)
   fns = streaming.StreamFunctions(mcfg)
   needs_acts = streaming.needs_activations(cfg)
   skipped: list[str] = []
@@ -367,7 +368,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
     new_layer, approx_layer, rows, layouts = streaming.compress_layer(
         key, layer, x, cfg, fns, ranks, timer, None if sens is None else sens["ratios"])
     with timer.stage("write"):
-      model_source.save_params_part(model_dir, key, new_layer)
+      model_registry.save_params_part(model_dir, key, new_layer)
     if needs_acts:
       with timer.stage("calibrate"):
         # Sequential calibration (default): the next layer is whitened on the inputs the
@@ -391,7 +392,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
     del layer, new_layer, approx_layer
   keys = global_keys + [f"layers_{i}" for i in range(mcfg.num_layers)]
   with timer.stage("write"):
-    model_source.finish_model_checkpoint(
+    model_registry.finish_model_checkpoint(
         model_dir, mcfg, source.tokenizer, keys,
         provenance={"name": f"{source.name} compressed ({cfg.method}, {cfg.tiling}, "
                             f"ratio {cfg.param_ratio})", "source_model": config.model,
@@ -403,7 +404,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
   # The honest reference: the same matrices as stored in the model's own file (a Q4_1 GGUF
   # for the default model), next to bytes_dense (float32) and bytes_compressed.
   with timer.stage("load"):
-    source_file = model_source.source_bytes(config.model, [r["name"] for r in rows])
+    source_file = model_registry.source_bytes(config.model, [r["name"] for r in rows])
   if source_file is not None:
     metrics.update({"source_bytes": source_file["bytes"], "source_types": source_file["types"],
                     "source_file": source_file["file"],
@@ -424,8 +425,8 @@ def _run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
   metrics["tiling_pictures"] = picture_files
   if config.eval.enabled:
     with timer.stage("eval"):
-      dense = model_source.load(config.model, cache_dir=workdir / "model_cache")
-      compressed = model_source.load(str(model_dir))
+      dense = model_registry.load(config.model, cache_dir=workdir / "model_cache")
+      compressed = model_registry.load(str(model_dir))
       # Evaluate the compressed values through the dense structure: one compiled forward
       # serves both models (the compressed tree's ~3,400 arrays compiled anew for every
       # forward variant: 400 of the demo's 546 s were this evaluation before).

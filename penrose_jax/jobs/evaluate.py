@@ -15,9 +15,10 @@ import ml_collections
 from absl import logging
 
 from penrose_jax import parallel
-from penrose_jax.data import text_sources
+from penrose_jax.data import paths, text_sources
 from penrose_jax.evaluation import benchmarks, extraction, perplexity
-from penrose_jax.jobs import config_checks, model_source
+from penrose_jax.io import model_registry
+from penrose_jax.jobs import config_checks
 from penrose_jax.jobs import workdir as workdir_guard
 from penrose_jax.models.linear import dense_equivalent
 from penrose_jax.qa import exam
@@ -31,7 +32,7 @@ def evaluate_loaded(loaded: Any, config: ml_collections.ConfigDict) -> dict[str,
   'skipped' instead of failing, so the job still runs on the package's own data.
 
   Args:
-    loaded: a model_source.Loaded (config, params, tokenizer, name).
+    loaded: a model_registry.Loaded (config, params, tokenizer, name).
     config: needs text_sets (name -> path), window, max_windows, benchmarks (comma list),
       benchmark_dir, max_items, batch_size; optional `extraction` (SOFC-Exp tasks, see
       configs/evaluate.py), `skip_text_sets` (comma list of text_sets names to leave out) and
@@ -77,7 +78,7 @@ def evaluate_loaded(loaded: Any, config: ml_collections.ConfigDict) -> dict[str,
     metrics["accuracy_detail"] = general["accuracy_detail"]
   ext = config.get("extraction")
   if ext is not None and ext.enabled:
-    root = model_source.resolve_data_path(ext.data_root)
+    root = paths.resolve_data_path(ext.data_root)
     if not (root / "metadata.tsv").is_file():
       metrics["skipped"].append(f"extraction: {root / 'metadata.tsv'} not found")
       logging.warning("skipping extraction: %s not found", root / "metadata.tsv")
@@ -119,7 +120,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict
   start = time.time()
   mesh, rules, data_axes = parallel.setup_for_job(config)
   workdir = pathlib.Path(workdir)
-  loaded = model_source.load(config.model, cache_dir=workdir / "model_cache")
+  loaded = model_registry.load(config.model, cache_dir=workdir / "model_cache")
   config_checks.check_context(config, loaded.config.max_position, loaded.name)
   loaded = loaded._replace(params=parallel.shard_params(loaded.params, mesh, rules))
   with parallel.batch_placement(mesh, data_axes):

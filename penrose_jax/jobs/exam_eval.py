@@ -92,7 +92,7 @@ def score(loaded: Any, params: Any, run_exam: RunExam, eval_config: ml_collectio
   """The exam scores of one set of params.
 
   Args:
-    loaded: model_source.Loaded (config and tokenizer are used).
+    loaded: model_registry.Loaded (config and tokenizer are used).
     params: the params (compressed / LoRA leaves are scored through their dense equivalent).
     run_exam: the questions.
     eval_config: needs batch_size, answer_max_new_tokens.
@@ -111,7 +111,7 @@ def score_before(loaded: Any, params: Any, run_exam: RunExam,
   """The base model's exam scores, from a cache when the same model and exam were scored.
 
   Args:
-    loaded: model_source.Loaded.
+    loaded: model_registry.Loaded.
     params: the base params.
     run_exam: the questions.
     config: the qa_tune config (model, eval.batch_size, eval.answer_max_new_tokens,

@@ -26,7 +26,8 @@ import jax
 import ml_collections
 
 from penrose_jax.compression.transform import as_compression_config
-from penrose_jax.jobs import align, compress, config_checks, evaluate, model_source, qa_tune
+from penrose_jax.io import model_registry
+from penrose_jax.jobs import align, compress, config_checks, evaluate, qa_tune
 from penrose_jax.jobs import workdir as workdir_guard
 from penrose_jax.jobs.pipeline_report import make_plots, render_markdown, summarize  # noqa: F401
 from penrose_jax.models import generation
@@ -89,7 +90,7 @@ def _evaluate_stage(spec: str, eval_config: ml_collections.ConfigDict, directory
                     ) -> tuple[dict[str, Any], bool]:
   def job(cfg, workdir):
     start = time.time()
-    loaded = model_source.load(spec, cache_dir=cache_dir)
+    loaded = model_registry.load(spec, cache_dir=cache_dir)
     metrics = evaluate.evaluate_loaded(loaded, cfg)
     report = report_json.build_report("evaluate", cfg, loaded.name, time.time() - start, metrics)
     report_json.write_json_atomic(pathlib.Path(workdir) / "report.json", report)
@@ -177,7 +178,7 @@ def final_chat(model_dir: pathlib.Path, config: ml_collections.ConfigDict,
   Returns:
     The answer text.
   """
-  loaded = model_source.load(str(model_dir), cache_dir=cache_dir)
+  loaded = model_registry.load(str(model_dir), cache_dir=cache_dir)
   # Values only: the dense-equivalent tree decodes through the dense compiled forward.
   answer = generation.chat(dense_equivalent(loaded.params), loaded.config, loaded.tokenizer,
                            config.chat_prompt, max_new_tokens=config.chat_max_new_tokens)
@@ -212,11 +213,11 @@ def _run_claimed(config: ml_collections.ConfigDict, workdir: pathlib.Path, start
   """The pipeline after its workdir is claimed (see `run`)."""
   cache_dir = workdir / "model_cache"
   if config.model == "tiny":  # build once so every stage sees the same files
-    if not model_source.is_model_checkpoint(cache_dir / "tiny"):
-      model_source.build_tiny_model(cache_dir / "tiny")
+    if not model_registry.is_model_checkpoint(cache_dir / "tiny"):
+      model_registry.build_tiny_model(cache_dir / "tiny")
     config = ml_collections.ConfigDict(config.to_dict())
     config.model = str(cache_dir / "tiny")
-  loaded = model_source.load(config.model, cache_dir=cache_dir)
+  loaded = model_registry.load(config.model, cache_dir=cache_dir)
   # Every stage's windows against the model's context, before the first (long) stage.
   config_checks.check_context(config, loaded.config.max_position, loaded.name)
   answer = generation.chat(loaded.params, loaded.config, loaded.tokenizer, config.chat_prompt,

@@ -28,7 +28,8 @@ from absl import logging
 
 from penrose_jax import parallel
 from penrose_jax.data import paths
-from penrose_jax.jobs import config_checks, exam_eval, model_source, self_test
+from penrose_jax.io import model_registry
+from penrose_jax.jobs import config_checks, exam_eval, self_test
 from penrose_jax.jobs import workdir as workdir_guard
 from penrose_jax.models import lora
 from penrose_jax.data import ingest
@@ -141,7 +142,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   say = lambda text: print(f"[qa_tune {time.time() - start:7.1f}s] {text}", flush=True)
-  loaded = model_source.load(config.model, cache_dir=workdir / "model_cache")
+  loaded = model_registry.load(config.model, cache_dir=workdir / "model_cache")
   # How compressed kernels are applied in training / generation (see models.linear.linear).
   loaded = loaded._replace(config=dataclasses.replace(
       loaded.config, compressed_matmul=config.get("compressed_matmul", "factored")))
@@ -281,7 +282,7 @@ def _run_loaded(config: ml_collections.ConfigDict, workdir: pathlib.Path, start:
           "before": selftest_before["answers"],
           **{f"after_{k}": selftest_after[k]["answers"] for k in fact_recall.SPLITS}})
   if cfg.mode != "none" and config.save_model:
-    model_source.save_model_checkpoint(
+    model_registry.save_model_checkpoint(
         # The execution mode is a run-time choice, not part of the saved model.
         workdir / "model", dataclasses.replace(loaded.config, compressed_matmul="factored"),
         tuned, loaded.tokenizer,

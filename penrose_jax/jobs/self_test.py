@@ -36,7 +36,7 @@ def score(loaded: Any, params: Any, questions: Sequence[fact_recall.SelfTestQues
   """Greedy recall of self-test questions.
 
   Args:
-    loaded: model_source.Loaded (config and tokenizer are used).
+    loaded: model_registry.Loaded (config and tokenizer are used).
     params: the params (scored through their dense equivalent).
     questions: the questions (one split).
     max_new_tokens: answer budget.
@@ -58,7 +58,7 @@ def gold_ranks(loaded: Any, params: Any, selftest: Sequence[fact_recall.SelfTest
   """The gold answers' first-token rank and log-prob on each question set (the diagnosis).
 
   Args:
-    loaded: model_source.Loaded.
+    loaded: model_registry.Loaded.
     params: the params (scored through their dense equivalent).
     selftest: self-test questions (both splits).
     open_exam: the open exam questions (first accepted answer).

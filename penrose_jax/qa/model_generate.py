@@ -178,7 +178,7 @@ def build_qa_pairs(documents: Sequence[Document], output_path: str | pathlib.Pat
     documents: the corpus.
     output_path: qa_pairs.jsonl (sharded name when process_count > 1).
     sources: subset of ('rule', 'curated', 'model', 'sofc_tasks').
-    model: a model_source.Loaded, needed for 'model'.
+    model: a model_registry.Loaded, needed for 'model'.
     curated_path: curated JSONL for 'curated'.
     settings: ModelQASettings for 'model'.
     max_facts_per_kind: rule-source cap.

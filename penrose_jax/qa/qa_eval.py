@@ -130,7 +130,7 @@ def evaluate_qa_model(loaded: Any, params: Any, questions: Sequence[HeldoutQuest
   """All closed-book and general metrics of one set of params.
 
   Args:
-    loaded: model_source.Loaded (config, tokenizer, name; its params are replaced).
+    loaded: model_registry.Loaded (config, tokenizer, name; its params are replaced).
     params: the params to score.
     questions: held-out questions about the trained documents.
     eval_config: needs benchmark_dir, benchmarks (comma list, '' = none), max_items,

@@ -21,7 +21,6 @@ import tokenizers
 
 from penrose_jax import io as pio
 # Re-exported for callers of the job layer; config data paths are resolved in data/paths.py.
-from penrose_jax.data.paths import resolve_data_path  # noqa: F401
 from penrose_jax.models import llama
 from penrose_jax.models.config import ModelConfig, tiny_config
 from penrose_jax.reporting import report_json
