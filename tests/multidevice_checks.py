@@ -37,9 +37,9 @@ import optax
 import orbax.checkpoint as ocp
 from jax.sharding import PartitionSpec as P
 
+from penrose_jax import parallel
 from penrose_jax.models import llama
 from penrose_jax.models.config import tiny_config
-from penrose_jax import parallel
 
 CONFIG = tiny_config(hidden_size=64, intermediate_size=128, num_heads=4, num_kv_heads=2,
                      head_dim=16, vocab_size=128)

@@ -9,8 +9,8 @@ from configs import compress as compress_config
 from penrose_jax.compression import gptq
 from penrose_jax.compression.leaves import QuantizedDense, rtn_quantize_dense
 from penrose_jax.compression.transform import as_compression_config, compress
-from penrose_jax.jobs import compress as compress_job
 from penrose_jax.io import model_registry
+from penrose_jax.jobs import compress as compress_job
 
 
 def _correlated_problem(seed=0, n=192, out=80, samples=1024):

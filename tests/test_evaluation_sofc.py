@@ -6,9 +6,9 @@ import pathlib
 import pytest
 
 from configs import evaluate as evaluate_config
+from penrose_jax.data import ingest
 from penrose_jax.evaluation import extraction, sofc_annotations, sofc_tasks
 from penrose_jax.jobs import evaluate
-from penrose_jax.data import ingest
 from penrose_jax.qa import model_generate, records, sofc_source
 
 # (token, entity tag, slot tag) per token; offsets are computed by `_write_article`.

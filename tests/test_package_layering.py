@@ -2,8 +2,10 @@
 
 - Only penrose_jax/jobs imports penrose_jax.jobs: the library packages know no workdirs,
   flags or report files (ARCHITECTURE.md, "jobs/").
-- penrose_jax/data imports nothing from penrose_jax.qa: data paths and text sources sit below
-  the Q&A code that uses them.
+- penrose_jax/data imports nothing from penrose_jax.qa: data paths, text sources and documents
+  sit below the Q&A code that uses them.
+- penrose_jax/evaluation imports nothing from penrose_jax.qa: closed-book scoring uses the chat
+  format of models/chat_format.py, not qa's training code.
 - The packages form one order (PACKAGE_ORDER, ARCHITECTURE.md "Packages"): a package imports
   only packages before it, so no import runs back up (evaluation never imports qa's training
   code, models never imports io).
@@ -17,7 +19,8 @@ import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "penrose_jax"
 # (importing package folder, imported module prefix) pairs that must not occur.
-FORBIDDEN = [(None, "penrose_jax.jobs"), ("data", "penrose_jax.qa")]
+FORBIDDEN = [(None, "penrose_jax.jobs"), ("data", "penrose_jax.qa"),
+             ("evaluation", "penrose_jax.qa")]
 # Lowest first; each package may import those before it (reporting: from every package).
 PACKAGE_ORDER = ("reporting", "parallel", "data", "models", "io", "compression", "training",
                  "alignment", "evaluation", "qa", "jobs")

@@ -10,7 +10,8 @@ import pytest
 
 from penrose_jax.data import paths
 from penrose_jax.data import ingest, injection_benchmark
-from penrose_jax.qa import exam, generate_rules, model_generate
+from penrose_jax.evaluation import exam_files
+from penrose_jax.qa import generate_rules, model_generate
 
 NGRAM = 8  # a run of this many exam-question words must not occur in any training source
 
@@ -33,8 +34,8 @@ def corpus():
 @pytest.fixture(scope="module")
 def questions(corpus):
   doc_ids = {d.doc_id for d in corpus}
-  choice = exam.read_choice_exam(paths.resolve_data_path("package:injection_exam"), doc_ids)
-  open_ = exam.read_open_exam(paths.resolve_data_path("package:injection_open_exam"), doc_ids)
+  choice = exam_files.read_choice_exam(paths.resolve_data_path("package:injection_exam"), doc_ids)
+  open_ = exam_files.read_open_exam(paths.resolve_data_path("package:injection_open_exam"), doc_ids)
   return choice, open_
 
 

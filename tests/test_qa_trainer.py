@@ -7,8 +7,9 @@ import jax
 import numpy as np
 import pytest
 
-from penrose_jax.io import model_registry
 from penrose_jax.data import demo_corpus, ingest
+from penrose_jax.io import model_registry
+from penrose_jax.models import chat_format
 from penrose_jax.qa import generate_rules, train_data, trainer
 from penrose_jax.training import read_metrics
 
@@ -57,12 +58,12 @@ def tiny(tiny_model_dir):
 def test_qa_example_loss_mask_covers_completion_only(tiny):
   tok = tiny.tokenizer
   ex = train_data.encode_qa_example(tok, "What is the band gap?", "1.12 eV", "It says so.", 96)
-  prompt_ids = tok.encode(train_data.qa_prompt(tok, "What is the band gap?"))
+  prompt_ids = tok.encode(chat_format.qa_prompt(tok, "What is the band gap?"))
   n_prompt = len(prompt_ids)
   np.testing.assert_array_equal(ex.tokens[:n_prompt], prompt_ids)
   assert not ex.mask[:n_prompt].any()
   target_text = tok.decode(ex.tokens[ex.mask > 0].tolist())
-  assert target_text == "1.12 eV\nReasoning: It says so." + train_data.end_of_turn(tok)
+  assert target_text == "1.12 eV\nReasoning: It says so." + chat_format.end_of_turn(tok)
   assert ex.mask[n_prompt:].sum() == (ex.mask > 0).sum()
 
 

@@ -7,8 +7,9 @@ import jax
 import numpy as np
 import pytest
 
-from penrose_jax.io import model_registry
 from penrose_jax.data import demo_corpus, ingest
+from penrose_jax.io import model_registry
+from penrose_jax.models import chat_format
 from penrose_jax.qa import generate_rules, records, train_data, trainer
 
 
@@ -70,7 +71,7 @@ def test_curve_points_score_inside_the_run_without_changing_it(tiny, tmp_path, m
 def test_answer_only_completion_and_no_loss_traces(tiny, tmp_path):
   tok = tiny.tokenizer
   ex = train_data.encode_qa_example(tok, "What is the band gap?", "1.12 eV", "", 96)
-  assert tok.decode(ex.tokens[ex.mask > 0].tolist()) == "1.12 eV" + train_data.end_of_turn(tok)
+  assert tok.decode(ex.tokens[ex.mask > 0].tolist()) == "1.12 eV" + chat_format.end_of_turn(tok)
   documents, pairs = _corpus()
   cfg = trainer.CurriculumConfig(**{**CFG.__dict__, "completion": "answer",
                                     "trace_losses": False, "trace_questions": 1,
@@ -94,11 +95,11 @@ def test_answer_only_completion_and_no_loss_traces(tiny, tmp_path):
 
 def test_packed_qa_rows_hold_several_turns_with_the_loss_on_each_answer(tiny, tmp_path):
   tok = tiny.tokenizer
-  eot = train_data.end_of_turn(tok)
+  eot = chat_format.end_of_turn(tok)
   turns = [("What is A?", "1 K"), ("What is B?", "2 nm"), ("Who made C?", "the lab"),
            ("What is D?", "4 s")]
   single = train_data.encode_qa_example(tok, *turns[0], "", 512, eot)
-  n_single = int(np.count_nonzero(single.tokens != train_data.pad_id(tok)))
+  n_single = int(np.count_nonzero(single.tokens != chat_format.pad_id(tok)))
   rows = train_data.pack_qa_examples(tok, turns, 2 * n_single + 8, eot)
   assert 1 < len(rows) < len(turns)
   # The first turn of a packed row is exactly the single-question row (system prompt and all).

@@ -2,8 +2,8 @@
 
 import types
 
-from penrose_jax.models import generation
 from penrose_jax.data import demo_corpus, ingest
+from penrose_jax.models import generation
 from penrose_jax.qa import filtering, model_generate, records
 
 

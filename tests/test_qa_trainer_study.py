@@ -5,8 +5,8 @@ import chex
 import numpy as np
 import pytest
 
-from penrose_jax.io import model_registry
 from penrose_jax.data import demo_corpus, ingest
+from penrose_jax.io import model_registry
 from penrose_jax.qa import generate_rules, study_material, train_data
 from penrose_jax.qa import trainer
 

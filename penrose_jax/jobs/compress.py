@@ -35,6 +35,7 @@ import numpy as np
 from absl import logging
 from tqdm import tqdm
 
+from penrose_jax import parallel
 from penrose_jax.alignment import losses
 from penrose_jax.compression import sensitivity, spectra_cache, streaming
 from penrose_jax.compression.tiling_plot import render_tiling_png
@@ -44,7 +45,6 @@ from penrose_jax.evaluation import perplexity
 from penrose_jax.io import model_registry
 from penrose_jax.jobs import config_checks
 from penrose_jax.jobs import workdir as workdir_guard
-from penrose_jax import parallel
 from penrose_jax.models import llama
 from penrose_jax.models.linear import dense_equivalent
 from penrose_jax.reporting import plots, report_json

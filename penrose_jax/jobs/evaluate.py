@@ -1,5 +1,6 @@
 """The `evaluate` job: perplexity per text set and accuracy per benchmark for any checkpoint,
-and a user's closed-book exam (multiple-choice and open questions, qa/exam.py) when configured.
+and a user's closed-book exam (multiple-choice and open questions,
+evaluation/closed_book.py) when configured.
 
 Parallelism: `config.parallel` builds the mesh at start-up; the loaded params are placed with
 the sharding rules and perplexity / scoring batches are split over the data axes.
@@ -16,12 +17,11 @@ from absl import logging
 
 from penrose_jax import parallel
 from penrose_jax.data import paths, text_sources
-from penrose_jax.evaluation import benchmarks, extraction, perplexity
+from penrose_jax.evaluation import benchmarks, closed_book, exam_files, extraction, perplexity
 from penrose_jax.io import model_registry
 from penrose_jax.jobs import config_checks
 from penrose_jax.jobs import workdir as workdir_guard
 from penrose_jax.models.linear import dense_equivalent
-from penrose_jax.qa import exam
 from penrose_jax.reporting import report_json
 
 
@@ -37,20 +37,22 @@ def evaluate_loaded(loaded: Any, config: ml_collections.ConfigDict) -> dict[str,
       benchmark_dir, max_items, batch_size; optional `extraction` (SOFC-Exp tasks, see
       configs/evaluate.py), `skip_text_sets` (comma list of text_sets names to leave out) and
       the exam fields `exam_path`, `open_exam_path` (comma lists of JSONL files, see
-      qa/exam.py), `exam_corpus` (doc_ids are checked against it; '' = no check),
+      evaluation/exam_files.py), `exam_corpus` (doc_ids are checked against it; '' = no check),
       `exam_max_new_tokens`.
 
   Returns:
     {'ppl': {set: ppl}, 'ppl_detail': {...}, 'accuracy': {bench: acc}, 'skipped': [...]}, plus
     'extraction' (evaluation/extraction.py) when that section is enabled and its data exists,
-    plus the `qa.exam.evaluate_exam` keys (exam_accuracy_sum, exam_accuracy_mean, exam_em,
-    exam_f1, exam_by_doc, exam_answers, ...) when `exam_path` / `open_exam_path` name files.
+    plus the `evaluation.closed_book.evaluate_exam` keys (exam_accuracy_sum, exam_accuracy_mean,
+    exam_em, exam_f1, exam_by_doc, exam_answers, ...) when `exam_path` / `open_exam_path` name
+    files.
   """
   metrics: dict[str, Any] = {"ppl": {}, "ppl_detail": {}, "accuracy": {}, "skipped": []}
-  # A user's exam is read first: an unusable question (exam.ExamError names file and line)
+  # A user's exam is read first: an unusable question (exam_files.ExamError names file and line)
   # stops the run before minutes of scoring, and no question is ever dropped.
-  choice, open_ = exam.load_exams(config.get("exam_path", ""), config.get("open_exam_path", ""),
-                                  exam.corpus_doc_ids(config.get("exam_corpus", "")))
+  choice, open_ = exam_files.load_exams(config.get("exam_path", ""),
+                                        config.get("open_exam_path", ""),
+                                        exam_files.corpus_doc_ids(config.get("exam_corpus", "")))
   # Compressed leaves are scored through their dense equivalent: same values, and the model's
   # dense compiled forward instead of a compile of the compressed structure.
   loaded = loaded._replace(params=dense_equivalent(loaded.params))
@@ -87,9 +89,9 @@ def evaluate_loaded(loaded: Any, config: ml_collections.ConfigDict) -> dict[str,
           loaded.params, loaded.config, loaded.tokenizer,
           extraction.settings_from_config(ext, str(root)), progress=True)
   if choice or open_:
-    metrics.update(exam.evaluate_exam(loaded.params, loaded.config, loaded.tokenizer, choice,
-                                      open_, config.batch_size,
-                                      config.get("exam_max_new_tokens", 24)))
+    metrics.update(closed_book.evaluate_exam(loaded.params, loaded.config, loaded.tokenizer, choice,
+                                             open_, config.batch_size,
+                                             config.get("exam_max_new_tokens", 24)))
   return metrics
 
 

@@ -18,8 +18,8 @@ from typing import Any
 import ml_collections
 
 from penrose_jax import io as pio
-from penrose_jax.io.gguf_writer import write_gguf
 from penrose_jax.io import model_registry
+from penrose_jax.io.gguf_writer import write_gguf
 from penrose_jax.jobs import compress
 from penrose_jax.models.linear import dense_equivalent
 from penrose_jax.reporting import report_json

@@ -24,7 +24,7 @@ from penrose_jax.compression import streaming
 from penrose_jax.compression.tiling_plot import render_tiling_png
 from penrose_jax.compression.transform import as_compression_config
 from penrose_jax.data import paths
-from penrose_jax.qa import qa_eval
+from penrose_jax.evaluation import closed_book
 from penrose_jax.reporting import markdown, plots
 from penrose_jax.training.metrics_log import read_metrics
 
@@ -267,7 +267,7 @@ def _qa_plot(qa_dir: pathlib.Path, qa_report: dict[str, Any],
         "title": "Loss on each section's Q&A (trained questions)",
         "xlabel": "section (training order)", "ylabel": "masked loss", "integer_x": True})
     f1 = {"trained questions, after the section": (idx, [
-        _mean([qa_eval.token_f1(q["after"], q["gold"]) for q in t.get("questions", [])])
+        _mean([closed_book.token_f1(q["after"], q["gold"]) for q in t.get("questions", [])])
         for t in traces])}
     heldout = _heldout_by_section(qa_dir, qa_report)
     keys = [_section_key(t.get("doc_id", ""), t.get("section", "")) for t in traces]

@@ -27,13 +27,14 @@ import ml_collections
 from absl import logging
 
 from penrose_jax import parallel
-from penrose_jax.data import paths
+from penrose_jax.data import jsonl_files, paths
+from penrose_jax.data import ingest
+from penrose_jax.evaluation import closed_book
 from penrose_jax.io import model_registry
 from penrose_jax.jobs import config_checks, exam_eval, self_test
 from penrose_jax.jobs import workdir as workdir_guard
 from penrose_jax.models import lora
-from penrose_jax.data import ingest
-from penrose_jax.qa import curated, model_generate, qa_eval, train_data
+from penrose_jax.qa import curated, model_generate, train_data
 from penrose_jax.qa import fact_recall, records, sofc_source, study_material, trainer
 from penrose_jax.reporting import report_json
 
@@ -106,7 +107,7 @@ def _eval_before(loaded: Any, params: Any, questions: list, config: ml_collectio
     if stored.get("key") == key:
       logging.info("reusing %s", cache)
       return stored["metrics"]
-  metrics = qa_eval.evaluate_qa_model(loaded, params, questions, config.eval)
+  metrics = closed_book.evaluate_qa_model(loaded, params, questions, config.eval)
   report_json.write_json_atomic(cache, {"key": key, "metrics": metrics})
   return metrics
 
@@ -257,7 +258,7 @@ def _run_loaded(config: ml_collections.ConfigDict, workdir: pathlib.Path, start:
   tuned = lora.merge_lora(outcome.params) if config.save_merged else outcome.params
   if config.eval.enabled:
     after = (before if cfg.mode == "none"
-             else qa_eval.evaluate_qa_model(loaded, tuned, questions, config.eval))
+             else closed_book.evaluate_qa_model(loaded, tuned, questions, config.eval))
     say(f"after: LL {after['heldout_ll_accuracy']} EM {after['heldout_em']} "
         f"general {after['general_accuracy']}")
     skipped += before["skipped"] + after["skipped"]
@@ -297,7 +298,7 @@ def _run_loaded(config: ml_collections.ConfigDict, workdir: pathlib.Path, start:
         **({k: scores[k] for k in CURVE_KEYS} if scores else {}),
         **({"exam_contains": scores["exam_contains"]} if scores and curve_exam.open else {}),
         **({"selftest_recall": curve_recall(recall)} if curve_selftest else {})}
-    inner = records.read_jsonl(curve_path) if curve_path.exists() else []
+    inner = jsonl_files.read_jsonl(curve_path) if curve_path.exists() else []
     # A run stopped at a plateau ends at its last inner point: the end point replaces it.
     inner = [p for p in inner if p["step"] < outcome.steps]
     exam_curve = ([point(0, exam_before, selftest_before)] + inner

@@ -36,11 +36,11 @@ from typing import Any, Optional, Sequence
 
 import jax
 
+from penrose_jax.data.ingest import Document, Section
 from penrose_jax.models import generation
 from penrose_jax.models.config import ModelConfig
 from penrose_jax.qa import curated, filtering, generate_rules, prompts, records, sofc_source
 from penrose_jax.qa import fact_recall, study_material
-from penrose_jax.data.ingest import Document, Section
 from penrose_jax.qa.records import QAPair
 
 SOURCE_ORDER = ("curated", "model", "rule", "sofc_tasks", "study", "recall")

@@ -43,17 +43,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from penrose_jax.compression.packing import pack_compressed, unpack_compressed
-from penrose_jax.models import generation, llama, lora
+from penrose_jax.data.ingest import Document, Section
+from penrose_jax.evaluation.closed_book import greedy_answers
+from penrose_jax.models import chat_format, llama, lora
 from penrose_jax.models.config import ModelConfig
 from penrose_jax.models.linear import dense_equivalent
 from penrose_jax.parallel.placement import place_batch
-from penrose_jax.qa import train_data
+from penrose_jax.qa import records, train_data
 # Re-exported: callers and tests name them as trainer attributes.
 from penrose_jax.qa.run_control import (RECIPE_LEARNING_RATES, TRAINABLE,  # noqa: F401
                                         curve_steps, group_exposures, plateaued,
                                         resolved_learning_rate)
-from penrose_jax.data.ingest import Document, Section
-from penrose_jax.qa import records
 from penrose_jax.qa.records import QAPair
 from penrose_jax.training import (MetricsLog, OptimizerConfig, TrainCheckpoints,
                                   describe_trainable, init_train_state, make_optimizer,
@@ -282,53 +282,6 @@ def mean_masked_loss(params: Any, model_config: ModelConfig,
   return total / max(count, 1.0)
 
 
-def greedy_answer(params: Any, model_config: ModelConfig, tokenizer: Any, question: str,
-                  max_new_tokens: int) -> str:
-  """The model's greedy closed-book answer: the first line of its chat reply.
-
-  Args:
-    params: params pytree.
-    model_config: the architecture.
-    tokenizer: a TextTokenizer.
-    question: the question.
-    max_new_tokens: generation budget.
-
-  Returns:
-    The answer text (the 'Reasoning:' part and later lines dropped).
-  """
-  return greedy_answers(params, model_config, tokenizer, [question], max_new_tokens)[0]
-
-
-def greedy_answers(params: Any, model_config: ModelConfig, tokenizer: Any,
-                   questions: Sequence[str], max_new_tokens: int, batch_size: int = 16
-                   ) -> list[str]:
-  """`greedy_answer` for many questions, decoded in batches (`generation.chat_batch`).
-
-  Args:
-    params: params pytree.
-    model_config: the architecture.
-    tokenizer: a TextTokenizer.
-    questions: the questions.
-    max_new_tokens: generation budget per answer.
-    batch_size: questions decoded together.
-
-  Returns:
-    The answers in question order (each equal to `greedy_answer`'s).
-  """
-  if not questions:
-    return []
-  # Values only: the dense equivalent decodes at dense speed and compiles once per model shape.
-  # Unpacking first is free on the host (packing.py) and keeps this compile to the stored leaves.
-  replies = generation.chat_batch(dense_equivalent(unpack_compressed(params)), model_config,
-                                  tokenizer, questions, max_new_tokens=max_new_tokens,
-                                  batch_size=batch_size)
-  answers = []
-  for reply in replies:
-    reply = reply.split("Reasoning:")[0].strip()
-    answers.append(reply.splitlines()[0].strip() if reply else "")
-  return answers
-
-
 def _section_pairs(pairs: Sequence[QAPair]) -> dict[tuple[str, int], list[QAPair]]:
   out: dict[tuple[str, int], list[QAPair]] = {}
   for pair in pairs:
@@ -421,7 +374,7 @@ def train(model_config: ModelConfig, params: Any, tokenizer: Any, documents: Seq
     return TrainOutcome(unpack_compressed(train_params), 0, 0, 0, 0.0, None, 0, {}, summary,
                         ["mode none: no training"])
 
-  eot = train_data.end_of_turn(tokenizer)
+  eot = chat_format.end_of_turn(tokenizer)
   max_windows = cfg.max_section_windows or None
   # curriculum_passes > 1: the whole section sequence again (spaced repetition); each
   # occurrence of a section gets its own updates and trace line.
@@ -459,8 +412,8 @@ def train(model_config: ModelConfig, params: Any, tokenizer: Any, documents: Seq
     if cfg.pack_qa and pairs:  # multi-turn rows of several pairs (seeded order per section)
       order = np.random.default_rng([cfg.seed, len(section_examples)]).permutation(len(pairs))
       qa_rows = train_data.pack_qa_examples(
-          tokenizer, [(pairs[i].question, train_data.qa_completion(pairs[i].answer,
-                                                                   reasoning(pairs[i])))
+          tokenizer, [(pairs[i].question, chat_format.qa_completion(pairs[i].answer,
+                                                                    reasoning(pairs[i])))
                       for i in order], cfg.seq_len, eot)
     section_examples.append(windows + study + qa_rows)
   sizes = [len(exs) for exs in section_examples]
@@ -487,7 +440,7 @@ def train(model_config: ModelConfig, params: Any, tokenizer: Any, documents: Seq
                                           cfg.batch_size, cfg.general_replay_fraction, cfg.seed)
   row_counts = {name: int(np.sum(kinds == k)) for k, name in enumerate(train_data.ROW_KINDS)}
   loss_tokens = int(sum(float(np.sum(table[int(i)].mask)) for i in plan.reshape(-1)))
-  pad_id = train_data.pad_id(tokenizer)
+  pad_id = chat_format.pad_id(tokenizer)
   input_tokens = int(sum(int(np.sum(table[int(i)].tokens != pad_id)) for i in plan.reshape(-1)))
 
   exposures = group_exposures(table, plan)
