@@ -51,7 +51,7 @@ SOFC_TRAIN_ARTICLES = (
 # (mode 'onepass_augmented'; --config.mode=sectionwise restores the paper's order), answer-only
 # completions, seq_len 96 (Q&A rows: median 66 tokens; restatements packed at 92 % fill), LoRA
 # r=8 on all projections at the rate that fits the trainable choice (learning_rate 0 =
-# trainer.RECIPE_LEARNING_RATES: 3e-3 LoRA, 1e-4 stored factors (--config.trainable=compressed)
+# run_control.RECIPE_LEARNING_RATES: 3e-3 LoRA, 1e-4 stored factors (--config.trainable=compressed)
 # or all weights), at most `epochs_per_section` passes, a curve point per half pass (exam
 # multiple choice + self-test recall on 6 held-out wordings per document) and a stop at a
 # self-test plateau (patience 2). Measured in results/injection_recall (0.45 epochs only:
@@ -151,7 +151,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.compressed_matmul = "materialize"
   config.lora_rank = 8
   config.lora_alpha = 16.0
-  config.learning_rate = 1e-3  # <= 0: the rate that fits `trainable` (trainer.RECIPE_LEARNING_RATES)
+  config.learning_rate = 1e-3  # <= 0: rate fits `trainable` (run_control.RECIPE_LEARNING_RATES)
   config.warmup_steps = 2
   config.weight_decay = 0.0
   config.clip_norm = 1.0

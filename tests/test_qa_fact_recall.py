@@ -9,8 +9,8 @@ from penrose_jax.data.injection_benchmark import corpus_dir
 from penrose_jax.evaluation import answer_rank
 from penrose_jax.io import model_registry
 from penrose_jax.models import chat_format
-from penrose_jax.qa import fact_recall, filtering, model_generate, records, train_data
-from penrose_jax.qa import trainer
+from penrose_jax.qa import fact_recall, filtering, model_generate, records, run_control, train_data
+from penrose_jax.qa.curriculum_config import CurriculumConfig
 
 MARKDOWN = """# Veltrane-7: A Self-Healing Oxide Ceramic
 
@@ -145,20 +145,20 @@ def test_pack_distinct_texts_never_puts_two_paraphrases_of_a_fact_in_one_row(tok
 
 
 def test_plateau_and_learning_rate_by_trainable():
-  assert not trainer.plateaued([0.1, 0.2, 0.3], patience=2)
-  assert trainer.plateaued([0.1, 0.4, 0.3, 0.4], patience=2)
-  assert not trainer.plateaued([0.1, 0.4, 0.3, 0.45], patience=2)
-  assert trainer.plateaued([0.1, 0.4, 0.3, 0.45], patience=2, min_delta=0.1)
-  assert not trainer.plateaued([0.0, 0.0], patience=2)  # not enough points yet
-  assert not trainer.plateaued([0.0, 0.0, 0.0], patience=0)
-  assert trainer.plateaued([None, 0.2, None, 0.1, 0.2], patience=2)
-  cfg = lambda **kw: trainer.CurriculumConfig(**{"learning_rate": 0.0, **kw})
-  assert trainer.resolved_learning_rate(cfg(trainable="lora")) == 3e-3
-  assert trainer.resolved_learning_rate(cfg(trainable="compressed")) == 1e-4
-  assert trainer.resolved_learning_rate(cfg(trainable="all")) == 1e-4
-  assert trainer.resolved_learning_rate(cfg(trainable="all", learning_rate=5e-4)) == 5e-4
+  assert not run_control.plateaued([0.1, 0.2, 0.3], patience=2)
+  assert run_control.plateaued([0.1, 0.4, 0.3, 0.4], patience=2)
+  assert not run_control.plateaued([0.1, 0.4, 0.3, 0.45], patience=2)
+  assert run_control.plateaued([0.1, 0.4, 0.3, 0.45], patience=2, min_delta=0.1)
+  assert not run_control.plateaued([0.0, 0.0], patience=2)  # not enough points yet
+  assert not run_control.plateaued([0.0, 0.0, 0.0], patience=0)
+  assert run_control.plateaued([None, 0.2, None, 0.1, 0.2], patience=2)
+  cfg = lambda **kw: CurriculumConfig(**{"learning_rate": 0.0, **kw})
+  assert run_control.resolved_learning_rate(cfg(trainable="lora")) == 3e-3
+  assert run_control.resolved_learning_rate(cfg(trainable="compressed")) == 1e-4
+  assert run_control.resolved_learning_rate(cfg(trainable="all")) == 1e-4
+  assert run_control.resolved_learning_rate(cfg(trainable="all", learning_rate=5e-4)) == 5e-4
   with pytest.raises(ValueError, match="trainable"):
-    trainer.resolved_learning_rate(cfg(trainable="adapters"))
+    run_control.resolved_learning_rate(cfg(trainable="adapters"))
 
 
 def test_answer_rank_is_one_for_the_greedy_token_and_logprob_adds_up(tiny_model_dir):

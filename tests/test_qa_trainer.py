@@ -11,6 +11,7 @@ from penrose_jax.data import demo_corpus, ingest
 from penrose_jax.io import model_registry
 from penrose_jax.models import chat_format
 from penrose_jax.qa import generate_rules, train_data, trainer
+from penrose_jax.qa.curriculum_config import CurriculumConfig, check_trainable
 from penrose_jax.training import read_metrics
 
 
@@ -75,7 +76,7 @@ def _corpus():
   return [doc], pairs
 
 
-CFG = trainer.CurriculumConfig(steps_per_section=2, batch_size=2, seq_len=32,
+CFG = CurriculumConfig(steps_per_section=2, batch_size=2, seq_len=32,
                                replay_fraction=0.25, general_replay_fraction=0.25,
                                lora_rank=2, learning_rate=1e-2, trace_questions=1,
                                trace_max_new_tokens=2, max_section_windows=3, max_traces=1)
@@ -117,7 +118,7 @@ def test_resume_matches_uninterrupted_and_onepass_budget(tiny, tmp_path):
 
   # Checkpointing every 2 sections: killed after section 0 (not saved: the rerun redoes it)
   # and again after section 1 (saved), it still ends where the uninterrupted run ends.
-  sparse = trainer.CurriculumConfig(**{**CFG.__dict__, "checkpoint_every_sections": 2})
+  sparse = CurriculumConfig(**{**CFG.__dict__, "checkpoint_every_sections": 2})
   sparse_args = args[:-1] + (sparse,)
   for stop_after in (0, 1):
     chex.clear_trace_counter()
@@ -138,7 +139,7 @@ def test_resume_matches_uninterrupted_and_onepass_budget(tiny, tmp_path):
           for line in (tmp_path / "sparse" / "traces.jsonl").open()] == [0, 1, 2]
 
   chex.clear_trace_counter()
-  onepass = trainer.train(*args[:-1], trainer.CurriculumConfig(
+  onepass = trainer.train(*args[:-1], CurriculumConfig(
       **{**CFG.__dict__, "mode": "onepass"}), tmp_path / "onepass")
   assert onepass.train_tokens == full.train_tokens == 6 * 2 * 32
   assert sum(onepass.row_counts.values()) == sum(full.row_counts.values())
@@ -151,10 +152,10 @@ def test_trainable_choice_is_checked_against_the_model(tiny):
   compressed, _ = transform.compress(tiny.params, {"tiling": "single", "budget_scope": "matrix",
                                                    "param_ratio": 0.5})
   with pytest.raises(ValueError, match="trainable='compressed'"):
-    trainer.check_trainable(compressed, trainer.CurriculumConfig(trainable="lora"))
-  trainer.check_trainable(compressed, trainer.CurriculumConfig(trainable="compressed"))
-  trainer.check_trainable(tiny.params, trainer.CurriculumConfig(trainable="lora"))
+    check_trainable(compressed, CurriculumConfig(trainable="lora"))
+  check_trainable(compressed, CurriculumConfig(trainable="compressed"))
+  check_trainable(tiny.params, CurriculumConfig(trainable="lora"))
   with pytest.raises(ValueError, match="no compressed leaves"):
-    trainer.check_trainable(tiny.params, trainer.CurriculumConfig(trainable="compressed"))
+    check_trainable(tiny.params, CurriculumConfig(trainable="compressed"))
   with pytest.raises(ValueError, match="trainable must be one of"):
-    trainer.check_trainable(tiny.params, trainer.CurriculumConfig(trainable="adapters"))
+    check_trainable(tiny.params, CurriculumConfig(trainable="adapters"))

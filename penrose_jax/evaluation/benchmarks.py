@@ -13,7 +13,7 @@ from typing import Any, Optional
 from absl import logging
 
 from penrose_jax.data import paths
-from penrose_jax.evaluation import closed_book, multiple_choice
+from penrose_jax.evaluation import multiple_choice
 
 
 def benchmark_accuracies(params: Any, model_config: Any, tokenizer: Any, benchmark_dir: str,

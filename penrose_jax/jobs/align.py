@@ -56,15 +56,11 @@ def text_set_perplexities(params: Any, model_config: Any, tokenizer: Any,
   Returns:
     ({set: ppl}, skipped messages).
   """
-  out, skipped = {}, []
-  for name, spec in sorted(_selected(eval_config).items()):
-    if not text_sources.source_path(spec).exists():
-      skipped.append(f"eval text set {name}: {text_sources.source_path(spec)} not found")
-      continue
-    out[name] = perplexity.text_perplexity(params, model_config, tokenizer, spec,
-                                           eval_config.window, eval_config.max_windows or None,
-                                           eval_config.batch_size)["ppl"]
-  return out, skipped
+  results, missing = perplexity.text_set_perplexities(
+      params, model_config, tokenizer, _selected(eval_config), eval_config.window,
+      eval_config.max_windows or None, eval_config.batch_size)
+  return ({name: result["ppl"] for name, result in results.items()},
+          [f"eval text set {name}: {path} not found" for name, path in missing])
 
 
 def measured_by_compress(report_path: str, eval_config: ml_collections.ConfigDict,

@@ -147,12 +147,10 @@ def evaluate_pair(config: ml_collections.ConfigDict, dense: Any, compressed: Any
     if not text_sources.source_path(spec).exists():
       out["skipped"].append(f"eval text set {name}: {text_sources.source_path(spec)} not found")
       continue
-    docs = list(text_sources.read_source(spec))
-    ids = [tokenizer.encode(t) for _, t in docs]
-    picks = perplexity.window_picks(ids, ev.window, ev.max_windows or None)
-    windows = perplexity.windows_at(ids, picks, ev.window)
-    out.setdefault("eval_windows", {})[name] = perplexity.picks_record(
-        [n for n, _ in docs], picks)
+    # Both models score the same windows: the reading half of perplexity.text_set_perplexities.
+    scored = perplexity.text_set_windows(tokenizer, spec, ev.window, ev.max_windows or None)
+    windows = scored.windows
+    out.setdefault("eval_windows", {})[name] = scored.picks
     out["ppl_dense_by_set"][name] = _dense_ppl_cached(
         dense_cache, {"model": config.model, "spec": spec, "window": ev.window,
                       "max_windows": ev.max_windows, "picks": out["eval_windows"][name]},

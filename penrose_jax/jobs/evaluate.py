@@ -59,15 +59,13 @@ def evaluate_loaded(loaded: Any, config: ml_collections.ConfigDict) -> dict[str,
   max_windows = config.max_windows if config.max_windows > 0 else None
   text_sets = text_sources.selected_text_sets(config.text_sets,
                                               config.get("skip_text_sets", ""))
-  for name, spec in sorted(text_sets.items()):
-    path = text_sources.source_path(spec)
-    if not path.exists():
-      metrics["skipped"].append(f"text set {name}: {path} not found")
-      logging.warning("skipping text set %s: %s not found", name, path)
-      continue
-    result = perplexity.text_perplexity(loaded.params, loaded.config, loaded.tokenizer, spec,
-                                        window=config.window, max_windows=max_windows,
-                                        batch_size=config.batch_size, progress=True)
+  results, missing = perplexity.text_set_perplexities(
+      loaded.params, loaded.config, loaded.tokenizer, text_sets, window=config.window,
+      max_windows=max_windows, batch_size=config.batch_size, progress=True)
+  for name, path in missing:
+    metrics["skipped"].append(f"text set {name}: {path} not found")
+    logging.warning("skipping text set %s: %s not found", name, path)
+  for name, result in results.items():
     metrics["ppl"][name] = result["ppl"]
     metrics["ppl_detail"][name] = result
   max_items = config.max_items if config.max_items > 0 else None

@@ -27,15 +27,15 @@ import ml_collections
 from absl import logging
 
 from penrose_jax import parallel
-from penrose_jax.data import jsonl_files, paths
-from penrose_jax.data import ingest
+from penrose_jax.data import ingest, jsonl_files, paths
 from penrose_jax.evaluation import closed_book
 from penrose_jax.io import model_registry
 from penrose_jax.jobs import config_checks, exam_eval, self_test
 from penrose_jax.jobs import workdir as workdir_guard
 from penrose_jax.models import lora
-from penrose_jax.qa import curated, model_generate, train_data
-from penrose_jax.qa import fact_recall, records, sofc_source, study_material, trainer
+from penrose_jax.qa import curated, fact_recall, model_generate, records, run_control
+from penrose_jax.qa import sofc_source, study_material, train_data, trainer
+from penrose_jax.qa.curriculum_config import CurriculumConfig, check_trainable
 from penrose_jax.reporting import report_json
 
 
@@ -56,7 +56,7 @@ def resolve_path(path: str) -> pathlib.Path | None:
   return paths.resolve_data_path(path) if path else None
 
 
-def curriculum_config(config: ml_collections.ConfigDict) -> trainer.CurriculumConfig:
+def curriculum_config(config: ml_collections.ConfigDict) -> CurriculumConfig:
   """The trainer settings of a qa_tune config.
 
   Args:
@@ -65,9 +65,9 @@ def curriculum_config(config: ml_collections.ConfigDict) -> trainer.CurriculumCo
   Returns:
     CurriculumConfig.
   """
-  names = [f.name for f in trainer.CurriculumConfig.__dataclass_fields__.values()]
+  names = [f.name for f in CurriculumConfig.__dataclass_fields__.values()]
   values = {name: config[name] for name in names if name in config}
-  return trainer.CurriculumConfig(**values)
+  return CurriculumConfig(**values)
 
 
 def load_documents(config: ml_collections.ConfigDict) -> tuple[list[ingest.Document], list[str]]:
@@ -151,7 +151,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict
   say(f"loaded {loaded.name}")
   config_checks.check_context(config, loaded.config.max_position, loaded.name)
   if config.mode != "none":
-    trainer.check_trainable(loaded.params, curriculum_config(config))  # before any evaluation
+    check_trainable(loaded.params, curriculum_config(config))  # before any evaluation
   with parallel.batch_placement(mesh, data_axes):
     return _run_loaded(config, workdir, start, say, loaded)
 
@@ -325,7 +325,7 @@ def _run_loaded(config: ml_collections.ConfigDict, workdir: pathlib.Path, start:
       "frozen_params": outcome.trainable.get("frozen_params"),
       "qa_pairs_by_source": stats["qa_pairs_by_source"], "qa_pairs_total": stats["qa_pairs_total"],
       "study_material": study_stats, "input_tokens": outcome.input_tokens,
-      "learning_rate": trainer.resolved_learning_rate(cfg),
+      "learning_rate": run_control.resolved_learning_rate(cfg),
       "planned_steps": outcome.planned_steps,
       "selftest_before": summary(selftest_before),
       "selftest_after": summary(selftest_after and selftest_after["heldout"]),

@@ -81,7 +81,7 @@ def exposure_stats(exposures: Mapping[str, int], facts: int) -> Optional[dict[st
   """Rows holding a restatement of each fact over the planned run (min / median / max).
 
   Args:
-    exposures: fact group -> rows (trainer.TrainOutcome.fact_exposures).
+    exposures: fact group -> rows (curriculum_config.TrainOutcome.fact_exposures).
     facts: facts of the material (a fact with no row counts as 0).
 
   Returns:

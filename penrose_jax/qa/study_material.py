@@ -29,7 +29,7 @@ from typing import Any, Iterable, Sequence
 
 from penrose_jax.data import jsonl_files
 from penrose_jax.data.ingest import Document, Section
-from penrose_jax.qa import filtering, records
+from penrose_jax.qa import filtering
 from penrose_jax.qa.records import QAPair
 from penrose_jax.qa.study_facts import (AUX, BLANK, INTRO_RE, IRREGULAR_PAST, RELATION_VERBS, WH,
                                         StudyFact, cap, clean_markup, extract_facts, low,
