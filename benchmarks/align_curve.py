@@ -24,7 +24,7 @@ from configs import align as align_config  # noqa: E402
 from penrose_jax.alignment.align import make_alignment_eval  # noqa: E402
 from penrose_jax.io import model_registry  # noqa: E402
 from penrose_jax.jobs import align  # noqa: E402
-from penrose_jax.reporting import report_json  # noqa: E402
+from penrose_jax.reporting import report_json, workdir_layout  # noqa: E402
 from penrose_jax.training.metrics_log import read_metrics  # noqa: E402
 
 
@@ -45,7 +45,7 @@ def main() -> None:
   before = eval_fn(student.params)
   teacher_val = {k: v for k, v in eval_fn(teacher.params).items() if k.startswith("ppl")}
   report = {**{f"{k}_before": v for k, v in before.items()}, "val_teacher": teacher_val}
-  metrics = read_metrics(str(pathlib.Path(args.workdir) / "train" / "metrics.jsonl"))
+  metrics = read_metrics(str(pathlib.Path(args.workdir) / workdir_layout.ALIGN_METRICS))
   curve = align.quality_curve(metrics, report, config.batch_size * config.window)
   out = pathlib.Path(args.out)
   align.plot_quality_curve(curve, out / "align_curve.png")

@@ -52,8 +52,8 @@ from penrose_jax.data import paths  # noqa: E402
 from penrose_jax.evaluation import extraction, sofc_annotations  # noqa: E402
 from penrose_jax.io import model_registry  # noqa: E402
 from penrose_jax.jobs import qa_tune  # noqa: E402
-from penrose_jax.jobs.pipeline_report import (EXTRACTION_COLUMNS, extraction_plot,  # noqa: E402
-                                              extraction_scores, extraction_table)
+from penrose_jax.reporting.extraction_table import (  # noqa: E402
+    EXTRACTION_COLUMNS, extraction_plot, extraction_scores, extraction_table)
 from penrose_jax.models.linear import dense_equivalent  # noqa: E402
 from penrose_jax.reporting import markdown, report_json  # noqa: E402
 

@@ -23,7 +23,7 @@ FORBIDDEN = [(None, "penrose_jax.jobs"), ("data", "penrose_jax.qa"),
              ("evaluation", "penrose_jax.qa")]
 # Lowest first; each package may import those before it (reporting: from every package).
 PACKAGE_ORDER = ("reporting", "parallel", "data", "models", "io", "compression", "training",
-                 "alignment", "evaluation", "qa", "jobs")
+                 "alignment", "evaluation", "qa", "run_reports", "jobs")
 
 
 def _module_name(path: pathlib.Path) -> str:

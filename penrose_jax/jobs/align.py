@@ -30,7 +30,7 @@ from penrose_jax.io import model_registry
 from penrose_jax.jobs import compress, config_checks
 from penrose_jax.jobs import workdir as workdir_guard
 from penrose_jax.models.linear import dense_equivalent
-from penrose_jax.reporting import plots, report_json
+from penrose_jax.reporting import plots, report_json, workdir_layout
 from penrose_jax.reporting.stage_timer import StageTimer
 from penrose_jax.training.metrics_log import read_metrics
 from penrose_jax.training.optimizer import OptimizerConfig
@@ -205,22 +205,8 @@ def alignment_config(config: ml_collections.ConfigDict) -> AlignmentConfig:
       checkpoint_every=config.checkpoint_every, eval_batch_size=config.batch_size)
 
 
+@workdir_guard.claims_workdir("align")
 def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:
-  """Runs the job in its claimed workdir (see `_run`).
-
-  Args:
-    config: see configs/align.py.
-    workdir: output folder, owned by this config and process (see jobs/workdir.py); a rerun
-      with the same config resumes.
-
-  Returns:
-    The report dict.
-  """
-  with workdir_guard.claim("align", config, workdir):
-    return _run(config, workdir)
-
-
-def _run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:
   """Aligns config.student (or a freshly compressed model) to its teacher.
 
   Args:
@@ -281,7 +267,8 @@ def _align_loaded(config: ml_collections.ConfigDict, workdir: pathlib.Path, star
         known_before, lambda: dense_equivalent(student.params), student.config, tok,
         config.eval)
   aligned, result = align(student.params, teacher.params, mcfg, train, val,
-                          align_cfg, str(workdir / "train"), timer=timer, val_groups=val_groups)
+                          align_cfg, str(workdir / workdir_layout.ALIGN_TRAIN_DIR), timer=timer,
+                          val_groups=val_groups)
   with timer.stage("ppl"):
     ppl_after, _ = text_set_perplexities(dense_equivalent(aligned), student.config, tok,
                                          config.eval)
@@ -292,7 +279,7 @@ def _align_loaded(config: ml_collections.ConfigDict, workdir: pathlib.Path, star
         workdir / "model", student.config, aligned, tok,
         provenance={"name": f"{student.name} + KL alignment", "source_model": teacher_spec,
                     "student": student_spec})
-  metrics_file = workdir / "train" / "metrics.jsonl"  # absent when num_steps is 0
+  metrics_file = workdir / workdir_layout.ALIGN_METRICS  # absent when num_steps is 0
   curve = quality_curve(read_metrics(str(metrics_file)) if metrics_file.exists() else [], result,
                         config.batch_size * config.window)
   if curve:

@@ -47,7 +47,7 @@ from penrose_jax.jobs import config_checks
 from penrose_jax.jobs import workdir as workdir_guard
 from penrose_jax.models import llama
 from penrose_jax.models.linear import dense_equivalent
-from penrose_jax.reporting import plots, report_json
+from penrose_jax.reporting import plots, report_json, workdir_layout
 from penrose_jax.reporting.stage_timer import StageTimer
 
 
@@ -262,18 +262,10 @@ def plot_sensitivity_ratios(ratios: dict[str, float], path: pathlib.Path) -> pat
                        "matrix", row_labels=kinds)
 
 
+@workdir_guard.claims_workdir("compress")
 def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
         spectra_cache_dir: str | pathlib.Path | None = None,
         dense_eval_cache: str | pathlib.Path | None = None) -> dict[str, Any]:
-  """Runs the job in its claimed workdir (see `_run` and jobs/workdir.py)."""
-  with workdir_guard.claim("compress", config, workdir):
-    return _run(config, workdir, spectra_cache_dir=spectra_cache_dir,
-                dense_eval_cache=dense_eval_cache)
-
-
-def _run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
-         spectra_cache_dir: str | pathlib.Path | None = None,
-         dense_eval_cache: str | pathlib.Path | None = None) -> dict[str, Any]:
   """Compresses config.model layer by layer and writes the checkpoint and report.
 
   Args:
@@ -295,7 +287,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
   layer_rules = rules if jax.process_count() == 1 else parallel.REPLICATED_RULES
   cfg = as_compression_config(config.compression)  # validates before any work
   workdir = pathlib.Path(workdir)
-  stream_dir, model_dir = workdir / "stream", workdir / "model"
+  stream_dir, model_dir = workdir / workdir_layout.COMPRESS_STREAM_DIR, workdir / "model"
   stream_dir.mkdir(parents=True, exist_ok=True)
   with timer.stage("load"):
     source = model_registry.open_stream(config.model, cache_dir=workdir / "model_cache")

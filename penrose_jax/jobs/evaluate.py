@@ -93,21 +93,8 @@ def evaluate_loaded(loaded: Any, config: ml_collections.ConfigDict) -> dict[str,
   return metrics
 
 
+@workdir_guard.claims_workdir("evaluate")
 def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:
-  """Runs the job in its claimed workdir (see `_run`).
-
-  Args:
-    config: see configs/evaluate.py.
-    workdir: output folder, owned by this config and process (see jobs/workdir.py).
-
-  Returns:
-    The report dict.
-  """
-  with workdir_guard.claim("evaluate", config, workdir):
-    return _run(config, workdir)
-
-
-def _run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:
   """Evaluates `config.model` and writes DIR/report.json.
 
   Args:

@@ -8,7 +8,7 @@ Stages, each in its own subfolder of the workdir and each the same job a user ca
   final/     evaluation of the final model, same sets as dense/, and its answer to the chat prompt
   extraction/<dense|compressed|aligned|qa_tuned>/  with `extraction.enabled`: evaluate's SOFC-Exp
              extraction section alone (no text sets, no benchmarks) on each stage's model
-Then DIR/report.md, DIR/report.json and DIR/plots/*.png (`jobs/pipeline_report.py`: one row per
+Then DIR/report.md, DIR/report.json and DIR/plots/*.png (`run_reports/pipeline_report.py`: one row per
 stage and one column per text set, plots, the command to chat with the final model). A stage
 whose report.json exists with the same config is not rerun, so an interrupted pipeline continues
 where it stopped.
@@ -29,7 +29,7 @@ from penrose_jax.compression.transform import as_compression_config
 from penrose_jax.io import model_registry
 from penrose_jax.jobs import align, compress, config_checks, evaluate, qa_tune
 from penrose_jax.jobs import workdir as workdir_guard
-from penrose_jax.jobs.pipeline_report import make_plots, render_markdown, summarize  # noqa: F401
+from penrose_jax.run_reports.pipeline_report import make_plots, render_markdown, summarize
 from penrose_jax.models import generation
 from penrose_jax.models.linear import dense_equivalent
 from penrose_jax.reporting import report_json

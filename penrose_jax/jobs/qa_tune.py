@@ -36,7 +36,7 @@ from penrose_jax.models import lora
 from penrose_jax.qa import curated, fact_recall, model_generate, records, run_control
 from penrose_jax.qa import sofc_source, study_material, train_data, trainer
 from penrose_jax.qa.curriculum_config import CurriculumConfig, check_trainable
-from penrose_jax.reporting import report_json
+from penrose_jax.reporting import report_json, workdir_layout
 
 
 # The exam scores a learning-curve point records (report.json exam_curve).
@@ -112,22 +112,8 @@ def _eval_before(loaded: Any, params: Any, questions: list, config: ml_collectio
   return metrics
 
 
+@workdir_guard.claims_workdir("qa_tune")
 def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:
-  """Runs the job in its claimed workdir (see `_run`).
-
-  Args:
-    config: see configs/qa_tune.py.
-    workdir: output folder, owned by this config and process (see jobs/workdir.py); a rerun
-      with the same config resumes.
-
-  Returns:
-    The report dict.
-  """
-  with workdir_guard.claim("qa_tune", config, workdir):
-    return _run(config, workdir)
-
-
-def _run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:
   """Runs the job and writes DIR/report.json (+ qa_pairs.jsonl, traces.jsonl, metrics.jsonl,
   model/).
 
@@ -262,7 +248,7 @@ def _run_loaded(config: ml_collections.ConfigDict, workdir: pathlib.Path, start:
     say(f"after: LL {after['heldout_ll_accuracy']} EM {after['heldout_em']} "
         f"general {after['general_accuracy']}")
     skipped += before["skipped"] + after["skipped"]
-    report_json.write_json_atomic(workdir / "heldout_answers.json", {
+    report_json.write_json_atomic(workdir / workdir_layout.QA_HELDOUT_ANSWERS, {
         "before": before["heldout_answers"], "after": after["heldout_answers"]})
     if run_exam:
       exam_after = (exam_before if cfg.mode == "none"
@@ -291,7 +277,7 @@ def _run_loaded(config: ml_collections.ConfigDict, workdir: pathlib.Path, start:
                     "source_model": config.model, "job": "qa_tune", "mode": cfg.mode})
   pick = lambda metrics, key: None if metrics is None else metrics[key]
   exam_curve = []
-  curve_path = workdir / "curve.jsonl"
+  curve_path = workdir / workdir_layout.QA_CURVE
   if evaluate is not None and cfg.mode != "none":  # evaluate implies exam before / after
     point = lambda step, scores, recall: {
         "step": step, "train_tokens": step * cfg.batch_size * cfg.seq_len,

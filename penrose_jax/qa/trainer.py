@@ -55,6 +55,7 @@ from penrose_jax.qa.curriculum_config import (COMPLETIONS, MODES, CurriculumConf
 from penrose_jax.qa.records import QAPair
 from penrose_jax.qa.run_control import (curve_steps, group_exposures, plateaued,
                                         resolved_learning_rate)
+from penrose_jax.reporting import workdir_layout
 from penrose_jax.training import (MetricsLog, OptimizerConfig, TrainCheckpoints,
                                   describe_trainable, init_train_state, make_optimizer,
                                   make_schedule, make_train_step, run_training, trainable_mask)
@@ -295,12 +296,12 @@ def train(model_config: ModelConfig, params: Any, tokenizer: Any, documents: Seq
   # A run killed after its last update resumes with no steps left: the loss it reports is the
   # one logged at the restored step, so the report equals an uninterrupted run's.
   total_tokens, total_seconds = 0, 0.0
-  logged = MetricsLog(str(workdir / "metrics.jsonl")).logged_at(restored_step)
+  logged = MetricsLog(str(workdir / workdir_layout.QA_METRICS)).logged_at(restored_step)
   final_loss = logged.get("loss") if logged and restored_step > 0 else None
   common = dict(log_every=cfg.log_every, checkpoint_every=0, max_to_keep=2, resume=False,
                 progress=progress, async_checkpoints=False)
 
-  curve_path = workdir / "curve.jsonl"
+  curve_path = workdir / workdir_layout.QA_CURVE
   points = []
   curve: list[dict] = []
   if evaluate is not None and cfg.curve_points > 1:
@@ -352,7 +353,7 @@ def train(model_config: ModelConfig, params: Any, tokenizer: Any, documents: Seq
       run_until(num_steps)
     return outcome(sections=0)
 
-  traces_path = workdir / "traces.jsonl"
+  traces_path = workdir / workdir_layout.QA_TRACES
   kept = _lines_until(traces_path, restored_step)
   records.write_jsonl_atomic(traces_path, kept)
   # The section traces score values only: each state's dense equivalent is materialized once

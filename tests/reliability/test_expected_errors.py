@@ -29,8 +29,9 @@ from configs import qa_tune as qa_tune_config
 from penrose_jax import io as pio
 from penrose_jax.io import model_registry
 from penrose_jax.jobs import align, compress, evaluate, generate, qa_tune
-from penrose_jax.jobs import pipeline_report, workdir as workdir_guard
+from penrose_jax.jobs import workdir as workdir_guard
 from penrose_jax.reporting import report_json
+from penrose_jax.run_reports import pipeline_report
 from tests.reliability.conftest import REPO, entrypoint_command, subprocess_env
 
 RUNNERS = {"compress": compress.run, "align": align.run, "qa_tune": qa_tune.run,
