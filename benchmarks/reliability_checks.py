@@ -28,7 +28,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 # qa_tune quick cut to one document, rule Q&A, no evaluation: the cheapest run that trains.
 QA_CHEAP = {"max_documents": 1, "qa_sources": "rule", "trace_questions": 0,
             "general_replay_fraction": 0.0, "eval.enabled": False}
-EVAL_CHEAP = {"skip_text_sets": "sofc", "benchmarks": "", "max_windows": 2,
+EVAL_CHEAP = {"skip_text_sets": "sofc_all", "benchmarks": "", "max_windows": 2,
               "extraction.enabled": False}
 
 

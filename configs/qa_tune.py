@@ -107,7 +107,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.sofc_tasks = ml_collections.ConfigDict(dict(
       data_root="../shared/data/sofc_exp", tasks="detection,entities,slots", max_per_document=0,
       seed=0))
-  # Training (fields of qa.trainer.CurriculumConfig).
+  # Training (fields of qa.curriculum_config.CurriculumConfig).
   # 'onepass_augmented': the section-wise rows (same material, same tokens) shuffled over all
   # documents, no section order.
   config.mode = "sectionwise"  # 'sectionwise' | 'onepass' | 'onepass_augmented' | 'none'

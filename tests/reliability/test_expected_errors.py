@@ -41,7 +41,7 @@ CONFIGS = {"compress": compress_config, "align": align_config, "qa_tune": qa_tun
 
 
 # evaluate quick cut to the packaged demo corpus, 2 windows (also as command-line overrides).
-EVALUATE_CHEAP = {"skip_text_sets": "sofc", "benchmarks": "", "max_windows": 2,
+EVALUATE_CHEAP = {"skip_text_sets": "sofc_all", "benchmarks": "", "max_windows": 2,
                   "extraction.enabled": False}
 
 
