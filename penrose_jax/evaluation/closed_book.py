@@ -10,7 +10,8 @@ pipeline; the readers of exam files are `exam_files`.
     token F1 and containment of the greedy answer; both also per document.
   * Held-out log-likelihood accuracy: each held-out question is put in the chat template (the
     same prompt the training Q&A use) as the context, each of its 4 choices is a continuation,
-    and the choice with the highest total log-likelihood wins (`evaluation.multiple_choice.score_items`).
+    and the choice with the highest total log-likelihood wins
+    (`evaluation.multiple_choice.score_items`).
   * Exact match / token F1 of the greedy answer against the gold answer, SQuAD-style
     normalisation (lower case, punctuation and articles removed, whitespace collapsed).
   * General accuracy: ARC-Easy / PIQA / COPA (or any configured benchmarks) through
