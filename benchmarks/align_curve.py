@@ -22,8 +22,9 @@ sys.path.insert(0, str(ROOT))
 
 from configs import align as align_config  # noqa: E402
 from penrose_jax.alignment.align import make_alignment_eval  # noqa: E402
-from penrose_jax.jobs import align, model_source  # noqa: E402
-from penrose_jax.reporting import report_json  # noqa: E402
+from penrose_jax.io import model_registry  # noqa: E402
+from penrose_jax.jobs import align  # noqa: E402
+from penrose_jax.reporting import report_json, workdir_layout  # noqa: E402
 from penrose_jax.training.metrics_log import read_metrics  # noqa: E402
 
 
@@ -35,8 +36,8 @@ def main() -> None:
   parser.add_argument("--out", required=True)
   args = parser.parse_args()
   config = align_config.get_config()
-  student = model_source.load(args.student)
-  teacher = model_source.load(args.teacher)
+  student = model_registry.load(args.student)
+  teacher = model_registry.load(args.teacher)
   windows, groups, _ = align.validation_windows(config, student.tokenizer)
   eval_fn = make_alignment_eval(teacher.params, student.config, windows,
                                 align.alignment_config(config).objective, config.batch_size,
@@ -44,7 +45,7 @@ def main() -> None:
   before = eval_fn(student.params)
   teacher_val = {k: v for k, v in eval_fn(teacher.params).items() if k.startswith("ppl")}
   report = {**{f"{k}_before": v for k, v in before.items()}, "val_teacher": teacher_val}
-  metrics = read_metrics(str(pathlib.Path(args.workdir) / "train" / "metrics.jsonl"))
+  metrics = read_metrics(str(pathlib.Path(args.workdir) / workdir_layout.ALIGN_METRICS))
   curve = align.quality_curve(metrics, report, config.batch_size * config.window)
   out = pathlib.Path(args.out)
   align.plot_quality_curve(curve, out / "align_curve.png")

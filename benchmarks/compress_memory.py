@@ -27,7 +27,7 @@ from safetensors.numpy import save_file
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from penrose_jax.jobs import model_source  # noqa: E402
+from penrose_jax.io import model_registry  # noqa: E402
 
 
 def write_synthetic_checkpoint(out: pathlib.Path, layers: int, hidden: int, intermediate: int,
@@ -83,8 +83,8 @@ def write_synthetic_checkpoint(out: pathlib.Path, layers: int, hidden: int, inte
       "rope_theta": 10000.0, "max_position_embeddings": 4096, "tie_word_embeddings": False,
       "bos_token_id": 0, "eos_token_id": 0, "torch_dtype": "float16"}, indent=1))
   # Any tokenizer with ids < vocab works: the tiny model's BPE tokenizer is reused.
-  tiny = model_source.build_tiny_model(out / "_tiny")
-  model_source.load(str(tiny)).tokenizer.save(out)
+  tiny = model_registry.build_tiny_model(out / "_tiny")
+  model_registry.load(str(tiny)).tokenizer.save(out)
   return total
 
 

@@ -48,7 +48,7 @@ import numpy as np  # noqa: E402
 
 from penrose_jax.data import paths  # noqa: E402
 from penrose_jax.evaluation import sofc_annotations, sofc_tasks  # noqa: E402
-from penrose_jax.jobs import model_source  # noqa: E402
+from penrose_jax.io import model_registry  # noqa: E402
 from penrose_jax.models import generation, llama  # noqa: E402
 from penrose_jax.models.linear import dense_equivalent  # noqa: E402
 from penrose_jax.reporting import report_json  # noqa: E402
@@ -165,7 +165,7 @@ def time_batched(params, config, prompts, max_new_tokens, stops, batch_size) -> 
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--model", default="default", help="model_source.load spec")
+  parser.add_argument("--model", default="default", help="model_registry.load spec")
   parser.add_argument("--quick", action="store_true", help="tiny random model, random prompts")
   parser.add_argument("--data_root", default="../shared/data/sofc_exp")
   parser.add_argument("--prompts", type=int, default=16)
@@ -179,13 +179,13 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
   batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b]
   start = time.perf_counter()
   if args.quick:
-    loaded = model_source.load("tiny", cache_dir=pathlib.Path(args.out).parent / "model_cache")
+    loaded = model_registry.load("tiny", cache_dir=pathlib.Path(args.out).parent / "model_cache")
     rng = np.random.default_rng(0)
     lengths = rng.integers(max(1, args.prompt_tokens - args.spread),
                            args.prompt_tokens + args.spread + 1, args.prompts)
     prompts = [rng.integers(1, loaded.config.vocab_size, n).tolist() for n in lengths]
   else:
-    loaded = model_source.load(args.model, cache_dir=ROOT / "model_cache")
+    loaded = model_registry.load(args.model, cache_dir=ROOT / "model_cache")
     prompts = sofc_prompts(loaded.tokenizer, args.data_root, args.prompts, args.prompt_tokens,
                            args.spread)
   # As evaluate / extraction / the exam decode: the dense equivalent, layers unrolled.

@@ -140,8 +140,8 @@ def load_model(quick: bool, layers: Optional[int] = None) -> tuple[ModelConfig, 
     config = tiny_config(hidden_size=64, intermediate_size=128, num_heads=4, num_kv_heads=2,
                          head_dim=16, max_position=512)
     return config, llama.init_params(config), "tiny (random)"
-  from penrose_jax.jobs import model_source
-  loaded = model_source.load("default")
+  from penrose_jax.io import model_registry
+  loaded = model_registry.load("default")
   config, params = loaded.config, loaded.params
   if layers is not None and layers < config.num_layers:
     params = {k: v for k, v in params.items()

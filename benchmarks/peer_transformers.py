@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 
 from benchmarks.inference_speed import measure_peak, time_call  # noqa: E402
 from penrose_jax.io import find_default_gguf  # noqa: E402
-from penrose_jax.jobs import model_source  # noqa: E402
+from penrose_jax.io import model_registry  # noqa: E402
 from penrose_jax.models import llama  # noqa: E402
 
 VENV = ROOT / "benchmarks" / ".peer_venv"
@@ -118,7 +118,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
   gguf = pathlib.Path(args.gguf) if args.gguf else find_default_gguf()
   wall = time.time()
   python = ensure_venv()
-  loaded = model_source.load(str(gguf))
+  loaded = model_registry.load(str(gguf))
   # A fixed, reproducible token sequence of ordinary ids (not special tokens).
   tokens = np.random.default_rng(0).integers(100, loaded.config.vocab_size,
                                              (1, args.seq)).astype(np.int32)

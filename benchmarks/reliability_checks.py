@@ -28,7 +28,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 # qa_tune quick cut to one document, rule Q&A, no evaluation: the cheapest run that trains.
 QA_CHEAP = {"max_documents": 1, "qa_sources": "rule", "trace_questions": 0,
             "general_replay_fraction": 0.0, "eval.enabled": False}
-EVAL_CHEAP = {"skip_text_sets": "sofc", "benchmarks": "", "max_windows": 2,
+EVAL_CHEAP = {"skip_text_sets": "sofc_all", "benchmarks": "", "max_windows": 2,
               "extraction.enabled": False}
 
 
@@ -79,7 +79,7 @@ def main(argv: Optional[list[str]] = None) -> None:
   args = parser.parse_args(argv)
   sys.path.insert(0, str(REPO))
   from penrose_jax.data import paths  # pylint: disable=g-import-not-at-top
-  from penrose_jax.jobs import model_source  # pylint: disable=g-import-not-at-top
+  from penrose_jax.io import model_registry  # pylint: disable=g-import-not-at-top
   from penrose_jax.reporting import report_json  # pylint: disable=g-import-not-at-top
   rows: list[dict[str, Any]] = []
   root = pathlib.Path(tempfile.mkdtemp(prefix="penrose reliability "))  # a space on purpose
@@ -95,7 +95,7 @@ def main(argv: Optional[list[str]] = None) -> None:
                  "pass": bool(ok), "why": why, "seconds": round(time.time() - t0, 1)})
     print(f"{'PASS' if ok else 'FAIL'} {name}: {why}", flush=True)
 
-  tiny = model_source.build_tiny_model(root / "tiny")
+  tiny = model_registry.build_tiny_model(root / "tiny")
   corpus = root / "corpus"
   shutil.copytree(paths.resolve_data_path("package:demo_corpus"), corpus)
   qa_base = {"model": tiny, "corpus": corpus, **QA_CHEAP}
@@ -231,11 +231,11 @@ def main(argv: Optional[list[str]] = None) -> None:
 
   import numpy as np  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
-  loaded = model_source.load(str(tiny))
+  loaded = model_registry.load(str(tiny))
   params = jax.tree_util.tree_map(np.asarray, loaded.params)
   params["final_norm"]["scale"] = np.full_like(params["final_norm"]["scale"], np.nan)
   poisoned = root / "nan model"
-  model_source.save_model_checkpoint(poisoned, loaded.config, params, loaded.tokenizer)
+  model_registry.save_model_checkpoint(poisoned, loaded.config, params, loaded.tokenizer)
   check("evaluate: a NaN weight", "final_norm/scale all NaN",
         bad("evaluate", {**ev, "model": poisoned}, "non-finite", "ppl.demo_corpus=nan"))
   flipped = root / "bit-flipped model"
@@ -244,7 +244,7 @@ def main(argv: Optional[list[str]] = None) -> None:
   kernel = params["layers_0"]["mlp"]["up_proj"]["kernel"]
   kernel.view(np.uint32)[0, 0] |= np.uint32(0x7F800000)  # exponent bits all set: inf / NaN
   shutil.rmtree(flipped)
-  model_source.save_model_checkpoint(flipped, loaded.config, params, loaded.tokenizer)
+  model_registry.save_model_checkpoint(flipped, loaded.config, params, loaded.tokenizer)
   check("evaluate: a bit-flipped checkpoint array (inf)", "one kernel entry's exponent set",
         bad("evaluate", {**ev, "model": flipped}, "non-finite"))
 

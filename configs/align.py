@@ -26,11 +26,10 @@ dense, LAMBADA 3.03x -> 1.62x; sensitivity 0.6 student, 41k tokens: 2.44x -> 1.6
 
 import ml_collections
 
+from configs import common
 from configs import compress as compress_config
+from configs.common import DEMO_CORPUS, LAMBADA, SOFC_DEV, SOFC_TRAIN
 from penrose_jax.parallel import default_parallel_config
-
-SOFC = "../shared/data/sofc_exp/texts"
-LAMBADA = "../shared/data/general_eval/lambada_openai.jsonl"
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
@@ -43,11 +42,11 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.teacher = ""     # original model; empty = the compress config's model
   config.compress = compress_config.get_config()
   # Mixed domain + general text: SOFC alone over-fits the domain (LAMBADA ppl rises).
-  config.train_sources = [f"{SOFC}@train", LAMBADA, "package:demo_corpus"]
+  config.train_sources = [SOFC_TRAIN, LAMBADA, DEMO_CORPUS]
   # Held-out sets, each reported as its own perplexity in the validation metrics (the
   # quality-vs-tokens curve): SOFC dev articles and LAMBADA passages; the demo corpus where
   # ../shared is missing.
-  config.val_sources = [f"{SOFC}@dev", LAMBADA, "package:demo_corpus"]
+  config.val_sources = [SOFC_DEV, LAMBADA, DEMO_CORPUS]
   # 800 x 128 = 102k distinct tokens: one pass at the default 200 steps x 4 windows.
   config.num_train_windows = 800
   config.num_val_windows = 8  # per validation source
@@ -81,7 +80,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.eval_every = 25
   config.checkpoint_every = 25
   config.eval = ml_collections.ConfigDict()
-  config.eval.text_sets = ml_collections.ConfigDict({"sofc_dev": f"{SOFC}@dev", "lambada": LAMBADA})
+  config.eval.text_sets = common.text_sets("sofc_dev", "lambada")
   config.eval.skip_text_sets = ""  # comma list of eval.text_sets names this run leaves out
   config.eval.window = 256
   config.eval.max_windows = 48  # as the compress job's, so its perplexities are reused
@@ -95,8 +94,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   if arg == "quick":
     config.compress = compress_config.get_config("quick")
     config.compress.compression.param_ratio = 0.5  # leave the tiny model something to recover
-    config.train_sources = [f"{SOFC}@train", "package:demo_corpus"]
-    config.val_sources = ["package:demo_corpus"]
+    config.train_sources = [SOFC_TRAIN, DEMO_CORPUS]
+    config.val_sources = [DEMO_CORPUS]
     config.num_train_windows = 8
     config.num_val_windows = 4
     config.window = 64
@@ -107,8 +106,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.log_every = 1
     config.eval.window = 64
     config.eval.max_windows = 4
-    config.eval.text_sets = ml_collections.ConfigDict({"demo_corpus": "package:demo_corpus",
-                                                      "lambada": LAMBADA})
+    config.eval.text_sets = common.text_sets("demo_corpus", "lambada")
   elif arg:
     raise ValueError(f"configs/align.py: unknown variant {arg!r}; expected '' or 'quick'")
   return config

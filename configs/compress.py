@@ -33,11 +33,10 @@ quick (tiny model): ~20-40 s.
 
 import ml_collections
 
+from configs import common
+from configs.common import DEMO_CORPUS, LAMBADA, SOFC_TRAIN
 from penrose_jax.compression.transform import DEFAULT_INCLUDE
 from penrose_jax.parallel import default_parallel_config
-
-SOFC = "../shared/data/sofc_exp/texts"
-LAMBADA = "../shared/data/general_eval/lambada_openai.jsonl"
 
 
 def compression_section() -> ml_collections.ConfigDict:
@@ -114,7 +113,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.compression = compression_section()
   config.calibration = ml_collections.ConfigDict()
   # A mix of domain and general text: whitening on one domain alone over-fits it.
-  config.calibration.sources = [f"{SOFC}@train", LAMBADA, "package:demo_corpus"]
+  config.calibration.sources = [SOFC_TRAIN, LAMBADA, DEMO_CORPUS]
   config.calibration.num_windows = 64
   config.calibration.window = 256
   config.calibration.seed = 0
@@ -123,8 +122,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.calibration.sequential = True
   config.eval = ml_collections.ConfigDict()
   config.eval.enabled = True
-  config.eval.text_sets = ml_collections.ConfigDict(
-      {"sofc_dev": f"{SOFC}@dev", "lambada": LAMBADA, "demo_corpus": "package:demo_corpus"})
+  config.eval.text_sets = common.text_sets("sofc_dev", "lambada", "demo_corpus")
   config.eval.skip_text_sets = ""  # comma list of eval.text_sets names this run leaves out
   config.eval.primary = "sofc_dev"
   config.eval.window = 256

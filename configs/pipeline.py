@@ -36,14 +36,11 @@ Time of quick (tiny model): ~1-2 min.
 import ml_collections
 
 from configs import align as align_config
+from configs import common
 from configs import compress as compress_config
 from configs import evaluate as evaluate_config
 from configs import qa_tune as qa_tune_config
-
-
-SOFC_DEV = "../shared/data/sofc_exp/texts@dev"
-LAMBADA = "../shared/data/general_eval/lambada_openai.jsonl"
-GENERAL_TEXT = "package:general_text"
+from configs.common import GENERAL_TEXT
 
 
 def text_sets() -> ml_collections.ConfigDict:
@@ -56,9 +53,7 @@ def text_sets() -> ml_collections.ConfigDict:
   Returns:
     name -> source spec.
   """
-  return ml_collections.ConfigDict({"sofc_dev": SOFC_DEV, "lambada": LAMBADA,
-                                    "demo_corpus": "package:demo_corpus",
-                                    "general_text": GENERAL_TEXT})
+  return common.text_sets("sofc_dev", "lambada", "demo_corpus", "general_text")
 
 
 def warmup_config(compress: ml_collections.ConfigDict, quick: str

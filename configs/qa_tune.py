@@ -22,7 +22,7 @@ Outputs in DIR: report.json (heldout_ll_accuracy/em/f1 before/after, general_acc
 before/after per benchmark, train_tokens, tokens_per_s, wall_s, mode, qa_pairs_by_source,
 filter_rejection_rate, ...), qa_pairs.jsonl (+ .progress, .rejected.jsonl), traces.jsonl
 (per section: questions, greedy answers before/after, losses), metrics.jsonl, checkpoints/,
-eval_before.json, heldout_answers.json, model/ (a model checkpoint folder: model_source.load
+eval_before.json, heldout_answers.json, model/ (a model checkpoint folder: model_registry.load
 accepts it); with an exam (exam_path / open_exam_path): exam_accuracy_sum / exam_accuracy_mean /
 exam_em / exam_f1 / exam_by_doc before/after in report.json, exam_before.json, exam_answers.json.
 The team's injection benchmark: --config.corpus=package:injection_corpus --config.heldout_path=
@@ -51,7 +51,7 @@ SOFC_TRAIN_ARTICLES = (
 # (mode 'onepass_augmented'; --config.mode=sectionwise restores the paper's order), answer-only
 # completions, seq_len 96 (Q&A rows: median 66 tokens; restatements packed at 92 % fill), LoRA
 # r=8 on all projections at the rate that fits the trainable choice (learning_rate 0 =
-# trainer.RECIPE_LEARNING_RATES: 3e-3 LoRA, 1e-4 stored factors (--config.trainable=compressed)
+# run_control.RECIPE_LEARNING_RATES: 3e-3 LoRA, 1e-4 stored factors (--config.trainable=compressed)
 # or all weights), at most `epochs_per_section` passes, a curve point per half pass (exam
 # multiple choice + self-test recall on 6 held-out wordings per document) and a stop at a
 # self-test plateau (patience 2). Measured in results/injection_recall (0.45 epochs only:
@@ -107,7 +107,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.sofc_tasks = ml_collections.ConfigDict(dict(
       data_root="../shared/data/sofc_exp", tasks="detection,entities,slots", max_per_document=0,
       seed=0))
-  # Training (fields of qa.trainer.CurriculumConfig).
+  # Training (fields of qa.curriculum_config.CurriculumConfig).
   # 'onepass_augmented': the section-wise rows (same material, same tokens) shuffled over all
   # documents, no section order.
   config.mode = "sectionwise"  # 'sectionwise' | 'onepass' | 'onepass_augmented' | 'none'
@@ -151,7 +151,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.compressed_matmul = "materialize"
   config.lora_rank = 8
   config.lora_alpha = 16.0
-  config.learning_rate = 1e-3  # <= 0: the rate that fits `trainable` (trainer.RECIPE_LEARNING_RATES)
+  config.learning_rate = 1e-3  # <= 0: rate fits `trainable` (run_control.RECIPE_LEARNING_RATES)
   config.warmup_steps = 2
   config.weight_decay = 0.0
   config.clip_norm = 1.0

@@ -37,9 +37,9 @@ import optax
 import orbax.checkpoint as ocp
 from jax.sharding import PartitionSpec as P
 
+from penrose_jax import parallel
 from penrose_jax.models import llama
 from penrose_jax.models.config import tiny_config
-from penrose_jax import parallel
 
 CONFIG = tiny_config(hidden_size=64, intermediate_size=128, num_heads=4, num_kv_heads=2,
                      head_dim=16, vocab_size=128)
@@ -339,7 +339,7 @@ def check_jobs() -> dict:
   (= the single-device computation): per-matrix rel_fro_error, ppl, first-step align loss."""
   from penrose_jax.jobs import align as align_job  # pylint: disable=g-import-not-at-top
   from penrose_jax.jobs import compress as compress_job  # pylint: disable=g-import-not-at-top
-  from penrose_jax.jobs import model_source  # pylint: disable=g-import-not-at-top
+  from penrose_jax.io import model_registry  # pylint: disable=g-import-not-at-top
   from penrose_jax.training.metrics_log import read_metrics  # pylint: disable=g-import-not-at-top
   tol = 1e-4
   out: dict = {}
@@ -349,7 +349,7 @@ def check_jobs() -> dict:
                          ("mesh_2x4", _parallel_block({"data": 2, "fsdp": 4}, sharded=True))):
       reports[label] = compress_job.run(_quick_compress_config(block), f"{tmp}/c_{label}")
       mesh, rules, _ = parallel.setup_from_config(block)
-      dense = model_source.load("tiny", cache_dir=f"{tmp}/c_{label}/model_cache").params
+      dense = model_registry.load("tiny", cache_dir=f"{tmp}/c_{label}/model_cache").params
       specs[label] = {k: v for k, v in parallel.describe_specs(dense, mesh, rules).items()
                       if k.startswith(("embed/", "layers_0/attn/q_proj", "layers_0/mlp/"))}
       # Align batches have 2 rows: split them over 'data' (over data x fsdp = 8 they would

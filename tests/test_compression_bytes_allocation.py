@@ -180,7 +180,7 @@ def test_alloc_sweep_entry_is_its_own_variant():
 
 def test_a_killed_allocator_run_resumes_to_the_same_checkpoint(tmp_path, monkeypatch):
   from penrose_jax.compression import streaming
-  from penrose_jax.jobs import model_source
+  from penrose_jax.io import model_registry
   import jax
   config = _quick(0.17, MENU)
   straight = compress.run(config, tmp_path / "straight")
@@ -199,7 +199,7 @@ def test_a_killed_allocator_run_resumes_to_the_same_checkpoint(tmp_path, monkeyp
   resumed = compress.run(config, tmp_path / "resumed")
   assert "sensitivity" not in resumed["stage_s"]  # the tables of the first attempt are reused
   assert resumed["bytes_allocation"]["choices"] == straight["bytes_allocation"]["choices"]
-  arrays = [jax.tree_util.tree_leaves(model_source.load(str(tmp_path / d / "model")).params)
+  arrays = [jax.tree_util.tree_leaves(model_registry.load(str(tmp_path / d / "model")).params)
             for d in ("straight", "resumed")]
   for a, b in zip(*arrays):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

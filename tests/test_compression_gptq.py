@@ -9,8 +9,8 @@ from configs import compress as compress_config
 from penrose_jax.compression import gptq
 from penrose_jax.compression.leaves import QuantizedDense, rtn_quantize_dense
 from penrose_jax.compression.transform import as_compression_config, compress
+from penrose_jax.io import model_registry
 from penrose_jax.jobs import compress as compress_job
-from penrose_jax.jobs import model_source
 
 
 def _correlated_problem(seed=0, n=192, out=80, samples=1024):
@@ -92,7 +92,7 @@ def test_config_validation_and_in_memory_compress():
 
 
 def test_quick_compress_job_with_gptq_streams_and_evaluates(tmp_path):
-  model_dir = model_source.build_tiny_model(tmp_path / "tiny2", num_layers=2)
+  model_dir = model_registry.build_tiny_model(tmp_path / "tiny2", num_layers=2)
   config = compress_config.get_config("quick")
   config.model = str(model_dir)
   config.compression.method = "gptq"
@@ -110,7 +110,7 @@ def test_quick_compress_job_with_gptq_streams_and_evaluates(tmp_path):
   assert len(report["matrices"]) == 2 * 7
   assert all("out_rel_error" in row for row in report["matrices"])
   assert np.isfinite(report["ppl_compressed"])
-  loaded = model_source.load(str(tmp_path / "gptq" / "model"))
+  loaded = model_registry.load(str(tmp_path / "gptq" / "model"))
   kernel = loaded.params["layers_1"]["mlp"]["down_proj"]["kernel"]
   assert isinstance(kernel, QuantizedDense) and kernel.weight.bits == 4
 

@@ -11,7 +11,8 @@ import pytest
 from configs import compress as compress_config
 from penrose_jax.compression import sensitivity, streaming
 from penrose_jax.compression.transform import as_compression_config
-from penrose_jax.jobs import compress, model_source
+from penrose_jax.io import model_registry
+from penrose_jax.jobs import compress
 from penrose_jax.models import llama
 
 
@@ -52,7 +53,7 @@ def test_knapsack_names_an_infeasible_budget_and_a_missing_row():
 
 
 def test_head_after_blocks_equals_the_forward_logits(tmp_path):
-  model = model_source.load("tiny", cache_dir=tmp_path)
+  model = model_registry.load("tiny", cache_dir=tmp_path)
   cfg, params = model.config, model.params
   tokens = jnp.asarray(np.random.default_rng(0).integers(0, cfg.vocab_size, (2, 9)), jnp.int32)
   h = llama.embed_tokens(params, tokens)
@@ -63,8 +64,8 @@ def test_head_after_blocks_equals_the_forward_logits(tmp_path):
 
 
 def test_measured_kl_is_positive_and_falls_as_the_ratio_grows(tmp_path):
-  model = model_source.load("tiny", cache_dir=tmp_path)
-  source = model_source.open_stream("tiny", cache_dir=tmp_path)
+  model = model_registry.load("tiny", cache_dir=tmp_path)
+  source = model_registry.open_stream("tiny", cache_dir=tmp_path)
   cfg = as_compression_config({"tiling": "single", "budget_scope": "sensitivity",
                                "whiten": True, "damping": 1e-4, "min_rank": 1})
   tokens = np.random.default_rng(1).integers(0, model.config.vocab_size, (6, 32))

@@ -17,7 +17,9 @@ from ml_collections import config_flags
 from experiments import cli
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-CONFIG_FILES = sorted(p for p in (ROOT / "configs").glob("*.py") if p.name != "__init__.py")
+# Job configs: every file of configs/ but the package and the shared data paths (common.py).
+CONFIG_FILES = sorted(p for p in (ROOT / "configs").glob("*.py")
+                      if p.name not in ("__init__.py", "common.py"))
 
 
 def _variants(path: pathlib.Path) -> list[str]:

@@ -6,9 +6,10 @@ import pathlib
 import pytest
 
 from configs import evaluate as evaluate_config
+from penrose_jax.data import ingest
 from penrose_jax.evaluation import extraction, sofc_annotations, sofc_tasks
 from penrose_jax.jobs import evaluate
-from penrose_jax.qa import ingest, model_generate, records, sofc_source
+from penrose_jax.qa import model_generate, records, sofc_source
 
 # (token, entity tag, slot tag) per token; offsets are computed by `_write_article`.
 TRAIN_EXP = [("Anode-supported", "O", "O"), ("cells", "B-DEVICE", "B-device"),
@@ -258,7 +259,8 @@ def _fake_extraction(value):
 
 
 def test_pipeline_extraction_table_and_plot(tmp_path):
-  from penrose_jax.jobs import pipeline_report
+  from penrose_jax.reporting import extraction_table
+  from penrose_jax.run_reports import pipeline_report
   stages = {f"extraction_{key}": _fake_extraction(v) for key, v in
             (("dense", 0.1), ("compressed", 0.2), ("aligned", 0.3), ("qa_tuned", 0.4))}
   rows = pipeline_report.extraction_rows(stages)
@@ -266,7 +268,7 @@ def test_pipeline_extraction_table_and_plot(tmp_path):
                                         "aligned 0-shot", "Q&A-tuned 0-shot"]
   assert rows[0][1]["detection_accuracy"] == 0.75 and rows[0][1]["slot_micro_f1_overlap"] == 0.0
   assert rows[4][1]["entity_micro_f1"] == 0.4
-  table = pipeline_report.extraction_table(rows)
+  table = extraction_table.extraction_table(rows)
   assert "| Q&A-tuned 0-shot | 0.4 |" in table and "entity F1 exact" in table
   plot = pipeline_report._extraction_plot(stages, tmp_path)
   assert plot[0][0].stat().st_size > 0

@@ -106,7 +106,7 @@ def test_low_rank_leaves_are_multiplied_out_and_bad_types_named(source, tmp_path
 
 
 def test_source_bytes_count_the_files_quantized_blocks(tmp_path):
-  from penrose_jax.jobs import model_source
+  from penrose_jax.io import model_registry
   from penrose_jax.jobs.sweep_merge import projection_paths
   path = tmp_path / "q41.gguf"
   kernels = [f"blk.{i}.{name}.weight" for i in range(2)
@@ -117,7 +117,7 @@ def test_source_bytes_count_the_files_quantized_blocks(tmp_path):
   paths = projection_paths(model.config.num_layers)
   weights = sum(np.size(model.params[p.split("/")[0]][p.split("/")[1]][p.split("/")[2]]["kernel"])
                 for p in paths)
-  out = model_source.source_bytes(str(path), paths)
+  out = model_registry.source_bytes(str(path), paths)
   assert out["bytes"] == weights // 32 * 20  # Q4_1: 32 weights in 20 bytes (5 bits each)
   assert out["types"] == {"Q4_1": 14}
-  assert model_source.source_bytes("tiny", paths) is None
+  assert model_registry.source_bytes("tiny", paths) is None

@@ -5,7 +5,8 @@ import json
 import pytest
 
 from configs import align as align_config
-from penrose_jax.jobs import align, model_source
+from penrose_jax.io import model_registry
+from penrose_jax.jobs import align
 
 
 def test_quick_align_writes_report_metrics_and_model(tmp_path):
@@ -33,13 +34,13 @@ def test_quick_align_writes_report_metrics_and_model(tmp_path):
   assert all(value > 0 for value in curve["ppl_over_teacher"])
   assert (tmp_path / "align_curve.png").is_file()
   assert report["val_teacher"]["ppl_demo_corpus"] > 0
-  loaded = model_source.load(str(tmp_path / "model"))
+  loaded = model_registry.load(str(tmp_path / "model"))
   assert loaded.config.num_layers == 2
 
 
 def test_student_and_teacher_must_match(tmp_path, tiny_model_dir):
   config = align_config.get_config("quick")
-  other = model_source.build_tiny_model(tmp_path / "other", num_layers=3)
+  other = model_registry.build_tiny_model(tmp_path / "other", num_layers=3)
   config.student = str(other)
   config.teacher = str(tiny_model_dir)
   with pytest.raises(ValueError, match="different architectures"):

@@ -8,13 +8,14 @@ import pytest
 from configs import compress as compress_config
 from penrose_jax import io as pio
 from penrose_jax.compression import streaming
-from penrose_jax.jobs import compress, model_source
+from penrose_jax.io import model_registry
+from penrose_jax.jobs import compress
 from penrose_jax.models import llama
 
 
 @pytest.fixture(scope="module")
 def four_layer_model(tmp_path_factory):
-  return model_source.build_tiny_model(tmp_path_factory.mktemp("m") / "tiny4", num_layers=4)
+  return model_registry.build_tiny_model(tmp_path_factory.mktemp("m") / "tiny4", num_layers=4)
 
 
 def _config(model_dir, **compression):
@@ -29,7 +30,7 @@ def _config(model_dir, **compression):
 
 
 def _arrays(model_dir):
-  loaded = model_source.load(str(model_dir))
+  loaded = model_registry.load(str(model_dir))
   import jax
   return [np.asarray(a) for a in jax.tree_util.tree_leaves(loaded.params)]
 
@@ -56,7 +57,7 @@ def test_quick_compress_writes_checkpoint_report_and_pictures(tmp_path, four_lay
     assert {"name", "shape", "rel_fro_error"} <= set(row)
   assert len(report["hidden_kl_per_layer"]) == 4
   assert list(tmp_path.glob("tiling_*.png"))
-  loaded = model_source.load(str(tmp_path / "model"))
+  loaded = model_registry.load(str(tmp_path / "model"))
   assert llama.count_params(loaded.params) == report["model_params_compressed"]
   out = llama.forward(loaded.params, np.array([[1, 2, 3]]), loaded.config)
   assert np.isfinite(np.asarray(out.logits)).all()

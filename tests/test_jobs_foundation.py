@@ -10,7 +10,8 @@ from configs import evaluate as evaluate_config
 from configs import generate as generate_config
 from configs import pipeline as pipeline_config
 from penrose_jax.data import paths, text_sources
-from penrose_jax.jobs import align, evaluate, generate, model_source, pipeline
+from penrose_jax.io import model_registry
+from penrose_jax.jobs import align, evaluate, generate, pipeline
 
 
 @pytest.mark.shared_data
@@ -24,7 +25,7 @@ def test_evaluate_quick_writes_report(tmp_path, tiny_model_dir):
     assert key in on_disk
   assert "demo_corpus" in report["ppl"]
   # A random tiny model is close to uniform over its vocabulary.
-  vocab = model_source.load(str(tiny_model_dir)).config.vocab_size
+  vocab = model_registry.load(str(tiny_model_dir)).config.vocab_size
   assert 0.3 * vocab < report["ppl"]["demo_corpus"] < 3 * vocab
   if paths.resolve_data_path(config.benchmark_dir).exists():  # ../shared, unless hidden
     assert set(report["accuracy"]) == {"arc_easy", "piqa", "copa"}

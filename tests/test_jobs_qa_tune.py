@@ -3,7 +3,8 @@
 import json
 
 from configs import qa_tune as qa_tune_config
-from penrose_jax.jobs import model_source, qa_tune
+from penrose_jax.io import model_registry
+from penrose_jax.jobs import qa_tune
 from penrose_jax.qa import records
 
 
@@ -34,5 +35,5 @@ def test_quick_run_writes_report_and_files(tmp_path, tiny_model_dir):
   assert len(pairs) == report["qa_pairs_total"]
   traces = [json.loads(line) for line in (workdir / "traces.jsonl").open()]
   assert len(traces) == 8 and "before" in traces[1]["questions"][0]
-  tuned = model_source.load(str(workdir / "model"))
-  assert tuned.config == model_source.load(str(tiny_model_dir)).config
+  tuned = model_registry.load(str(workdir / "model"))
+  assert tuned.config == model_registry.load(str(tiny_model_dir)).config

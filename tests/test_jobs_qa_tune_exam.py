@@ -5,8 +5,8 @@ import json
 import pytest
 
 from configs import qa_tune as qa_tune_config
+from penrose_jax.evaluation import exam_files
 from penrose_jax.jobs import exam_eval, qa_tune
-from penrose_jax.qa import exam
 
 
 def _config(tiny_model_dir, cache_dir):
@@ -63,6 +63,6 @@ def test_a_bad_exam_line_stops_the_run_before_qa_generation(tmp_path, tiny_model
   bad.write_text(json.dumps({"question": "q", "choices": ["a", "b"], "gold": 5}) + "\n")
   config = _config(tiny_model_dir, "")
   config.exam_path = str(bad)
-  with pytest.raises(exam.ExamError, match=f"{bad}:1: gold=5 outside 0..1"):
+  with pytest.raises(exam_files.ExamError, match=f"{bad}:1: gold=5 outside 0..1"):
     qa_tune.run(config, tmp_path / "run")
   assert not (tmp_path / "run" / "qa_pairs.jsonl").exists()

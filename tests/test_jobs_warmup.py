@@ -7,7 +7,8 @@ import numpy as np
 
 from configs import pipeline as pipeline_config
 from penrose_jax.data import paths
-from penrose_jax.jobs import model_source, warmup
+from penrose_jax.io import model_registry
+from penrose_jax.jobs import warmup
 
 
 def _config(model):
@@ -39,8 +40,8 @@ def test_warmup_trains_saves_and_resumes(tmp_path, tiny_model_dir, monkeypatch):
   assert report["ppl_after"]["demo_corpus"] < report["ppl_before"]["demo_corpus"]
   assert any("no_such_folder" in s for s in report["skipped"])
   # The saved model is the warmed one (the next stage loads it).
-  warmed = model_source.load(str(tmp_path / "run" / "model"))
-  base = model_source.load(str(tiny_model_dir))
+  warmed = model_registry.load(str(tmp_path / "run" / "model"))
+  base = model_registry.load(str(tiny_model_dir))
   kernel = lambda p: np.asarray(p["layers_0"]["mlp"]["up_proj"]["kernel"])
   assert not np.allclose(kernel(warmed.params), kernel(base.params))
   # Checkpoints every 2 updates (training/loop.py): a rerun whose report and model were lost

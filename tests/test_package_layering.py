@@ -2,8 +2,10 @@
 
 - Only penrose_jax/jobs imports penrose_jax.jobs: the library packages know no workdirs,
   flags or report files (ARCHITECTURE.md, "jobs/").
-- penrose_jax/data imports nothing from penrose_jax.qa: data paths and text sources sit below
-  the Q&A code that uses them.
+- penrose_jax/data imports nothing from penrose_jax.qa: data paths, text sources and documents
+  sit below the Q&A code that uses them.
+- penrose_jax/evaluation imports nothing from penrose_jax.qa: closed-book scoring uses the chat
+  format of models/chat_format.py, not qa's training code.
 - The packages form one order (PACKAGE_ORDER, ARCHITECTURE.md "Packages"): a package imports
   only packages before it, so no import runs back up (evaluation never imports qa's training
   code, models never imports io).
@@ -17,10 +19,11 @@ import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "penrose_jax"
 # (importing package folder, imported module prefix) pairs that must not occur.
-FORBIDDEN = [(None, "penrose_jax.jobs"), ("data", "penrose_jax.qa")]
+FORBIDDEN = [(None, "penrose_jax.jobs"), ("data", "penrose_jax.qa"),
+             ("evaluation", "penrose_jax.qa")]
 # Lowest first; each package may import those before it (reporting: from every package).
 PACKAGE_ORDER = ("reporting", "parallel", "data", "models", "io", "compression", "training",
-                 "alignment", "evaluation", "qa", "jobs")
+                 "alignment", "evaluation", "qa", "run_reports", "jobs")
 
 
 def _module_name(path: pathlib.Path) -> str:
@@ -104,9 +107,9 @@ def test_packages_import_only_lower_packages():
 
 def test_the_walk_sees_imports():
   # The walker must find what it guards against, or the test above proves nothing.
-  assert "penrose_jax.jobs.model_source" in _file_imports(PACKAGE / "jobs" / "evaluate.py")
-  sample = ("def f():\n  from penrose_jax.jobs import model_source\n"
-            "import penrose_jax.qa.ingest as ingest\nfrom ..qa import records\n")
+  assert "penrose_jax.io.model_registry" in _file_imports(PACKAGE / "jobs" / "evaluate.py")
+  sample = ("def f():\n  from penrose_jax.jobs import workdir\n"
+            "import penrose_jax.data.ingest as ingest\nfrom ..qa import records\n")
   found = imported_modules(sample, "penrose_jax.data")
-  assert {"penrose_jax.jobs", "penrose_jax.jobs.model_source", "penrose_jax.qa.ingest",
+  assert {"penrose_jax.jobs", "penrose_jax.jobs.workdir", "penrose_jax.data.ingest",
           "penrose_jax.qa.records"} <= found

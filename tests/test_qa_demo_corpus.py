@@ -2,7 +2,8 @@
 
 import collections
 
-from penrose_jax.qa import curated, demo_corpus, filtering, generate_rules, ingest
+from penrose_jax.data import demo_corpus, ingest
+from penrose_jax.qa import curated, filtering, generate_rules
 
 
 def _load():

@@ -4,10 +4,13 @@ import re
 
 import pytest
 
-from penrose_jax.jobs import model_source
-from penrose_jax.qa import fact_recall, filtering, ingest, model_generate, records, train_data
-from penrose_jax.qa import trainer
-from penrose_jax.qa.injection_benchmark import corpus_dir
+from penrose_jax.data import ingest, jsonl_files
+from penrose_jax.data.injection_benchmark import corpus_dir
+from penrose_jax.evaluation import answer_rank
+from penrose_jax.io import model_registry
+from penrose_jax.models import chat_format
+from penrose_jax.qa import fact_recall, filtering, model_generate, records, run_control, train_data
+from penrose_jax.qa.curriculum_config import CurriculumConfig
 
 MARKDOWN = """# Veltrane-7: A Self-Healing Oxide Ceramic
 
@@ -95,7 +98,7 @@ def test_build_qa_pairs_writes_selftest_and_drops_heldout_wordings_of_every_sour
   heldout = {filtering.question_key(q.question) for q in selftest if q.split == "heldout"}
   assert heldout and {p.source for p in pairs} == {"study", "recall"}
   assert not heldout & {filtering.question_key(p.question) for p in pairs}
-  texts = [t for t in records.read_jsonl(out.with_name("qa_pairs.study.jsonl"))
+  texts = [t for t in jsonl_files.read_jsonl(out.with_name("qa_pairs.study.jsonl"))
            if t["source"] == "recall"]
   assert texts and all(t["group"] for t in texts)
 
@@ -123,14 +126,14 @@ def test_packaged_benchmark_material_covers_every_document():
 
 @pytest.fixture(scope="module")
 def tokenizer(tiny_model_dir):
-  return model_source.load(str(tiny_model_dir)).tokenizer
+  return model_registry.load(str(tiny_model_dir)).tokenizer
 
 
 def test_pack_distinct_texts_never_puts_two_paraphrases_of_a_fact_in_one_row(tokenizer):
   texts = [(f"Fact {g} is stated in wording number {k}.", f"g{g}") for g in range(5)
            for k in range(6)] + [("A text of no fact.", "")] * 3
   rows = train_data.pack_distinct_texts(tokenizer, texts, seq_len=48, seed=0)
-  pad = train_data.pad_id(tokenizer)
+  pad = chat_format.pad_id(tokenizer)
   for row in rows:
     assert len(set(row.groups)) == len(row.groups)
     decoded = tokenizer.decode([int(t) for t in row.tokens if t != pad])
@@ -142,29 +145,28 @@ def test_pack_distinct_texts_never_puts_two_paraphrases_of_a_fact_in_one_row(tok
 
 
 def test_plateau_and_learning_rate_by_trainable():
-  assert not trainer.plateaued([0.1, 0.2, 0.3], patience=2)
-  assert trainer.plateaued([0.1, 0.4, 0.3, 0.4], patience=2)
-  assert not trainer.plateaued([0.1, 0.4, 0.3, 0.45], patience=2)
-  assert trainer.plateaued([0.1, 0.4, 0.3, 0.45], patience=2, min_delta=0.1)
-  assert not trainer.plateaued([0.0, 0.0], patience=2)  # not enough points yet
-  assert not trainer.plateaued([0.0, 0.0, 0.0], patience=0)
-  assert trainer.plateaued([None, 0.2, None, 0.1, 0.2], patience=2)
-  cfg = lambda **kw: trainer.CurriculumConfig(**{"learning_rate": 0.0, **kw})
-  assert trainer.resolved_learning_rate(cfg(trainable="lora")) == 3e-3
-  assert trainer.resolved_learning_rate(cfg(trainable="compressed")) == 1e-4
-  assert trainer.resolved_learning_rate(cfg(trainable="all")) == 1e-4
-  assert trainer.resolved_learning_rate(cfg(trainable="all", learning_rate=5e-4)) == 5e-4
+  assert not run_control.plateaued([0.1, 0.2, 0.3], patience=2)
+  assert run_control.plateaued([0.1, 0.4, 0.3, 0.4], patience=2)
+  assert not run_control.plateaued([0.1, 0.4, 0.3, 0.45], patience=2)
+  assert run_control.plateaued([0.1, 0.4, 0.3, 0.45], patience=2, min_delta=0.1)
+  assert not run_control.plateaued([0.0, 0.0], patience=2)  # not enough points yet
+  assert not run_control.plateaued([0.0, 0.0, 0.0], patience=0)
+  assert run_control.plateaued([None, 0.2, None, 0.1, 0.2], patience=2)
+  cfg = lambda **kw: CurriculumConfig(**{"learning_rate": 0.0, **kw})
+  assert run_control.resolved_learning_rate(cfg(trainable="lora")) == 3e-3
+  assert run_control.resolved_learning_rate(cfg(trainable="compressed")) == 1e-4
+  assert run_control.resolved_learning_rate(cfg(trainable="all")) == 1e-4
+  assert run_control.resolved_learning_rate(cfg(trainable="all", learning_rate=5e-4)) == 5e-4
   with pytest.raises(ValueError, match="trainable"):
-    trainer.resolved_learning_rate(cfg(trainable="adapters"))
+    run_control.resolved_learning_rate(cfg(trainable="adapters"))
 
 
 def test_answer_rank_is_one_for_the_greedy_token_and_logprob_adds_up(tiny_model_dir):
   import jax.numpy as jnp
   from penrose_jax.models import llama
-  from penrose_jax.qa import answer_rank
-  loaded = model_source.load(str(tiny_model_dir))
+  loaded = model_registry.load(str(tiny_model_dir))
   tok, question = loaded.tokenizer, "What is the band gap of silicon?"
-  prompt = tok.encode(train_data.qa_prompt(tok, question))
+  prompt = tok.encode(chat_format.qa_prompt(tok, question))
   logits = llama.forward(loaded.params, jnp.asarray([prompt]), loaded.config).logits[0, -1]
   greedy = tok.decode([int(jnp.argmax(logits))])
   worst = tok.decode([int(jnp.argmin(logits))])

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
+from penrose_jax.data.ingest import Document, Section
 from penrose_jax.qa import curated, filtering, generate_rules, prompts
-from penrose_jax.qa.ingest import Document, Section
 from penrose_jax.qa.records import QAPair
 
 SECTION = Section('sofc', 2, 'Electrolyte', (

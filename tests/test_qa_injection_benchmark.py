@@ -9,7 +9,9 @@ import re
 import pytest
 
 from penrose_jax.data import paths
-from penrose_jax.qa import exam, generate_rules, ingest, injection_benchmark, model_generate
+from penrose_jax.data import ingest, injection_benchmark
+from penrose_jax.evaluation import exam_files
+from penrose_jax.qa import generate_rules, model_generate
 
 NGRAM = 8  # a run of this many exam-question words must not occur in any training source
 
@@ -32,8 +34,8 @@ def corpus():
 @pytest.fixture(scope="module")
 def questions(corpus):
   doc_ids = {d.doc_id for d in corpus}
-  choice = exam.read_choice_exam(paths.resolve_data_path("package:injection_exam"), doc_ids)
-  open_ = exam.read_open_exam(paths.resolve_data_path("package:injection_open_exam"), doc_ids)
+  choice = exam_files.read_choice_exam(paths.resolve_data_path("package:injection_exam"), doc_ids)
+  open_ = exam_files.read_open_exam(paths.resolve_data_path("package:injection_open_exam"), doc_ids)
   return choice, open_
 
 
@@ -134,8 +136,8 @@ def test_setup_py_ships_every_benchmark_file():
               if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "setup")
   package_data = ast.literal_eval(next(k.value for k in call.keywords
                                        if k.arg == "package_data"))
-  patterns = package_data["penrose_jax.qa"]
-  root = injection_benchmark.corpus_dir().parent  # penrose_jax/qa
+  patterns = package_data["penrose_jax.data"]
+  root = injection_benchmark.corpus_dir().parent  # penrose_jax/data
   for file in injection_benchmark.corpus_dir().iterdir():
     relative = file.relative_to(root).as_posix()
     assert any(fnmatch.fnmatch(relative, p) for p in patterns), relative

@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from penrose_jax.data import jsonl_files
 from penrose_jax.qa import records
 from penrose_jax.qa.records import QAPair
 
@@ -26,8 +27,8 @@ def test_write_jsonl_atomic_roundtrip(tmp_path):
   path = tmp_path / 'sub' / 'qa.jsonl'
   pairs = [QAPair('d', 'S', 0, 'Q?', 'Å 1 °C', 'R', 'rule'), {'doc_id': 'x', 'k': 1}]
   assert records.write_jsonl_atomic(path, pairs) == 2
-  assert records.read_jsonl(path)[1] == {'doc_id': 'x', 'k': 1}
-  assert QAPair.from_json(records.read_jsonl(path)[0]) == pairs[0]
+  assert jsonl_files.read_jsonl(path)[1] == {'doc_id': 'x', 'k': 1}
+  assert QAPair.from_json(jsonl_files.read_jsonl(path)[0]) == pairs[0]
   assert list(path.parent.iterdir()) == [path]  # no temp files left
 
 
@@ -103,6 +104,6 @@ def test_read_jsonl_names_bad_line(tmp_path):
   path = tmp_path / 'x.jsonl'
   path.write_text('{"a": 1}\n{bad\n{"b": 2}\n')
   with pytest.raises(ValueError, match=':2: invalid JSON'):
-    records.read_jsonl(path)
+    jsonl_files.read_jsonl(path)
   path.write_text(json.dumps({'a': 1}) + '\n{"par')
-  assert records.read_jsonl(path) == [{'a': 1}]
+  assert jsonl_files.read_jsonl(path) == [{'a': 1}]

@@ -3,7 +3,8 @@ duplicate filters, restatements / notes, and the 'study' source in build_qa_pair
 
 import pytest
 
-from penrose_jax.qa import filtering, ingest, model_generate, study_facts, study_material
+from penrose_jax.data import ingest
+from penrose_jax.qa import filtering, model_generate, study_facts, study_material
 
 MARKDOWN = """# Cathode Study
 

@@ -7,8 +7,11 @@ import jax
 import numpy as np
 import pytest
 
-from penrose_jax.jobs import model_source
-from penrose_jax.qa import demo_corpus, generate_rules, ingest, train_data, trainer
+from penrose_jax.data import demo_corpus, ingest
+from penrose_jax.io import model_registry
+from penrose_jax.models import chat_format
+from penrose_jax.qa import generate_rules, train_data, trainer
+from penrose_jax.qa.curriculum_config import CurriculumConfig, check_trainable
 from penrose_jax.training import read_metrics
 
 
@@ -50,18 +53,18 @@ def test_onepass_plan_same_budget_in_reading_order():
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir):
-  return model_source.load(str(tiny_model_dir))
+  return model_registry.load(str(tiny_model_dir))
 
 
 def test_qa_example_loss_mask_covers_completion_only(tiny):
   tok = tiny.tokenizer
   ex = train_data.encode_qa_example(tok, "What is the band gap?", "1.12 eV", "It says so.", 96)
-  prompt_ids = tok.encode(train_data.qa_prompt(tok, "What is the band gap?"))
+  prompt_ids = tok.encode(chat_format.qa_prompt(tok, "What is the band gap?"))
   n_prompt = len(prompt_ids)
   np.testing.assert_array_equal(ex.tokens[:n_prompt], prompt_ids)
   assert not ex.mask[:n_prompt].any()
   target_text = tok.decode(ex.tokens[ex.mask > 0].tolist())
-  assert target_text == "1.12 eV\nReasoning: It says so." + train_data.end_of_turn(tok)
+  assert target_text == "1.12 eV\nReasoning: It says so." + chat_format.end_of_turn(tok)
   assert ex.mask[n_prompt:].sum() == (ex.mask > 0).sum()
 
 
@@ -73,7 +76,7 @@ def _corpus():
   return [doc], pairs
 
 
-CFG = trainer.CurriculumConfig(steps_per_section=2, batch_size=2, seq_len=32,
+CFG = CurriculumConfig(steps_per_section=2, batch_size=2, seq_len=32,
                                replay_fraction=0.25, general_replay_fraction=0.25,
                                lora_rank=2, learning_rate=1e-2, trace_questions=1,
                                trace_max_new_tokens=2, max_section_windows=3, max_traces=1)
@@ -115,7 +118,7 @@ def test_resume_matches_uninterrupted_and_onepass_budget(tiny, tmp_path):
 
   # Checkpointing every 2 sections: killed after section 0 (not saved: the rerun redoes it)
   # and again after section 1 (saved), it still ends where the uninterrupted run ends.
-  sparse = trainer.CurriculumConfig(**{**CFG.__dict__, "checkpoint_every_sections": 2})
+  sparse = CurriculumConfig(**{**CFG.__dict__, "checkpoint_every_sections": 2})
   sparse_args = args[:-1] + (sparse,)
   for stop_after in (0, 1):
     chex.clear_trace_counter()
@@ -136,7 +139,7 @@ def test_resume_matches_uninterrupted_and_onepass_budget(tiny, tmp_path):
           for line in (tmp_path / "sparse" / "traces.jsonl").open()] == [0, 1, 2]
 
   chex.clear_trace_counter()
-  onepass = trainer.train(*args[:-1], trainer.CurriculumConfig(
+  onepass = trainer.train(*args[:-1], CurriculumConfig(
       **{**CFG.__dict__, "mode": "onepass"}), tmp_path / "onepass")
   assert onepass.train_tokens == full.train_tokens == 6 * 2 * 32
   assert sum(onepass.row_counts.values()) == sum(full.row_counts.values())
@@ -149,10 +152,10 @@ def test_trainable_choice_is_checked_against_the_model(tiny):
   compressed, _ = transform.compress(tiny.params, {"tiling": "single", "budget_scope": "matrix",
                                                    "param_ratio": 0.5})
   with pytest.raises(ValueError, match="trainable='compressed'"):
-    trainer.check_trainable(compressed, trainer.CurriculumConfig(trainable="lora"))
-  trainer.check_trainable(compressed, trainer.CurriculumConfig(trainable="compressed"))
-  trainer.check_trainable(tiny.params, trainer.CurriculumConfig(trainable="lora"))
+    check_trainable(compressed, CurriculumConfig(trainable="lora"))
+  check_trainable(compressed, CurriculumConfig(trainable="compressed"))
+  check_trainable(tiny.params, CurriculumConfig(trainable="lora"))
   with pytest.raises(ValueError, match="no compressed leaves"):
-    trainer.check_trainable(tiny.params, trainer.CurriculumConfig(trainable="compressed"))
+    check_trainable(tiny.params, CurriculumConfig(trainable="compressed"))
   with pytest.raises(ValueError, match="trainable must be one of"):
-    trainer.check_trainable(tiny.params, trainer.CurriculumConfig(trainable="adapters"))
+    check_trainable(tiny.params, CurriculumConfig(trainable="adapters"))

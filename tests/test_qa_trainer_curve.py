@@ -7,20 +7,23 @@ import jax
 import numpy as np
 import pytest
 
-from penrose_jax.jobs import model_source
-from penrose_jax.qa import demo_corpus, generate_rules, ingest, records, train_data, trainer
+from penrose_jax.data import demo_corpus, ingest
+from penrose_jax.io import model_registry
+from penrose_jax.models import chat_format
+from penrose_jax.qa import generate_rules, records, run_control, train_data, trainer
+from penrose_jax.qa.curriculum_config import CurriculumConfig
 
 
 def test_curve_steps_are_evenly_spaced_or_snapped_to_section_ends():
-  assert trainer.curve_steps(12, 4) == [3, 6, 9]
-  assert trainer.curve_steps(12, 4, section_ends=[2, 5, 8, 12]) == [5, 8]  # 9 -> 12 = the end
-  assert trainer.curve_steps(12, 1) == [] and trainer.curve_steps(12, 0) == []
-  assert trainer.curve_steps(3, 8) == [1, 2]  # distinct steps only
+  assert run_control.curve_steps(12, 4) == [3, 6, 9]
+  assert run_control.curve_steps(12, 4, section_ends=[2, 5, 8, 12]) == [5, 8]  # 9 -> 12 = the end
+  assert run_control.curve_steps(12, 1) == [] and run_control.curve_steps(12, 0) == []
+  assert run_control.curve_steps(3, 8) == [1, 2]  # distinct steps only
 
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir):
-  return model_source.load(str(tiny_model_dir))
+  return model_registry.load(str(tiny_model_dir))
 
 
 def _corpus():
@@ -30,7 +33,7 @@ def _corpus():
   return [doc], generate_rules.generate_document_qa(doc, max_facts_per_kind=1)
 
 
-CFG = trainer.CurriculumConfig(steps_per_section=2, batch_size=2, seq_len=32,
+CFG = CurriculumConfig(steps_per_section=2, batch_size=2, seq_len=32,
                                replay_fraction=0.25, general_replay_fraction=0.25,
                                lora_rank=2, learning_rate=1e-2, trace_questions=0,
                                max_section_windows=3, max_traces=1)
@@ -40,8 +43,8 @@ CFG = trainer.CurriculumConfig(steps_per_section=2, batch_size=2, seq_len=32,
 def test_curve_points_score_inside_the_run_without_changing_it(tiny, tmp_path, mode):
   documents, pairs = _corpus()
   general = ["The market opened early on Saturday and the baker sold out of bread."]
-  plain = trainer.CurriculumConfig(**{**CFG.__dict__, "mode": mode})
-  curved = trainer.CurriculumConfig(**{**plain.__dict__, "curve_points": 3})
+  plain = CurriculumConfig(**{**CFG.__dict__, "mode": mode})
+  curved = CurriculumConfig(**{**plain.__dict__, "curve_points": 3})
   args = (tiny.config, tiny.params, tiny.tokenizer, documents, pairs, general)
   chex.clear_trace_counter()
   reference = trainer.train(*args, plain, tmp_path / "plain")
@@ -69,16 +72,16 @@ def test_curve_points_score_inside_the_run_without_changing_it(tiny, tmp_path, m
 def test_answer_only_completion_and_no_loss_traces(tiny, tmp_path):
   tok = tiny.tokenizer
   ex = train_data.encode_qa_example(tok, "What is the band gap?", "1.12 eV", "", 96)
-  assert tok.decode(ex.tokens[ex.mask > 0].tolist()) == "1.12 eV" + train_data.end_of_turn(tok)
+  assert tok.decode(ex.tokens[ex.mask > 0].tolist()) == "1.12 eV" + chat_format.end_of_turn(tok)
   documents, pairs = _corpus()
-  cfg = trainer.CurriculumConfig(**{**CFG.__dict__, "completion": "answer",
+  cfg = CurriculumConfig(**{**CFG.__dict__, "completion": "answer",
                                     "trace_losses": False, "trace_questions": 1,
                                     "trace_max_new_tokens": 2})
   chex.clear_trace_counter()
   short = trainer.train(tiny.config, tiny.params, tok, documents, pairs, [], cfg, tmp_path / "a")
   chex.clear_trace_counter()
   full = trainer.train(tiny.config, tiny.params, tok, documents, pairs, [],
-                       trainer.CurriculumConfig(**{**cfg.__dict__,
+                       CurriculumConfig(**{**cfg.__dict__,
                                                    "completion": "answer_reasoning"}),
                        tmp_path / "r")
   # Same rows and budget; the answer-only rows train on fewer target tokens.
@@ -86,18 +89,18 @@ def test_answer_only_completion_and_no_loss_traces(tiny, tmp_path):
   traces = [json.loads(line) for line in (tmp_path / "a" / "traces.jsonl").open()]
   assert len(traces) == 3 and any(t["questions"] for t in traces)
   assert all(t["qa_loss_before"] is None and t["text_loss_after"] is None for t in traces)
-  bad = trainer.CurriculumConfig(**{**CFG.__dict__, "completion": "reasoning_only"})
+  bad = CurriculumConfig(**{**CFG.__dict__, "completion": "reasoning_only"})
   with pytest.raises(ValueError, match="completion must be one of"):
     trainer.train(tiny.config, tiny.params, tok, documents, pairs, [], bad, tmp_path / "b")
 
 
 def test_packed_qa_rows_hold_several_turns_with_the_loss_on_each_answer(tiny, tmp_path):
   tok = tiny.tokenizer
-  eot = train_data.end_of_turn(tok)
+  eot = chat_format.end_of_turn(tok)
   turns = [("What is A?", "1 K"), ("What is B?", "2 nm"), ("Who made C?", "the lab"),
            ("What is D?", "4 s")]
   single = train_data.encode_qa_example(tok, *turns[0], "", 512, eot)
-  n_single = int(np.count_nonzero(single.tokens != train_data.pad_id(tok)))
+  n_single = int(np.count_nonzero(single.tokens != chat_format.pad_id(tok)))
   rows = train_data.pack_qa_examples(tok, turns, 2 * n_single + 8, eot)
   assert 1 < len(rows) < len(turns)
   # The first turn of a packed row is exactly the single-question row (system prompt and all).
@@ -111,9 +114,9 @@ def test_packed_qa_rows_hold_several_turns_with_the_loss_on_each_answer(tiny, tm
   section = documents[0].sections[0]
   pairs = [records.QAPair(section.doc_id, section.title, section.order, f"What is item {k}?",
                           f"{k} K", "", "rule") for k in range(12)]
-  packed = trainer.CurriculumConfig(**{**CFG.__dict__, "pack_qa": True, "seq_len": 96,
+  packed = CurriculumConfig(**{**CFG.__dict__, "pack_qa": True, "seq_len": 96,
                                        "completion": "answer", "epochs_per_section": 1.0})
-  plain = trainer.CurriculumConfig(**{**packed.__dict__, "pack_qa": False})
+  plain = CurriculumConfig(**{**packed.__dict__, "pack_qa": False})
   chex.clear_trace_counter()
   a = trainer.train(tiny.config, tiny.params, tok, documents, pairs, [], packed, tmp_path / "p")
   chex.clear_trace_counter()
@@ -124,7 +127,7 @@ def test_packed_qa_rows_hold_several_turns_with_the_loss_on_each_answer(tiny, tm
 
 def test_plateau_stops_a_shuffled_run_and_a_resume_stays_stopped(tiny, tmp_path):
   documents, pairs = _corpus()
-  cfg = trainer.CurriculumConfig(**{**CFG.__dict__, "mode": "onepass_augmented",
+  cfg = CurriculumConfig(**{**CFG.__dict__, "mode": "onepass_augmented",
                                     "curve_points": 6, "patience": 2,
                                     "plateau_key": "recall"})
   scores = iter([0.1, 0.3, 0.3, 0.2, 0.9])  # best 0.3 at point 2, no rise at points 3 and 4
@@ -151,7 +154,7 @@ def test_plateau_stops_a_shuffled_run_and_a_resume_stays_stopped(tiny, tmp_path)
 
 def test_time_budget_stops_at_the_first_curve_point_past_it(tiny, tmp_path):
   documents, pairs = _corpus()
-  cfg = trainer.CurriculumConfig(**{**CFG.__dict__, "mode": "onepass_augmented",
+  cfg = CurriculumConfig(**{**CFG.__dict__, "mode": "onepass_augmented",
                                     "curve_points": 3, "max_train_s": 1e-9})
   chex.clear_trace_counter()
   run = trainer.train(tiny.config, tiny.params, tiny.tokenizer, documents, pairs, [], cfg,
@@ -161,7 +164,7 @@ def test_time_budget_stops_at_the_first_curve_point_past_it(tiny, tmp_path):
   # Section order trains every section in turn: the budget is ignored, and said so.
   chex.clear_trace_counter()
   ordered = trainer.train(tiny.config, tiny.params, tiny.tokenizer, documents, pairs, [],
-                          trainer.CurriculumConfig(**{**cfg.__dict__, "mode": "sectionwise"}),
+                          CurriculumConfig(**{**cfg.__dict__, "mode": "sectionwise"}),
                           tmp_path / "other", evaluate=lambda p: {"recall": 0.0})
   assert ordered.steps == ordered.planned_steps == 6
   assert any("ignored" in note for note in ordered.notes)

@@ -2,8 +2,9 @@
 
 import types
 
+from penrose_jax.data import demo_corpus, ingest
 from penrose_jax.models import generation
-from penrose_jax.qa import demo_corpus, filtering, ingest, model_generate, records
+from penrose_jax.qa import filtering, model_generate, records
 
 
 class _FakeTokenizer:

@@ -5,9 +5,11 @@ import chex
 import numpy as np
 import pytest
 
-from penrose_jax.jobs import model_source
-from penrose_jax.qa import demo_corpus, generate_rules, ingest, study_material, train_data
+from penrose_jax.data import demo_corpus, ingest
+from penrose_jax.io import model_registry
+from penrose_jax.qa import generate_rules, study_material, train_data
 from penrose_jax.qa import trainer
+from penrose_jax.qa.curriculum_config import CurriculumConfig
 
 
 def test_section_steps_cover_the_requested_epochs():
@@ -63,7 +65,7 @@ def test_shuffled_plan_keeps_the_rows_and_drops_the_section_order():
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir):
-  return model_source.load(str(tiny_model_dir))
+  return model_registry.load(str(tiny_model_dir))
 
 
 def _corpus():
@@ -75,7 +77,7 @@ def _corpus():
   return [doc], pairs, material.texts
 
 
-CFG = trainer.CurriculumConfig(steps_per_section=2, epochs_per_section=0.5, batch_size=2,
+CFG = CurriculumConfig(steps_per_section=2, epochs_per_section=0.5, batch_size=2,
                                seq_len=32, replay_fraction=0.25, general_replay_fraction=0.25,
                                lora_rank=2, learning_rate=1e-2, trace_questions=1,
                                trace_max_new_tokens=2, max_section_windows=2, max_traces=1,
@@ -89,7 +91,7 @@ def test_onepass_augmented_trains_on_the_sectionwise_tokens(tiny, tmp_path):
   runs = {}
   for mode in ("sectionwise", "onepass_augmented", "onepass"):
     chex.clear_trace_counter()
-    cfg = trainer.CurriculumConfig(**{**CFG.__dict__, "mode": mode})
+    cfg = CurriculumConfig(**{**CFG.__dict__, "mode": mode})
     runs[mode] = trainer.train(*args, cfg, tmp_path / mode, study_texts=texts)
   section, augmented, onepass = runs["sectionwise"], runs["onepass_augmented"], runs["onepass"]
   # epochs_per_section sizes the sections; every mode spends the same updates and tokens.

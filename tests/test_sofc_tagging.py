@@ -11,7 +11,8 @@ import pytest
 
 from configs import sofc_tagging as tagging_config
 from penrose_jax.evaluation import sofc_annotations, sofc_bio
-from penrose_jax.jobs import model_source, sofc_tagging
+from penrose_jax.io import model_registry
+from penrose_jax.jobs import sofc_tagging
 from penrose_jax.models import llama, token_tagger
 from tests.test_evaluation_sofc import (BACKGROUND, DEV_EXP, TRAIN_EXP, _sentence_text,
                                        _write_article)
@@ -65,7 +66,7 @@ def test_word_tags_map_protocol_slots_to_o(tagging_root):
 
 
 def test_align_words_starts_every_word_on_a_subword(tagging_root, tiny_model_dir):
-  tokenizer = model_source.load(str(tiny_model_dir)).tokenizer
+  tokenizer = model_registry.load(str(tiny_model_dir)).tokenizer
   for sentence in _experiment(tagging_root, "train"):
     ids, first = sofc_bio.align_words(sentence.text, sentence.words, tokenizer.encode)
     assert len(first) == len(sentence.words) and first == sorted(set(first))
@@ -181,7 +182,7 @@ def test_job_reports_missing_data(tmp_path, monkeypatch):
 
 
 def test_stacked_and_per_layer_hidden_states_agree(tiny_model_dir):
-  loaded = model_source.load(str(tiny_model_dir))
+  loaded = model_registry.load(str(tiny_model_dir))
   tokens = jnp.asarray(np.arange(24).reshape(2, 12) % loaded.config.vocab_size, jnp.int32)
   per_layer = token_tagger.final_hidden_states(loaded.params, tokens, loaded.config)
   stacked = token_tagger.final_hidden_states(llama.stack_layers(loaded.params), tokens,

@@ -28,6 +28,7 @@ from penrose_jax.alignment.teacher_cache import (TeacherCache, logits_from_final
 from penrose_jax.models import llama
 from penrose_jax.models.config import ModelConfig
 from penrose_jax.models.linear import dense_equivalent
+from penrose_jax.models.token_loss import masked_token_mean
 from penrose_jax.reporting.stage_timer import StageTimer, maybe_stage
 from penrose_jax.parallel.placement import place_batch
 from penrose_jax.training.checkpointing import TrainCheckpoints
@@ -176,7 +177,7 @@ def _eval_batch_sums(model_config: ModelConfig, layers: Optional[tuple[int, ...]
     agree = (jnp.argmax(t_out.logits, -1) == jnp.argmax(s_out.logits, -1)).astype(jnp.float32)
     means = {"logit_kl": losses.logit_kl(t_out.logits, s_out.logits, 1.0, mask, False),
              "hidden_kl": h_kl, "js": losses.js_divergence(t_out.logits, s_out.logits, 1.0, mask),
-             "top1_agreement": losses.masked_token_mean(agree, mask)}
+             "top1_agreement": masked_token_mean(agree, mask)}
     # The student's own next-token NLL per row: held-out perplexity during training.
     logp = jax.nn.log_softmax(s_out.logits[:, :-1].astype(jnp.float32), axis=-1)
     token_logp = jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]

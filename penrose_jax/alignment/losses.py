@@ -13,26 +13,11 @@ from typing import Any, Mapping, Optional, Sequence
 import jax
 import jax.numpy as jnp
 
+from penrose_jax.models.token_loss import masked_nll, masked_token_mean
+
 Array = jax.Array
 
 OBJECTIVE_TERMS = ("logit_kl", "hidden_kl", "mse", "ce", "js")
-
-
-def masked_token_mean(values: Array, mask: Optional[Array] = None) -> Array:
-  """Mean of per-token values over the tokens the mask selects.
-
-  Args:
-    values: per-token values, any shape (e.g. (B, T)).
-    mask: optional array broadcastable to `values`; non-zero entries are counted.
-
-  Returns:
-    Scalar float32 mean (0 when the mask selects nothing).
-  """
-  values = values.astype(jnp.float32)
-  if mask is None:
-    return jnp.mean(values)
-  weights = jnp.broadcast_to(mask.astype(jnp.float32), values.shape)
-  return jnp.sum(values * weights) / jnp.maximum(jnp.sum(weights), 1.0)
 
 
 def _kl_from_logits(teacher_logits: Array, student_logits: Array, temperature: float) -> Array:
@@ -169,10 +154,7 @@ def next_token_cross_entropy(logits: Array, tokens: Array, mask: Optional[Array]
   Returns:
     Scalar float32 loss (nats per labelled token).
   """
-  log_probs = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), axis=-1)
-  targets = tokens[:, 1:]
-  nll = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
-  return masked_token_mean(nll, None if mask is None else mask[:, 1:])
+  return masked_nll(logits[:, :-1], tokens[:, 1:], None if mask is None else mask[:, 1:])
 
 
 def _get(out: Any, name: str) -> Optional[Array]:

@@ -20,16 +20,16 @@ import pathlib
 
 SHARED_PREFIX = "../shared"
 SHARED_DIR_ENV = "PENROSE_SHARED_DIR"
-# The demo corpus and the general text ship as package data of penrose_jax.qa (setup.py
-# package_data); reading a resource path does not import any of that package's modules.
-PACKAGE_DATA_OWNER = "penrose_jax.qa"
+# The demo corpus, the general text and the injection benchmark ship as package data of this
+# package (penrose_jax/data/*, setup.py package_data).
+PACKAGE_DATA_OWNER = "penrose_jax.data"
 PACKAGED = {"demo_corpus": "corpus",
             "curated_qa": "corpus/curated_qa.jsonl",
             "heldout_questions": "corpus/heldout_questions.jsonl",
             # General-English prose written for this package (everyday science, geography,
             # history, cooking): perplexity on text unrelated to the materials corpus.
             "general_text": "general_corpus",
-            # The knowledge-injection benchmark (qa/injection_benchmark.py).
+            # The knowledge-injection benchmark (data/injection_benchmark.py).
             "injection_corpus": "injection",
             "injection_exam": "injection/exam_choice.jsonl",
             "injection_open_exam": "injection/exam_open.jsonl"}

@@ -1,6 +1,6 @@
 """Accuracy on the general multiple-choice benchmarks named in a config (forgetting checks).
 
-Shared by the evaluate job and the Q&A evaluation (qa/qa_eval.py), so neither reaches into the
+Shared by the evaluate job and the closed-book scorer (closed_book.py), so neither reaches into the
 other's layer. A benchmark whose file is missing (e.g. no ../shared beside a fresh clone) is
 skipped and named, not fatal.
 """

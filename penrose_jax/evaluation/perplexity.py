@@ -1,9 +1,16 @@
-"""Token-level perplexity over non-overlapping windows of text files."""
+"""Token-level perplexity over non-overlapping windows of text files, per configured text set.
+
+`text_set_perplexities` is the one loop over a config's `text_sets` (skip the missing ones, read,
+tokenize, spread windows, score) that the compress, align and evaluate jobs share;
+`text_set_windows` is its reading half, for a job that scores two models on the same windows.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Any, Optional, Sequence
+import pathlib
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -144,6 +151,43 @@ def perplexity(params: Any, config: ModelConfig, windows: Sequence[Sequence[int]
   return {"ppl": math.exp(mean), "nll": mean, "tokens": total_tokens, "windows": len(windows)}
 
 
+@dataclasses.dataclass
+class TextSetWindows:
+  """The scored windows of one text source.
+
+  Attributes:
+    windows: token windows (see `windows_at`).
+    picks: document name -> start tokens of its windows (`picks_record`).
+    documents: documents in the source.
+  """
+
+  windows: list[list[int]]
+  picks: dict[str, list[int]]
+  documents: int
+
+
+def text_set_windows(tokenizer: Any, source: str, window: int = 256,
+                     max_windows: Optional[int] = None, seed: int = 0) -> TextSetWindows:
+  """Reads a text source and spreads `window`-token windows over its documents.
+
+  Args:
+    tokenizer: a TextTokenizer.
+    source: a text source spec (folder, file, .jsonl, optional '@split'; see
+      data.text_sources).
+    window: window length in tokens.
+    max_windows: windows kept, spread over every document (None = all).
+    seed: see `window_picks`.
+
+  Returns:
+    The windows, where they start, and the number of documents.
+  """
+  docs = list(text_sources.read_source(str(source)))
+  token_lists = [tokenizer.encode(text) for _, text in docs]
+  picks = window_picks(token_lists, window, max_windows, seed)
+  return TextSetWindows(windows_at(token_lists, picks, window),
+                        picks_record([name for name, _ in docs], picks), len(docs))
+
+
 def text_perplexity(params: Any, config: ModelConfig, tokenizer: Any, source: str,
                     window: int = 256, max_windows: Optional[int] = None, batch_size: int = 8,
                     progress: bool = False, seed: int = 0) -> dict[str, Any]:
@@ -165,11 +209,42 @@ def text_perplexity(params: Any, config: ModelConfig, tokenizer: Any, source: st
     {'ppl', 'nll', 'tokens', 'windows', 'documents', 'documents_scored', 'picks'}: picks maps
     each scored document to the start tokens of its windows.
   """
-  docs = list(text_sources.read_source(str(source)))
-  token_lists = [tokenizer.encode(text) for _, text in docs]
-  picks = window_picks(token_lists, window, max_windows, seed)
-  windows = windows_at(token_lists, picks, window)
-  result: dict[str, Any] = perplexity(params, config, windows, batch_size, progress)
-  record = picks_record([name for name, _ in docs], picks)
-  result.update(documents=len(docs), documents_scored=len(record), picks=record)
+  scored = text_set_windows(tokenizer, source, window, max_windows, seed)
+  result: dict[str, Any] = perplexity(params, config, scored.windows, batch_size, progress)
+  result.update(documents=scored.documents, documents_scored=len(scored.picks),
+                picks=scored.picks)
   return result
+
+
+def text_set_perplexities(params: Any, config: ModelConfig, tokenizer: Any,
+                          text_sets: Mapping[str, str], window: int = 256,
+                          max_windows: Optional[int] = None, batch_size: int = 8,
+                          progress: bool = False
+                          ) -> tuple[dict[str, dict[str, Any]], list[tuple[str, pathlib.Path]]]:
+  """`text_perplexity` of every text set whose source exists, in name order.
+
+  Args:
+    params: params pytree.
+    config: the architecture.
+    tokenizer: a TextTokenizer.
+    text_sets: name -> text source spec (a config's `text_sets`, skips already applied).
+    window: window length in tokens.
+    max_windows: windows scored per set, spread over its documents (None = all).
+    batch_size: windows per forward call.
+    progress: show a progress bar.
+
+  Returns:
+    ({name: text_perplexity result}, [(name, missing path)]): a set whose source is missing is
+    not fatal (no ../shared beside a clone); the job names it in its report.
+  """
+  results: dict[str, dict[str, Any]] = {}
+  missing: list[tuple[str, pathlib.Path]] = []
+  for name, spec in sorted(text_sets.items()):
+    path = text_sources.source_path(spec)
+    if not path.exists():
+      missing.append((name, path))
+      continue
+    results[name] = text_perplexity(params, config, tokenizer, spec, window=window,
+                                    max_windows=max_windows, batch_size=batch_size,
+                                    progress=progress)
+  return results, missing

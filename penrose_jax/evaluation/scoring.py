@@ -11,6 +11,7 @@ import numpy as np
 
 from penrose_jax.models import llama
 from penrose_jax.models.config import ModelConfig
+from penrose_jax.models.token_loss import token_nll
 
 # Sequences are right-padded to a multiple of this so a benchmark compiles a few shapes.
 LENGTH_BUCKET = 32
@@ -32,9 +33,7 @@ def next_token_logprobs(params: Any, tokens: jax.Array, config: ModelConfig
   """
   logits = llama.forward(params, tokens, config).logits[:, :-1]
   targets = tokens[:, 1:]
-  logp_all = jax.nn.log_softmax(logits, axis=-1)
-  logp = jnp.take_along_axis(logp_all, targets[..., None], axis=-1)[..., 0]
-  return logp, jnp.argmax(logits, axis=-1) == targets
+  return -token_nll(logits, targets), jnp.argmax(logits, axis=-1) == targets
 
 
 def pad_batch(sequences: Sequence[Sequence[int]], batch_size: int, pad_id: int = 0

@@ -1,7 +1,7 @@
 """SOFC-Exp extraction tasks for a chat decoder: prompts, answer parsers and span-level scores.
 
 Three tasks, each one user turn of the model's chat template (the same single-turn shape
-`qa.train_data.qa_messages` trains, so the `sofc_tasks` Q&A source teaches exactly these
+`models.chat_format.qa_messages` trains, so the `sofc_tasks` Q&A source teaches exactly these
 prompts):
 
   * detection: "Does this sentence describe an SOFC experiment? Answer yes or no."; scored by the

@@ -26,10 +26,11 @@ from penrose_jax import parallel
 from penrose_jax.alignment.align import AlignmentConfig, ObjectiveConfig, align
 from penrose_jax.data import text_sources
 from penrose_jax.evaluation import perplexity
-from penrose_jax.jobs import compress, config_checks, model_source
+from penrose_jax.io import model_registry
+from penrose_jax.jobs import compress, config_checks
 from penrose_jax.jobs import workdir as workdir_guard
 from penrose_jax.models.linear import dense_equivalent
-from penrose_jax.reporting import plots, report_json
+from penrose_jax.reporting import plots, report_json, workdir_layout
 from penrose_jax.reporting.stage_timer import StageTimer
 from penrose_jax.training.metrics_log import read_metrics
 from penrose_jax.training.optimizer import OptimizerConfig
@@ -55,15 +56,11 @@ def text_set_perplexities(params: Any, model_config: Any, tokenizer: Any,
   Returns:
     ({set: ppl}, skipped messages).
   """
-  out, skipped = {}, []
-  for name, spec in sorted(_selected(eval_config).items()):
-    if not text_sources.source_path(spec).exists():
-      skipped.append(f"eval text set {name}: {text_sources.source_path(spec)} not found")
-      continue
-    out[name] = perplexity.text_perplexity(params, model_config, tokenizer, spec,
-                                           eval_config.window, eval_config.max_windows or None,
-                                           eval_config.batch_size)["ppl"]
-  return out, skipped
+  results, missing = perplexity.text_set_perplexities(
+      params, model_config, tokenizer, _selected(eval_config), eval_config.window,
+      eval_config.max_windows or None, eval_config.batch_size)
+  return ({name: result["ppl"] for name, result in results.items()},
+          [f"eval text set {name}: {path} not found" for name, path in missing])
 
 
 def measured_by_compress(report_path: str, eval_config: ml_collections.ConfigDict,
@@ -208,22 +205,8 @@ def alignment_config(config: ml_collections.ConfigDict) -> AlignmentConfig:
       checkpoint_every=config.checkpoint_every, eval_batch_size=config.batch_size)
 
 
+@workdir_guard.claims_workdir("align")
 def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:
-  """Runs the job in its claimed workdir (see `_run`).
-
-  Args:
-    config: see configs/align.py.
-    workdir: output folder, owned by this config and process (see jobs/workdir.py); a rerun
-      with the same config resumes.
-
-  Returns:
-    The report dict.
-  """
-  with workdir_guard.claim("align", config, workdir):
-    return _run(config, workdir)
-
-
-def _run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:
   """Aligns config.student (or a freshly compressed model) to its teacher.
 
   Args:
@@ -250,8 +233,8 @@ def _run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict
   if not teacher_spec:
     raise ValueError("config.teacher is empty; name the original model the student came from")
   with timer.stage("load"):
-    student = model_source.load(student_spec)
-    teacher = model_source.load(teacher_spec, cache_dir=teacher_cache)
+    student = model_registry.load(student_spec)
+    teacher = model_registry.load(teacher_spec, cache_dir=teacher_cache)
   # The compress section only counts when this job compresses (no student given).
   config_checks.check_context({k: v for k, v in config.items() if k != "compress"},
                               student.config.max_position, student.name)
@@ -284,18 +267,19 @@ def _align_loaded(config: ml_collections.ConfigDict, workdir: pathlib.Path, star
         known_before, lambda: dense_equivalent(student.params), student.config, tok,
         config.eval)
   aligned, result = align(student.params, teacher.params, mcfg, train, val,
-                          align_cfg, str(workdir / "train"), timer=timer, val_groups=val_groups)
+                          align_cfg, str(workdir / workdir_layout.ALIGN_TRAIN_DIR), timer=timer,
+                          val_groups=val_groups)
   with timer.stage("ppl"):
     ppl_after, _ = text_set_perplexities(dense_equivalent(aligned), student.config, tok,
                                          config.eval)
     ppl_teacher, _ = _perplexities_except(known_teacher, lambda: teacher.params,
                                           teacher.config, tok, config.eval)
   with timer.stage("write"):
-    model_source.save_model_checkpoint(
+    model_registry.save_model_checkpoint(
         workdir / "model", student.config, aligned, tok,
         provenance={"name": f"{student.name} + KL alignment", "source_model": teacher_spec,
                     "student": student_spec})
-  metrics_file = workdir / "train" / "metrics.jsonl"  # absent when num_steps is 0
+  metrics_file = workdir / workdir_layout.ALIGN_METRICS  # absent when num_steps is 0
   curve = quality_curve(read_metrics(str(metrics_file)) if metrics_file.exists() else [], result,
                         config.batch_size * config.window)
   if curve:

@@ -37,18 +37,19 @@ import numpy as np
 from absl import logging
 from tqdm import tqdm
 
+from penrose_jax import parallel
 from penrose_jax.alignment import losses
 from penrose_jax.compression import bytes_allocation, sensitivity, spectra_cache, streaming
 from penrose_jax.compression.tiling_plot import render_tiling_png
 from penrose_jax.compression.transform import as_compression_config, summarize_rows
 from penrose_jax.data import text_sources
 from penrose_jax.evaluation import perplexity
-from penrose_jax.jobs import config_checks, model_source
+from penrose_jax.io import model_registry
+from penrose_jax.jobs import config_checks
 from penrose_jax.jobs import workdir as workdir_guard
-from penrose_jax import parallel
 from penrose_jax.models import llama
 from penrose_jax.models.linear import dense_equivalent
-from penrose_jax.reporting import plots, report_json
+from penrose_jax.reporting import plots, report_json, workdir_layout
 from penrose_jax.reporting.stage_timer import StageTimer
 
 
@@ -148,12 +149,10 @@ def evaluate_pair(config: ml_collections.ConfigDict, dense: Any, compressed: Any
     if not text_sources.source_path(spec).exists():
       out["skipped"].append(f"eval text set {name}: {text_sources.source_path(spec)} not found")
       continue
-    docs = list(text_sources.read_source(spec))
-    ids = [tokenizer.encode(t) for _, t in docs]
-    picks = perplexity.window_picks(ids, ev.window, ev.max_windows or None)
-    windows = perplexity.windows_at(ids, picks, ev.window)
-    out.setdefault("eval_windows", {})[name] = perplexity.picks_record(
-        [n for n, _ in docs], picks)
+    # Both models score the same windows: the reading half of perplexity.text_set_perplexities.
+    scored = perplexity.text_set_windows(tokenizer, spec, ev.window, ev.max_windows or None)
+    windows = scored.windows
+    out.setdefault("eval_windows", {})[name] = scored.picks
     out["ppl_dense_by_set"][name] = _dense_ppl_cached(
         dense_cache, {"model": config.model, "spec": spec, "window": ev.window,
                       "max_windows": ev.max_windows, "picks": out["eval_windows"][name]},
@@ -265,18 +264,10 @@ def plot_sensitivity_ratios(ratios: dict[str, float], path: pathlib.Path) -> pat
                        "matrix", row_labels=kinds)
 
 
+@workdir_guard.claims_workdir("compress")
 def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
         spectra_cache_dir: str | pathlib.Path | None = None,
         dense_eval_cache: str | pathlib.Path | None = None) -> dict[str, Any]:
-  """Runs the job in its claimed workdir (see `_run` and jobs/workdir.py)."""
-  with workdir_guard.claim("compress", config, workdir):
-    return _run(config, workdir, spectra_cache_dir=spectra_cache_dir,
-                dense_eval_cache=dense_eval_cache)
-
-
-def _run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
-         spectra_cache_dir: str | pathlib.Path | None = None,
-         dense_eval_cache: str | pathlib.Path | None = None) -> dict[str, Any]:
   """Compresses config.model layer by layer and writes the checkpoint and report.
 
   Args:
@@ -298,10 +289,10 @@ def _run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
   layer_rules = rules if jax.process_count() == 1 else parallel.REPLICATED_RULES
   cfg = as_compression_config(config.compression)  # validates before any work
   workdir = pathlib.Path(workdir)
-  stream_dir, model_dir = workdir / "stream", workdir / "model"
+  stream_dir, model_dir = workdir / workdir_layout.COMPRESS_STREAM_DIR, workdir / "model"
   stream_dir.mkdir(parents=True, exist_ok=True)
   with timer.stage("load"):
-    source = model_source.open_stream(config.model, cache_dir=workdir / "model_cache")
+    source = model_registry.open_stream(config.model, cache_dir=workdir / "model_cache")
   mcfg = source.config
   config_checks.check_context(config, mcfg.max_position, source.name)
   fingerprint = json.dumps({"model": config.model, "compression": config.compression.to_dict(),
@@ -311,8 +302,8 @@ def _run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
     globals_ = source.read_globals()
   with timer.stage("write"):
     for key, subtree in globals_.items():
-      if not model_source.has_params_part(model_dir, key):
-        model_source.save_params_part(model_dir, key, subtree)
+      if not model_registry.has_params_part(model_dir, key):
+        model_registry.save_params_part(model_dir, key, subtree)
   fns = streaming.StreamFunctions(mcfg)
   needs_acts = streaming.needs_activations(cfg)
   skipped: list[str] = []
@@ -379,7 +370,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
         key, layer, x, cfg, fns, ranks, timer, None if sens is None else sens["ratios"],
         None if alloc is None else alloc["choices"])
     with timer.stage("write"):
-      model_source.save_params_part(model_dir, key, new_layer)
+      model_registry.save_params_part(model_dir, key, new_layer)
     if needs_acts:
       with timer.stage("calibrate"):
         # Sequential calibration (default): the next layer is whitened on the inputs the
@@ -403,7 +394,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
     del layer, new_layer, approx_layer
   keys = global_keys + [f"layers_{i}" for i in range(mcfg.num_layers)]
   with timer.stage("write"):
-    model_source.finish_model_checkpoint(
+    model_registry.finish_model_checkpoint(
         model_dir, mcfg, source.tokenizer, keys,
         provenance={"name": f"{source.name} compressed ({cfg.method}, {cfg.tiling}, "
                             f"ratio {cfg.param_ratio})", "source_model": config.model,
@@ -415,7 +406,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
   # The honest reference: the same matrices as stored in the model's own file (a Q4_1 GGUF
   # for the default model), next to bytes_dense (float32) and bytes_compressed.
   with timer.stage("load"):
-    source_file = model_source.source_bytes(config.model, [r["name"] for r in rows])
+    source_file = model_registry.source_bytes(config.model, [r["name"] for r in rows])
   if source_file is not None:
     metrics.update({"source_bytes": source_file["bytes"], "source_types": source_file["types"],
                     "source_file": source_file["file"],
@@ -441,8 +432,8 @@ def _run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
   metrics["tiling_pictures"] = picture_files
   if config.eval.enabled:
     with timer.stage("eval"):
-      dense = model_source.load(config.model, cache_dir=workdir / "model_cache")
-      compressed = model_source.load(str(model_dir))
+      dense = model_registry.load(config.model, cache_dir=workdir / "model_cache")
+      compressed = model_registry.load(str(model_dir))
       # Evaluate the compressed values through the dense structure: one compiled forward
       # serves both models (the compressed tree's ~3,400 arrays compiled anew for every
       # forward variant: 400 of the demo's 546 s were this evaluation before).

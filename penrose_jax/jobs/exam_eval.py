@@ -2,10 +2,10 @@
 
 The exam fields of a qa_tune config: `exam_path` (multiple-choice JSONL files, comma-separated),
 `open_exam_path` (open-question JSONL files), `exam_cache_dir` (a folder shared by runs; ''
-= none). Questions are read (and checked: `qa.exam.ExamError` names file and line) before any
-Q&A generation or training, doc_ids against the whole corpus. Questions about documents that
-the run does not train on (`documents` / `max_documents` selections) are left out of the
-scores and counted in the report (`exam_questions_excluded`), never dropped silently.
+= none). Questions are read (and checked: `evaluation.exam_files.ExamError` names file and
+line) before any Q&A generation or training, doc_ids against the whole corpus. Questions about
+documents that the run does not train on (`documents` / `max_documents` selections) are left out
+of the scores and counted in the report (`exam_questions_excluded`), never dropped silently.
 
 The "before" scores of a model depend only on the model, the questions and the scoring settings,
 so they are cached in DIR/exam_before.json and, with `exam_cache_dir`, in that folder under a
@@ -23,8 +23,9 @@ from typing import Any, Optional, Sequence
 import ml_collections
 
 from penrose_jax.data import paths
+from penrose_jax.data import ingest
+from penrose_jax.evaluation import closed_book, exam_files
 from penrose_jax.models.linear import dense_equivalent
-from penrose_jax.qa import exam, ingest
 from penrose_jax.reporting import report_json
 
 SCALAR_KEYS = ("exam_accuracy_sum", "exam_accuracy_mean", "exam_em", "exam_f1",
@@ -34,7 +35,7 @@ SCALAR_KEYS = ("exam_accuracy_sum", "exam_accuracy_mean", "exam_em", "exam_f1",
 class RunExam:
   """The exam questions of one run and the ones left out (documents not trained)."""
 
-  def __init__(self, choice: list[exam.ChoiceQuestion], open_: list[exam.OpenQuestion],
+  def __init__(self, choice: list[exam_files.ChoiceQuestion], open_: list[exam_files.OpenQuestion],
                excluded: int, note: str):
     self.choice, self.open, self.excluded, self.note = choice, open_, excluded, note
 
@@ -54,16 +55,16 @@ def load_run_exam(config: ml_collections.ConfigDict, documents: Sequence[ingest.
     RunExam (empty when no exam is configured).
 
   Raises:
-    exam.ExamError: an unusable question (file and line named).
+    exam_files.ExamError: an unusable question (file and line named).
   """
   choice_spec, open_spec = config.get("exam_path", ""), config.get("open_exam_path", "")
-  if not exam.split_paths(choice_spec) and not exam.split_paths(open_spec):
+  if not exam_files.split_paths(choice_spec) and not exam_files.split_paths(open_spec):
     return RunExam([], [], 0, "")
   trained = {d.doc_id for d in documents}
   # doc_ids are checked against the whole corpus, so a typo is an error even when the run
   # trains on a subset.
   corpus_ids, _ = ingest.load_corpus(paths.resolve_data_path(config.corpus))
-  choice, open_ = exam.load_exams(choice_spec, open_spec, {d.doc_id for d in corpus_ids})
+  choice, open_ = exam_files.load_exams(choice_spec, open_spec, {d.doc_id for d in corpus_ids})
   keep = lambda q: not q.doc_id or q.doc_id in trained
   kept_choice, kept_open = [q for q in choice if keep(q)], [q for q in open_ if keep(q)]
   excluded = len(choice) + len(open_) - len(kept_choice) - len(kept_open)
@@ -91,17 +92,17 @@ def score(loaded: Any, params: Any, run_exam: RunExam, eval_config: ml_collectio
   """The exam scores of one set of params.
 
   Args:
-    loaded: model_source.Loaded (config and tokenizer are used).
+    loaded: model_registry.Loaded (config and tokenizer are used).
     params: the params (compressed / LoRA leaves are scored through their dense equivalent).
     run_exam: the questions.
     eval_config: needs batch_size, answer_max_new_tokens.
 
   Returns:
-    `qa.exam.evaluate_exam`'s dict.
+    `evaluation.closed_book.evaluate_exam`'s dict.
   """
-  return exam.evaluate_exam(dense_equivalent(params), loaded.config, loaded.tokenizer,
-                            run_exam.choice, run_exam.open, eval_config.batch_size,
-                            eval_config.answer_max_new_tokens)
+  return closed_book.evaluate_exam(dense_equivalent(params), loaded.config, loaded.tokenizer,
+                                   run_exam.choice, run_exam.open, eval_config.batch_size,
+                                   eval_config.answer_max_new_tokens)
 
 
 def score_before(loaded: Any, params: Any, run_exam: RunExam,
@@ -110,7 +111,7 @@ def score_before(loaded: Any, params: Any, run_exam: RunExam,
   """The base model's exam scores, from a cache when the same model and exam were scored.
 
   Args:
-    loaded: model_source.Loaded.
+    loaded: model_registry.Loaded.
     params: the base params.
     run_exam: the questions.
     config: the qa_tune config (model, eval.batch_size, eval.answer_max_new_tokens,
@@ -119,10 +120,10 @@ def score_before(loaded: Any, params: Any, run_exam: RunExam,
     log: progress printer.
 
   Returns:
-    `qa.exam.evaluate_exam`'s dict.
+    `evaluation.closed_book.evaluate_exam`'s dict.
   """
   key = hashlib.sha1(json.dumps([
-      _model_identity(config.model), exam.exam_fingerprint(run_exam.choice, run_exam.open),
+      _model_identity(config.model), exam_files.exam_fingerprint(run_exam.choice, run_exam.open),
       config.eval.batch_size, config.eval.answer_max_new_tokens]).encode()).hexdigest()
   cache_dir = config.get("exam_cache_dir", "")
   files = [workdir / "exam_before.json"]

@@ -18,8 +18,9 @@ from typing import Any
 import ml_collections
 
 from penrose_jax import io as pio
+from penrose_jax.io import model_registry
 from penrose_jax.io.gguf_writer import write_gguf
-from penrose_jax.jobs import compress, model_source
+from penrose_jax.jobs import compress
 from penrose_jax.models.linear import dense_equivalent
 from penrose_jax.reporting import report_json
 from penrose_jax.reporting.stage_timer import StageTimer
@@ -43,7 +44,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
   if source.suffix != ".gguf" or not source.is_file():
     raise FileNotFoundError(f"config.source={config.source!r}: {source} is not a .gguf file")
   with timer.stage("load"):
-    loaded = model_source.load(config.checkpoint)
+    loaded = model_registry.load(config.checkpoint)
   with timer.stage("write"):
     written = write_gguf(workdir / "model.gguf", loaded.params, source, config.dense_type,
                          config.embed_type)
@@ -52,7 +53,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
                                ("attn", "o_proj"), ("mlp", "gate_proj"), ("mlp", "up_proj"),
                                ("mlp", "down_proj"))]
   with timer.stage("load"):
-    source_bytes = model_source.source_bytes(str(source), paths)
+    source_bytes = model_registry.source_bytes(str(source), paths)
   metrics: dict[str, Any] = {
       "file_size": written["file_size"], "source_file": str(source),
       "source_file_size": source_bytes["file_size"], "types": written["types"],
@@ -61,7 +62,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
       "requantization_rel_error": written["requantization_rel_error"]}
   if config.eval.enabled:
     with timer.stage("load"):
-      reread = model_source.load(str(workdir / "model.gguf"))
+      reread = model_registry.load(str(workdir / "model.gguf"))
     with timer.stage("eval"):
       evaluated = compress.evaluate_pair(config, dense_equivalent(loaded.params), reread.params,
                                          loaded.config, loaded.tokenizer)

@@ -19,7 +19,8 @@ import ml_collections
 
 from penrose_jax.compression import inference
 from penrose_jax.data import paths
-from penrose_jax.jobs import config_checks, model_source
+from penrose_jax.io import model_registry
+from penrose_jax.jobs import config_checks
 from penrose_jax.jobs import workdir as workdir_guard
 from penrose_jax.models import generation
 from penrose_jax.reporting import report_json
@@ -90,7 +91,7 @@ def check_prompts_fit(loaded: Any, config: ml_collections.ConfigDict, prompts: l
   model's context (such a prompt had given an empty answer and no message).
 
   Args:
-    loaded: the model_source.Loaded.
+    loaded: the model_registry.Loaded.
     config: the generate config (chat, max_new_tokens).
     prompts: the prompts.
     where: the prompts' origin for the message (a file, or 'config.prompt').
@@ -157,7 +158,7 @@ def _run(config: ml_collections.ConfigDict, workdir: Optional[str | pathlib.Path
                        "DIR/generations.jsonl)")
     records = read_prompts(paths.resolve_data_path(prompts_path))  # checked before loading
   cache_dir = pathlib.Path(workdir or ".") / "model_cache"
-  loaded = model_source.load(config.model, cache_dir=cache_dir)
+  loaded = model_registry.load(config.model, cache_dir=cache_dir)
   # Decode spectral / quantized codecs and stack factors once, not inside every compiled step;
   # with share_layers, layers of one structure are stacked and scanned (one compiled block).
   loaded = loaded._replace(params=inference.prepare_for_inference(

@@ -13,7 +13,7 @@ The chat prompt is answered by every stage's model (DIR/<stage>/chat.json), so t
 where an answer breaks; a few self-test questions with the final model's answers follow.
   extraction/<dense|compressed|aligned|qa_tuned>/  with `extraction.enabled`: evaluate's SOFC-Exp
              extraction section alone (no text sets, no benchmarks) on each stage's model
-Then DIR/report.md, DIR/report.json and DIR/plots/*.png (`jobs/pipeline_report.py`: one row per
+Then DIR/report.md, DIR/report.json and DIR/plots/*.png (`run_reports/pipeline_report.py`: one row per
 stage and one column per text set, plots, the command to chat with the final model). A stage
 whose report.json exists with the same config is not rerun, so an interrupted pipeline continues
 where it stopped.
@@ -31,10 +31,10 @@ import jax
 import ml_collections
 
 from penrose_jax.compression.transform import as_compression_config
-from penrose_jax.jobs import align, compress, config_checks, evaluate, model_source, qa_tune
-from penrose_jax.jobs import warmup
+from penrose_jax.io import model_registry
+from penrose_jax.jobs import align, compress, config_checks, evaluate, qa_tune, warmup
 from penrose_jax.jobs import workdir as workdir_guard
-from penrose_jax.jobs.pipeline_report import make_plots, render_markdown, summarize  # noqa: F401
+from penrose_jax.run_reports.pipeline_report import make_plots, render_markdown, summarize
 from penrose_jax.models import generation
 from penrose_jax.models.linear import dense_equivalent
 from penrose_jax.reporting import report_json
@@ -103,7 +103,7 @@ def _evaluate_stage(spec: str, eval_config: ml_collections.ConfigDict, directory
                     ) -> tuple[dict[str, Any], bool]:
   def job(cfg, workdir):
     start = time.time()
-    loaded = model_source.load(spec, cache_dir=cache_dir)
+    loaded = model_registry.load(spec, cache_dir=cache_dir)
     metrics = evaluate.evaluate_loaded(loaded, cfg)
     report = report_json.build_report("evaluate", cfg, loaded.name, time.time() - start, metrics)
     report_json.write_json_atomic(pathlib.Path(workdir) / "report.json", report)
@@ -202,7 +202,7 @@ def final_chat(model_dir: pathlib.Path, config: ml_collections.ConfigDict,
   Returns:
     The answer text.
   """
-  loaded = model_source.load(str(model_dir), cache_dir=cache_dir)
+  loaded = model_registry.load(str(model_dir), cache_dir=cache_dir)
   # Values only: the dense-equivalent tree decodes through the dense compiled forward.
   answer = generation.chat(dense_equivalent(loaded.params), loaded.config, loaded.tokenizer,
                            config.chat_prompt, max_new_tokens=config.chat_max_new_tokens)
@@ -291,11 +291,11 @@ def _run_claimed(config: ml_collections.ConfigDict, workdir: pathlib.Path, start
   """The pipeline after its workdir is claimed (see `run`)."""
   cache_dir = workdir / "model_cache"
   if config.model == "tiny":  # build once so every stage sees the same files
-    if not model_source.is_model_checkpoint(cache_dir / "tiny"):
-      model_source.build_tiny_model(cache_dir / "tiny")
+    if not model_registry.is_model_checkpoint(cache_dir / "tiny"):
+      model_registry.build_tiny_model(cache_dir / "tiny")
     config = ml_collections.ConfigDict(config.to_dict())
     config.model = str(cache_dir / "tiny")
-  loaded = model_source.load(config.model, cache_dir=cache_dir)
+  loaded = model_registry.load(config.model, cache_dir=cache_dir)
   # Every stage's windows against the model's context, before the first (long) stage.
   config_checks.check_context(config, loaded.config.max_position, loaded.name)
   answer = generation.chat(loaded.params, loaded.config, loaded.tokenizer, config.chat_prompt,

@@ -27,13 +27,16 @@ import ml_collections
 from absl import logging
 
 from penrose_jax import parallel
-from penrose_jax.data import paths
-from penrose_jax.jobs import config_checks, exam_eval, model_source, self_test
+from penrose_jax.data import ingest, jsonl_files, paths
+from penrose_jax.evaluation import closed_book
+from penrose_jax.io import model_registry
+from penrose_jax.jobs import config_checks, exam_eval, self_test
 from penrose_jax.jobs import workdir as workdir_guard
 from penrose_jax.models import lora
-from penrose_jax.qa import curated, ingest, model_generate, qa_eval, train_data
-from penrose_jax.qa import fact_recall, records, sofc_source, study_material, trainer
-from penrose_jax.reporting import report_json
+from penrose_jax.qa import curated, fact_recall, model_generate, records, run_control
+from penrose_jax.qa import sofc_source, study_material, train_data, trainer
+from penrose_jax.qa.curriculum_config import CurriculumConfig, check_trainable
+from penrose_jax.reporting import report_json, workdir_layout
 
 
 # The exam scores a learning-curve point records (report.json exam_curve).
@@ -53,7 +56,7 @@ def resolve_path(path: str) -> pathlib.Path | None:
   return paths.resolve_data_path(path) if path else None
 
 
-def curriculum_config(config: ml_collections.ConfigDict) -> trainer.CurriculumConfig:
+def curriculum_config(config: ml_collections.ConfigDict) -> CurriculumConfig:
   """The trainer settings of a qa_tune config.
 
   Args:
@@ -62,9 +65,9 @@ def curriculum_config(config: ml_collections.ConfigDict) -> trainer.CurriculumCo
   Returns:
     CurriculumConfig.
   """
-  names = [f.name for f in trainer.CurriculumConfig.__dataclass_fields__.values()]
+  names = [f.name for f in CurriculumConfig.__dataclass_fields__.values()]
   values = {name: config[name] for name in names if name in config}
-  return trainer.CurriculumConfig(**values)
+  return CurriculumConfig(**values)
 
 
 def load_documents(config: ml_collections.ConfigDict) -> tuple[list[ingest.Document], list[str]]:
@@ -104,27 +107,13 @@ def _eval_before(loaded: Any, params: Any, questions: list, config: ml_collectio
     if stored.get("key") == key:
       logging.info("reusing %s", cache)
       return stored["metrics"]
-  metrics = qa_eval.evaluate_qa_model(loaded, params, questions, config.eval)
+  metrics = closed_book.evaluate_qa_model(loaded, params, questions, config.eval)
   report_json.write_json_atomic(cache, {"key": key, "metrics": metrics})
   return metrics
 
 
+@workdir_guard.claims_workdir("qa_tune")
 def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:
-  """Runs the job in its claimed workdir (see `_run`).
-
-  Args:
-    config: see configs/qa_tune.py.
-    workdir: output folder, owned by this config and process (see jobs/workdir.py); a rerun
-      with the same config resumes.
-
-  Returns:
-    The report dict.
-  """
-  with workdir_guard.claim("qa_tune", config, workdir):
-    return _run(config, workdir)
-
-
-def _run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:
   """Runs the job and writes DIR/report.json (+ qa_pairs.jsonl, traces.jsonl, metrics.jsonl,
   model/).
 
@@ -140,7 +129,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   say = lambda text: print(f"[qa_tune {time.time() - start:7.1f}s] {text}", flush=True)
-  loaded = model_source.load(config.model, cache_dir=workdir / "model_cache")
+  loaded = model_registry.load(config.model, cache_dir=workdir / "model_cache")
   # How compressed kernels are applied in training / generation (see models.linear.linear).
   loaded = loaded._replace(config=dataclasses.replace(
       loaded.config, compressed_matmul=config.get("compressed_matmul", "factored")))
@@ -148,7 +137,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict
   say(f"loaded {loaded.name}")
   config_checks.check_context(config, loaded.config.max_position, loaded.name)
   if config.mode != "none":
-    trainer.check_trainable(loaded.params, curriculum_config(config))  # before any evaluation
+    check_trainable(loaded.params, curriculum_config(config))  # before any evaluation
   with parallel.batch_placement(mesh, data_axes):
     return _run_loaded(config, workdir, start, say, loaded)
 
@@ -255,11 +244,11 @@ def _run_loaded(config: ml_collections.ConfigDict, workdir: pathlib.Path, start:
   tuned = lora.merge_lora(outcome.params) if config.save_merged else outcome.params
   if config.eval.enabled:
     after = (before if cfg.mode == "none"
-             else qa_eval.evaluate_qa_model(loaded, tuned, questions, config.eval))
+             else closed_book.evaluate_qa_model(loaded, tuned, questions, config.eval))
     say(f"after: LL {after['heldout_ll_accuracy']} EM {after['heldout_em']} "
         f"general {after['general_accuracy']}")
     skipped += before["skipped"] + after["skipped"]
-    report_json.write_json_atomic(workdir / "heldout_answers.json", {
+    report_json.write_json_atomic(workdir / workdir_layout.QA_HELDOUT_ANSWERS, {
         "before": before["heldout_answers"], "after": after["heldout_answers"]})
     if run_exam:
       exam_after = (exam_before if cfg.mode == "none"
@@ -280,7 +269,7 @@ def _run_loaded(config: ml_collections.ConfigDict, workdir: pathlib.Path, start:
           "before": selftest_before["answers"],
           **{f"after_{k}": selftest_after[k]["answers"] for k in fact_recall.SPLITS}})
   if cfg.mode != "none" and config.save_model:
-    model_source.save_model_checkpoint(
+    model_registry.save_model_checkpoint(
         # The execution mode is a run-time choice, not part of the saved model.
         workdir / "model", dataclasses.replace(loaded.config, compressed_matmul="factored"),
         tuned, loaded.tokenizer,
@@ -288,14 +277,14 @@ def _run_loaded(config: ml_collections.ConfigDict, workdir: pathlib.Path, start:
                     "source_model": config.model, "job": "qa_tune", "mode": cfg.mode})
   pick = lambda metrics, key: None if metrics is None else metrics[key]
   exam_curve = []
-  curve_path = workdir / "curve.jsonl"
+  curve_path = workdir / workdir_layout.QA_CURVE
   if evaluate is not None and cfg.mode != "none":  # evaluate implies exam before / after
     point = lambda step, scores, recall: {
         "step": step, "train_tokens": step * cfg.batch_size * cfg.seq_len,
         **({k: scores[k] for k in CURVE_KEYS} if scores else {}),
         **({"exam_contains": scores["exam_contains"]} if scores and curve_exam.open else {}),
         **({"selftest_recall": curve_recall(recall)} if curve_selftest else {})}
-    inner = records.read_jsonl(curve_path) if curve_path.exists() else []
+    inner = jsonl_files.read_jsonl(curve_path) if curve_path.exists() else []
     # A run stopped at a plateau ends at its last inner point: the end point replaces it.
     inner = [p for p in inner if p["step"] < outcome.steps]
     exam_curve = ([point(0, exam_before, selftest_before)] + inner
@@ -322,7 +311,7 @@ def _run_loaded(config: ml_collections.ConfigDict, workdir: pathlib.Path, start:
       "frozen_params": outcome.trainable.get("frozen_params"),
       "qa_pairs_by_source": stats["qa_pairs_by_source"], "qa_pairs_total": stats["qa_pairs_total"],
       "study_material": study_stats, "input_tokens": outcome.input_tokens,
-      "learning_rate": trainer.resolved_learning_rate(cfg),
+      "learning_rate": run_control.resolved_learning_rate(cfg),
       "planned_steps": outcome.planned_steps,
       "selftest_before": summary(selftest_before),
       "selftest_after": summary(selftest_after and selftest_after["heldout"]),

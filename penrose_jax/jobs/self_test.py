@@ -2,7 +2,7 @@
 
 The 'recall' Q&A source (qa/fact_recall.py) writes per fact one held-out wording (never trained)
 and one trained wording to DIR/qa_pairs.selftest.jsonl. Recall = the greedy closed-book answer
-contains the fact's value (`qa.exam.score_open_exam`'s 'contains'). Scored:
+contains the fact's value (`evaluation.closed_book.score_open_exam`'s 'contains'). Scored:
   * at the learning-curve points, on at most `selftest.curve_per_doc` held-out wordings per
     document (the curve key 'selftest_recall', which the plateau stop can watch);
   * before and after training on every held-out wording (the report's "N of M facts recalled"
@@ -10,7 +10,7 @@ contains the fact's value (`qa.exam.score_open_exam`'s 'contains'). Scored:
     facts are stored under the training wordings, not under the entity; both low means
     under-fitting (issue 28's diagnosis). `gold_ranks` adds, before and after, the gold
     answer's first-token rank and log-prob on the trained and held-out wordings and the open
-    exam (qa/answer_rank.py): how close a miss was.
+    exam (evaluation/answer_rank.py): how close a miss was.
 """
 
 from __future__ import annotations
@@ -21,14 +21,16 @@ from typing import Any, Mapping, Optional, Sequence
 
 import ml_collections
 
+from penrose_jax.evaluation import answer_rank, closed_book, exam_files
 from penrose_jax.models.linear import dense_equivalent
-from penrose_jax.qa import answer_rank, exam, fact_recall
+from penrose_jax.qa import fact_recall
 from penrose_jax.reporting import plots
 
 
-def open_questions(questions: Sequence[fact_recall.SelfTestQuestion]) -> list[exam.OpenQuestion]:
+def open_questions(questions: Sequence[fact_recall.SelfTestQuestion]
+                   ) -> list[exam_files.OpenQuestion]:
   """Self-test questions as open exam questions (the value is the accepted answer)."""
-  return [exam.OpenQuestion(q.question, (q.answer,), q.doc_id, q.fact) for q in questions]
+  return [exam_files.OpenQuestion(q.question, (q.answer,), q.doc_id, q.fact) for q in questions]
 
 
 def score(loaded: Any, params: Any, questions: Sequence[fact_recall.SelfTestQuestion],
@@ -36,7 +38,7 @@ def score(loaded: Any, params: Any, questions: Sequence[fact_recall.SelfTestQues
   """Greedy recall of self-test questions.
 
   Args:
-    loaded: model_source.Loaded (config and tokenizer are used).
+    loaded: model_registry.Loaded (config and tokenizer are used).
     params: the params (scored through their dense equivalent).
     questions: the questions (one split).
     max_new_tokens: answer budget.
@@ -45,8 +47,8 @@ def score(loaded: Any, params: Any, questions: Sequence[fact_recall.SelfTestQues
     {'questions', 'recalled', 'recall' (None without questions), 'by_doc': {doc_id: 'N of M
     facts recalled'}, 'answers': per question (question, gold, answer, contains)}.
   """
-  result = exam.score_open_exam(dense_equivalent(params), loaded.config, loaded.tokenizer,
-                                open_questions(questions), max_new_tokens)
+  result = closed_book.score_open_exam(dense_equivalent(params), loaded.config, loaded.tokenizer,
+                                       open_questions(questions), max_new_tokens)
   recalled = int(round(sum(a["contains"] for a in result["answers"])))
   return {"questions": len(questions), "recalled": recalled, "recall": result["contains"],
           "by_doc": fact_recall.recalled_summary(result["by_doc"]),
@@ -54,11 +56,11 @@ def score(loaded: Any, params: Any, questions: Sequence[fact_recall.SelfTestQues
 
 
 def gold_ranks(loaded: Any, params: Any, selftest: Sequence[fact_recall.SelfTestQuestion],
-               open_exam: Sequence[exam.OpenQuestion]) -> dict[str, Any]:
+               open_exam: Sequence[exam_files.OpenQuestion]) -> dict[str, Any]:
   """The gold answers' first-token rank and log-prob on each question set (the diagnosis).
 
   Args:
-    loaded: model_source.Loaded.
+    loaded: model_registry.Loaded.
     params: the params (scored through their dense equivalent).
     selftest: self-test questions (both splits).
     open_exam: the open exam questions (first accepted answer).
@@ -79,7 +81,7 @@ def exposure_stats(exposures: Mapping[str, int], facts: int) -> Optional[dict[st
   """Rows holding a restatement of each fact over the planned run (min / median / max).
 
   Args:
-    exposures: fact group -> rows (trainer.TrainOutcome.fact_exposures).
+    exposures: fact group -> rows (curriculum_config.TrainOutcome.fact_exposures).
     facts: facts of the material (a fact with no row counts as 0).
 
   Returns:

@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from penrose_jax.data import paths
 from penrose_jax.evaluation import sofc_annotations, sofc_bio
-from penrose_jax.jobs import model_source
+from penrose_jax.io import model_registry
 from penrose_jax.models import linear, llama, token_tagger
 from penrose_jax.reporting import report_json
 from penrose_jax.training import loop, optimizer, train_state, trainable
@@ -284,7 +284,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
     raise ValueError(f"sofc_tagging: {root} has {len(train_sents)} {config.train_split} and "
                      f"{len(dev_sents)} {config.eval_split} experiment sentences with word "
                      "tokens; both must be non-empty")
-  loaded = model_source.load(config.model, cache_dir=workdir / "model_cache")
+  loaded = model_registry.load(config.model, cache_dir=workdir / "model_cache")
   train_items = encode_sentences(train_sents, loaded.tokenizer, buckets[-1])
   dev_items = encode_sentences(dev_sents, loaded.tokenizer, buckets[-1])
   tagger = _tagger(config, loaded.config)

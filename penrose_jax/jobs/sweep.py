@@ -42,7 +42,8 @@ from typing import Any, Callable, Mapping
 
 import ml_collections
 
-from penrose_jax.jobs import align, compress, model_source, qa_tune
+from penrose_jax.io import model_registry
+from penrose_jax.jobs import align, compress, qa_tune
 from penrose_jax.jobs import workdir as workdir_guard
 from penrose_jax.reporting import report_json, sweep_report
 
@@ -227,8 +228,8 @@ def _share_tiny_model(base: ml_collections.ConfigDict, cache_dir: pathlib.Path
   if not keys:
     return base
   tiny = cache_dir / "tiny"
-  if not model_source.is_model_checkpoint(tiny):
-    model_source.build_tiny_model(tiny)
+  if not model_registry.is_model_checkpoint(tiny):
+    model_registry.build_tiny_model(tiny)
   return apply_overrides(base, {k: str(tiny) for k in keys})
 
 

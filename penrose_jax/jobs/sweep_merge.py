@@ -4,7 +4,7 @@ A results folder (e.g. results/sweep_bytes) holds results.csv but not the run fo
 sweep cannot re-render it after a new column or new runs measured elsewhere (another workdir,
 another day). This job reads DIR/results.csv, appends the rows of further results.csv files
 whose run names it does not hold yet (a name present twice keeps the first row and records
-whether the two agree), fills the source file's bytes (`model_source.source_bytes`) into rows
+whether the two agree), fills the source file's bytes (`model_registry.source_bytes`) into rows
 that lack them, and rewrites DIR/results.csv and the plots of `sweep_report._xy_plots`.
 report.md / report.json are left as the sweep wrote them; reading.md is the place for the
 merged table.
@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import ml_collections
 
 from penrose_jax.compression.transform import DEFAULT_INCLUDE
-from penrose_jax.jobs import model_source
+from penrose_jax.io import model_registry
 from penrose_jax.jobs.sweep import results_csv_text
 from penrose_jax.reporting import report_json, sweep_report
 
@@ -109,7 +109,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
   if source_model:
     if num_layers < 1:
       raise ValueError(f"source_model={source_model!r} needs num_layers >= 1, got {num_layers}")
-    source = model_source.source_bytes(source_model, projection_paths(num_layers))
+    source = model_registry.source_bytes(source_model, projection_paths(num_layers))
     if source is None:
       raise ValueError(f"source_model={source_model!r} is not read from a GGUF file")
     for row in rows:

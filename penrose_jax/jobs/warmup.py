@@ -21,10 +21,11 @@ from typing import Any
 import ml_collections
 
 from penrose_jax.data import text_sources
-from penrose_jax.jobs import evaluate, model_source
+from penrose_jax.io import model_registry
+from penrose_jax.jobs import evaluate
 from penrose_jax.jobs import workdir as workdir_guard
 from penrose_jax.qa import trainer
-from penrose_jax.qa.ingest import Document, Section
+from penrose_jax.data.ingest import Document, Section
 from penrose_jax.reporting import report_json
 
 
@@ -87,7 +88,7 @@ def _run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str, 
   documents, skipped = source_documents(list(config.sources), config.max_documents)
   if not documents:
     raise ValueError(f"warm-up: no document in any of {list(config.sources)} ({skipped})")
-  loaded = model_source.load(config.model, cache_dir=workdir / "model_cache")
+  loaded = model_registry.load(config.model, cache_dir=workdir / "model_cache")
   say(f"loaded {loaded.name}; {len(documents)} documents")
   before = evaluate.evaluate_loaded(loaded, config.eval)
   say(f"perplexity before: {before['ppl']}")
@@ -99,7 +100,7 @@ def _run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str, 
   warmed = loaded._replace(params=outcome.params)
   after = evaluate.evaluate_loaded(warmed, config.eval)
   say(f"perplexity after: {after['ppl']}")
-  model_source.save_model_checkpoint(
+  model_registry.save_model_checkpoint(
       workdir / "model", loaded.config, outcome.params, loaded.tokenizer,
       provenance={"name": f"{loaded.name} + domain warm-up ({config.epochs:g} epochs)",
                   "source_model": config.model, "job": "warmup"})

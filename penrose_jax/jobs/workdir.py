@@ -1,6 +1,7 @@
 """A job's workdir belongs to one config, one set of inputs and one process.
 
-Every job enters `claim(job, config, workdir)` before any work. It
+Every job enters `claim(job, config, workdir)` before any work (align, compress, evaluate and
+qa_tune through the `claims_workdir(job)` decorator on their `run`). It
 
 1. checks the workdir can hold results: not a file, writable (a probe file), so a run never
    computes for minutes and then fails to write;
@@ -27,13 +28,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import hashlib
 import json
 import os
 import pathlib
 import tempfile
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from penrose_jax.data import paths
 from penrose_jax.jobs import config_checks
@@ -399,3 +401,22 @@ def claim(job: str, config: Any, workdir: str | pathlib.Path, record: bool = Tru
     if record:
       check_same_run(job, config, workdir)
     yield workdir
+
+
+def claims_workdir(job: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+  """Decorates a job's `run(config, workdir, ...)` so its body runs inside `claim`.
+
+  Args:
+    job: the job name (for messages).
+
+  Returns:
+    A decorator; the decorated function checks the config, owns the workdir and records the
+    run (`claim`) before its body, and releases the lock after it, whatever happens.
+  """
+  def decorate(body: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(body)
+    def run(config: Any, workdir: str | pathlib.Path, *args: Any, **kwargs: Any) -> Any:
+      with claim(job, config, workdir):
+        return body(config, workdir, *args, **kwargs)
+    return run
+  return decorate

@@ -9,7 +9,8 @@ import json
 import statistics
 from typing import Sequence
 
-from penrose_jax.qa import generate_rules, ingest
+from penrose_jax.data import ingest
+from penrose_jax.qa import generate_rules
 
 
 @dataclasses.dataclass

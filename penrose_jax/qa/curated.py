@@ -11,8 +11,9 @@ import dataclasses
 import pathlib
 from typing import Any, Sequence
 
-from penrose_jax.qa.ingest import Document
-from penrose_jax.qa.records import QAPair, read_json_objects
+from penrose_jax.data.ingest import Document
+from penrose_jax.data.jsonl_files import read_json_objects
+from penrose_jax.qa.records import QAPair
 
 CURATED_FIELDS = ('doc_id', 'section', 'question', 'answer', 'reasoning')
 

@@ -34,8 +34,9 @@ import json
 import re
 from typing import Any, Iterable, Sequence
 
-from penrose_jax.qa import filtering, records
-from penrose_jax.qa.ingest import Document, Section
+from penrose_jax.data import jsonl_files
+from penrose_jax.data.ingest import Document, Section
+from penrose_jax.qa import filtering
 from penrose_jax.qa.records import QAPair
 from penrose_jax.qa.study_facts import (BLANK, StudyFact, cap, clean_markup, extract_facts, norm,
                                         section_entities, study_sentences)
@@ -317,7 +318,8 @@ def selftest_path(qa_path: Any) -> Any:
 
 def read_selftest(paths: Iterable[Any]) -> list[SelfTestQuestion]:
   """Reads SelfTestQuestion records from JSONL files (missing files are skipped)."""
-  return [SelfTestQuestion.from_json(d) for p in paths if p.exists() for d in records.read_jsonl(p)]
+  return [SelfTestQuestion.from_json(d) for p in paths if p.exists()
+          for d in jsonl_files.read_jsonl(p)]
 
 
 def pick_selftest(questions: Sequence[SelfTestQuestion], split: str, per_doc: int = 0
@@ -349,6 +351,6 @@ def pick_selftest(questions: Sequence[SelfTestQuestion], split: str, per_doc: in
 
 
 def recalled_summary(by_doc: dict[str, dict[str, Any]]) -> dict[str, str]:
-  """'N of M facts recalled' per document from `exam.score_open_exam`'s by_doc rows."""
+  """'N of M facts recalled' per document from `closed_book.score_open_exam`'s by_doc rows."""
   return {doc: f"{round(row['contains'] * row['questions'])} of {row['questions']} facts recalled"
           for doc, row in sorted(by_doc.items())}

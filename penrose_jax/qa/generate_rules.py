@@ -22,9 +22,9 @@ import dataclasses
 import re
 from typing import Iterable
 
-from penrose_jax.qa.ingest import Document, Section
+from penrose_jax.data.ingest import Document, Section
+from penrose_jax.data.segment import split_sentences
 from penrose_jax.qa.records import QAPair
-from penrose_jax.qa.segment import split_sentences
 
 # (unit regex, unit category); longest alternatives first inside each category.
 _MINUS = r'(?:-|−|–|⁻)'

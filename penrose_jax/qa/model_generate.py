@@ -36,11 +36,11 @@ from typing import Any, Optional, Sequence
 
 import jax
 
+from penrose_jax.data.ingest import Document, Section
 from penrose_jax.models import generation
 from penrose_jax.models.config import ModelConfig
 from penrose_jax.qa import curated, filtering, generate_rules, prompts, records, sofc_source
 from penrose_jax.qa import fact_recall, study_material
-from penrose_jax.qa.ingest import Document, Section
 from penrose_jax.qa.records import QAPair
 
 SOURCE_ORDER = ("curated", "model", "rule", "sofc_tasks", "study", "recall")
@@ -178,7 +178,7 @@ def build_qa_pairs(documents: Sequence[Document], output_path: str | pathlib.Pat
     documents: the corpus.
     output_path: qa_pairs.jsonl (sharded name when process_count > 1).
     sources: subset of ('rule', 'curated', 'model', 'sofc_tasks').
-    model: a model_source.Loaded, needed for 'model'.
+    model: a model_registry.Loaded, needed for 'model'.
     curated_path: curated JSONL for 'curated'.
     settings: ModelQASettings for 'model'.
     max_facts_per_kind: rule-source cap.

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from penrose_jax.qa.ingest import Section
+from penrose_jax.data.ingest import Section
 
 SYSTEM_PROMPT = (
     'You write study questions about scientific text. Every answer must be stated in the given '

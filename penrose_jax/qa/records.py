@@ -1,4 +1,4 @@
-"""Q&A records, JSONL I/O, and the resumable, document-sharded streaming writer.
+"""Q&A records, JSONL writing, and the resumable, document-sharded streaming writer.
 
 Resumable writer contract (`ResumableJsonlWriter`):
   * records of one document are written in one `write` followed by flush + fsync;
@@ -20,6 +20,7 @@ import os
 import pathlib
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
+from penrose_jax.data.jsonl_files import read_jsonl
 from penrose_jax.reporting import report_json
 
 QA_SOURCES = ('model', 'rule', 'curated', 'sofc_tasks', 'study', 'recall')
@@ -84,71 +85,6 @@ def write_jsonl_atomic(path: str | pathlib.Path, records: Iterable[Any]) -> int:
   lines = [_as_line(record) + "\n" for record in records]
   report_json.write_text_atomic(path, "".join(lines))
   return len(lines)
-
-
-def read_jsonl(path: str | pathlib.Path, drop_partial_last_line: bool = True
-               ) -> list[dict[str, Any]]:
-  """Reads a JSONL file into dicts, skipping blank lines.
-
-  Args:
-    path: the file.
-    drop_partial_last_line: ignore a final line without newline that is not valid JSON.
-
-  Returns:
-    The decoded objects.
-
-  Raises:
-    ValueError: naming the line number of an invalid line.
-  """
-  data = pathlib.Path(path).read_bytes()
-  lines = data.split(b'\n')
-  out = []
-  for number, raw in enumerate(lines, start=1):
-    if not raw.strip():
-      continue
-    try:
-      out.append(json.loads(raw))
-    except json.JSONDecodeError as e:
-      if drop_partial_last_line and number == len(lines):
-        break
-      raise ValueError(f'{path}:{number}: invalid JSON ({e.msg})') from None
-  return out
-
-
-def read_json_objects(path: str | pathlib.Path, error: type[Exception] = ValueError
-                      ) -> list[tuple[int, dict[str, Any]]]:
-  """(line number, object) for every non-blank line of a hand-written JSONL file.
-
-  Unlike `read_jsonl` (files this package writes, where a kill may tear the last line), every
-  line must parse: a user's file with a bad line is an error naming file and line.
-
-  Args:
-    path: the file.
-    error: exception type raised (e.g. the caller's ValueError subclass).
-
-  Returns:
-    The objects with their 1-based line numbers.
-
-  Raises:
-    error: a line that is not UTF-8, not JSON or not a JSON object.
-  """
-  path = pathlib.Path(path)
-  try:
-    lines = path.read_text(encoding='utf-8').splitlines()
-  except UnicodeDecodeError as e:
-    raise error(f'{path}: not valid UTF-8 ({e.reason})') from None
-  out = []
-  for number, line in enumerate(lines, start=1):
-    if not line.strip():
-      continue
-    try:
-      obj = json.loads(line)
-    except json.JSONDecodeError as e:
-      raise error(f'{path}:{number}: invalid JSON ({e.msg})') from None
-    if not isinstance(obj, dict):
-      raise error(f'{path}:{number}: expected a JSON object, got {type(obj).__name__}')
-    out.append((number, obj))
-  return out
 
 
 def read_qa_jsonl(paths: str | pathlib.Path | Sequence[str | pathlib.Path]) -> list[QAPair]:

@@ -25,7 +25,7 @@ def resolved_learning_rate(cfg: Any) -> float:
   """cfg.learning_rate, or the rate of `RECIPE_LEARNING_RATES` for cfg.trainable when <= 0.
 
   Args:
-    cfg: a trainer.CurriculumConfig (learning_rate, trainable).
+    cfg: a curriculum_config.CurriculumConfig (learning_rate, trainable).
 
   Returns:
     The rate.

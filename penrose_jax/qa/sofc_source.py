@@ -17,9 +17,9 @@ import re
 from typing import Any, Optional, Sequence
 
 from penrose_jax.data import paths
+from penrose_jax.data.ingest import Document
 from penrose_jax.evaluation import sofc_annotations, sofc_tasks
 from penrose_jax.evaluation.extraction import select_sentences
-from penrose_jax.qa.ingest import Document
 from penrose_jax.qa.records import QAPair
 
 SOURCE = "sofc_tasks"

@@ -18,8 +18,8 @@ import dataclasses
 import re
 import unicodedata
 
+from penrose_jax.data.segment import split_sentences
 from penrose_jax.qa import filtering, generate_rules
-from penrose_jax.qa.segment import split_sentences
 
 BLANK = generate_rules.BLANK
 _DETERMINERS = frozenset('the a an this that these those its their each every our'.split())

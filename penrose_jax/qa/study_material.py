@@ -27,8 +27,9 @@ import json
 import re
 from typing import Any, Iterable, Sequence
 
-from penrose_jax.qa import filtering, records
-from penrose_jax.qa.ingest import Document, Section
+from penrose_jax.data import jsonl_files
+from penrose_jax.data.ingest import Document, Section
+from penrose_jax.qa import filtering
 from penrose_jax.qa.records import QAPair
 from penrose_jax.qa.study_facts import (AUX, BLANK, INTRO_RE, IRREGULAR_PAST, RELATION_VERBS, WH,
                                         StudyFact, cap, clean_markup, extract_facts, low,
@@ -434,4 +435,5 @@ def texts_path(qa_path: Any) -> Any:
 
 def read_study_texts(paths: Iterable[Any]) -> list[StudyText]:
   """Reads StudyText records from JSONL files (missing files are skipped)."""
-  return [StudyText.from_json(d) for p in paths if p.exists() for d in records.read_jsonl(p)]
+  return [StudyText.from_json(d) for p in paths if p.exists()
+          for d in jsonl_files.read_jsonl(p)]

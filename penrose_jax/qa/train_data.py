@@ -45,6 +45,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from penrose_jax.models.chat_format import end_of_turn, pad_id, qa_completion, qa_prompt
+
 CURRENT, REPLAY, GENERAL = 0, 1, 2
 ROW_KINDS = ("current", "replay", "general")
 SECTION_ORDERS = ("mixed", "text_then_qa", "qa_then_text")
@@ -65,60 +67,6 @@ class Example:
   mask: np.ndarray
   kind: str
   groups: tuple[str, ...] = ()
-
-
-def qa_messages(question: str) -> list[dict[str, str]]:
-  """Chat messages of a closed-book question (the same ones `generation.chat` sends).
-
-  Args:
-    question: the question text.
-
-  Returns:
-    [{'role': 'user', 'content': question}].
-  """
-  return [{"role": "user", "content": question}]
-
-
-def qa_prompt(tokenizer: Any, question: str) -> str:
-  """The chat-template prompt (with generation prompt) of a question.
-
-  Args:
-    tokenizer: a TextTokenizer.
-    question: the question.
-
-  Returns:
-    The prompt text.
-  """
-  return tokenizer.apply_chat_template(qa_messages(question), add_generation_prompt=True)
-
-
-def qa_completion(answer: str, reasoning: str = "") -> str:
-  """The assistant text the model is trained to produce.
-
-  Args:
-    answer: the short answer.
-    reasoning: optional reasoning trace.
-
-  Returns:
-    'answer' or 'answer\\nReasoning: reasoning'.
-  """
-  return f"{answer}\nReasoning: {reasoning}" if reasoning else answer
-
-
-def end_of_turn(tokenizer: Any) -> str:
-  """The text the chat template puts after an assistant message (e.g. '<|im_end|>').
-
-  Args:
-    tokenizer: a TextTokenizer.
-
-  Returns:
-    The end-of-turn marker, stripped of trailing whitespace ('' if none is found).
-  """
-  probe = "\x00probe\x00"
-  full = tokenizer.apply_chat_template(
-      qa_messages("q") + [{"role": "assistant", "content": probe}], add_generation_prompt=False)
-  index = full.rfind(probe)
-  return full[index + len(probe):].rstrip() if index >= 0 else ""
 
 
 def _row(ids: Sequence[int], targets: Sequence[bool], seq_len: int, pad_id: int, kind: str
@@ -157,7 +105,7 @@ def encode_qa_example(tokenizer: Any, question: str, answer: str, reasoning: str
   prompt = prompt[-keep:]
   ids = list(prompt) + list(completion)
   targets = [False] * len(prompt) + [True] * len(completion)
-  return _row(ids, targets, seq_len, _pad_id(tokenizer), "qa")
+  return _row(ids, targets, seq_len, pad_id(tokenizer), "qa")
 
 
 def _conversation_ids(tokenizer: Any, turns: Sequence[tuple[str, str]], eot: str
@@ -205,7 +153,7 @@ def encode_qa_conversation(tokenizer: Any, turns: Sequence[tuple[str, str]], seq
   """
   eot = end_of_turn(tokenizer) if eot is None else eot
   ids, targets = _conversation_ids(tokenizer, turns, eot)
-  return _row(ids, targets, seq_len, _pad_id(tokenizer), "qa")
+  return _row(ids, targets, seq_len, pad_id(tokenizer), "qa")
 
 
 def pack_qa_examples(tokenizer: Any, turns: Sequence[tuple[str, str]], seq_len: int,
@@ -244,16 +192,6 @@ def pack_qa_examples(tokenizer: Any, turns: Sequence[tuple[str, str]], seq_len: 
   return rows
 
 
-def pad_id(tokenizer: Any) -> int:
-  """The id rows are right-padded with (pad token, else end of sequence)."""
-  return _pad_id(tokenizer)
-
-
-def _pad_id(tokenizer: Any) -> int:
-  pad = getattr(tokenizer, "pad_token_id", None)
-  return int(pad if pad is not None else tokenizer.eos_token_id)
-
-
 def text_windows(tokenizer: Any, text: str, seq_len: int, kind: str,
                  max_windows: Optional[int] = None) -> list[Example]:
   """Cuts a text into consecutive seq_len-token rows, all real tokens targets.
@@ -274,7 +212,7 @@ def text_windows(tokenizer: Any, text: str, seq_len: int, kind: str,
     piece = ids[start:start + seq_len]
     if len(piece) < 2:
       break
-    rows.append(_row(piece, [True] * len(piece), seq_len, _pad_id(tokenizer), kind))
+    rows.append(_row(piece, [True] * len(piece), seq_len, pad_id(tokenizer), kind))
     if max_windows is not None and len(rows) >= max_windows:
       break
   return rows
@@ -304,7 +242,7 @@ def pack_distinct_texts(tokenizer: Any, texts: Sequence[tuple[str, str]], seq_le
   order = np.random.default_rng(seed).permutation(len(texts))
   rows: list[tuple[list[int], list[str]]] = []  # (ids, groups)
   long_rows: list[Example] = []
-  pad = _pad_id(tokenizer)
+  pad = pad_id(tokenizer)
   for i in order:
     text, group = texts[int(i)]
     ids = tokenizer.encode(text + "\n\n")
@@ -336,7 +274,7 @@ def load_general_texts(path: Optional[str | pathlib.Path], max_texts: int = 200
   Returns:
     (texts, source note).
   """
-  from penrose_jax.qa import general_text  # local: tiny module, only replay needs it
+  from penrose_jax.data import general_text  # local: tiny module, only replay needs it
   if path:
     path = pathlib.Path(path)
     if path.is_file():

@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from penrose_jax.reporting import markdown, plots, report_json
+from penrose_jax.reporting import markdown, plots, report_json, workdir_layout
 
 # Headline columns of report.md per swept job (others are in results.csv).
 MAIN_COLUMNS = {
@@ -189,7 +189,7 @@ def _curves(config: Any, reports: Mapping[str, Mapping[str, Any]], workdir: path
             ) -> list[pathlib.Path]:
   """Training loss per run (align / qa_tune) and Q&A loss per section (qa_tune traces)."""
   out = []
-  metrics_file = {"align": "train/metrics.jsonl", "qa_tune": "metrics.jsonl"}.get(config.job)
+  metrics_file = workdir_layout.METRICS_BY_JOB.get(config.job)
   if metrics_file is None:
     return out
   loss = {}
@@ -204,7 +204,7 @@ def _curves(config: Any, reports: Mapping[str, Mapping[str, Any]], workdir: path
                                markers=False))
   sections = {}
   for name in reports:
-    traces = _read_jsonl(workdir / "runs" / name / "traces.jsonl")
+    traces = _read_jsonl(workdir / "runs" / name / workdir_layout.QA_TRACES)
     for when in ("before", "after"):
       points = [(t["section_index"], t.get(f"qa_loss_{when}")) for t in traces]
       points = [(i, v) for i, v in points if _number(v) is not None]

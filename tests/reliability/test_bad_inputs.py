@@ -25,9 +25,9 @@ from configs import evaluate as evaluate_config
 from configs import generate as generate_config
 from configs import pipeline as pipeline_config
 from configs import qa_tune as qa_tune_config
+from penrose_jax.data import demo_corpus
 from penrose_jax.io import CheckpointFormatError
 from penrose_jax.jobs import align, compress, evaluate, generate, pipeline, qa_tune
-from penrose_jax.qa import demo_corpus
 from penrose_jax.reporting import report_json
 from tests.reliability.conftest import REPO, entrypoint_command, subprocess_env
 from tests.test_io_gguf import write_tiny_gguf

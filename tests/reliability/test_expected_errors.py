@@ -27,9 +27,11 @@ from configs import evaluate as evaluate_config
 from configs import generate as generate_config
 from configs import qa_tune as qa_tune_config
 from penrose_jax import io as pio
-from penrose_jax.jobs import align, compress, evaluate, generate, model_source, qa_tune
-from penrose_jax.jobs import pipeline_report, workdir as workdir_guard
+from penrose_jax.io import model_registry
+from penrose_jax.jobs import align, compress, evaluate, generate, qa_tune
+from penrose_jax.jobs import workdir as workdir_guard
 from penrose_jax.reporting import report_json
+from penrose_jax.run_reports import pipeline_report
 from tests.reliability.conftest import REPO, entrypoint_command, subprocess_env
 
 RUNNERS = {"compress": compress.run, "align": align.run, "qa_tune": qa_tune.run,
@@ -39,7 +41,7 @@ CONFIGS = {"compress": compress_config, "align": align_config, "qa_tune": qa_tun
 
 
 # evaluate quick cut to the packaged demo corpus, 2 windows (also as command-line overrides).
-EVALUATE_CHEAP = {"skip_text_sets": "sofc", "benchmarks": "", "max_windows": 2,
+EVALUATE_CHEAP = {"skip_text_sets": "sofc_all", "benchmarks": "", "max_windows": 2,
                   "extraction.enabled": False}
 
 
@@ -114,7 +116,7 @@ def test_truncated_model_json_is_named(tmp_path, tiny_model_dir):
   text = (model / "model.json").read_text()
   (model / "model.json").write_text(text[:len(text) // 2])
   with pytest.raises(pio.CheckpointFormatError, match=r"model\.json: truncated or corrupt JSON"):
-    model_source.load(str(model))
+    model_registry.load(str(model))
 
 
 def test_evaluate_with_its_only_text_set_missing_is_an_error(tmp_path, tiny_model_dir):
@@ -130,11 +132,11 @@ def test_nan_weight_is_a_named_error_not_ppl_nan(tmp_path, tiny_model_dir):
   import shutil
   model = tmp_path / "model"
   shutil.copytree(tiny_model_dir, model)
-  loaded = model_source.load(str(model))
+  loaded = model_registry.load(str(model))
   params = jax.tree_util.tree_map(np.asarray, loaded.params)
   params["final_norm"]["scale"] = np.full_like(params["final_norm"]["scale"], np.nan)
   poisoned = tmp_path / "poisoned"
-  model_source.save_model_checkpoint(poisoned, loaded.config, params, loaded.tokenizer)
+  model_registry.save_model_checkpoint(poisoned, loaded.config, params, loaded.tokenizer)
   with pytest.raises(report_json.NonFiniteMetricError,
                      match=r"non-finite values \(ppl\.demo_corpus=nan"):
     evaluate.run(_config("evaluate", poisoned), tmp_path / "run")

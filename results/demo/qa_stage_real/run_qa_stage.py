@@ -13,7 +13,8 @@ import time
 
 import ml_collections
 
-from penrose_jax.jobs import model_source, qa_tune
+from penrose_jax.io import model_registry
+from penrose_jax.jobs import qa_tune
 from penrose_jax.models import generation
 
 PROMPT = "What is the capital of France?"
@@ -23,7 +24,7 @@ start = time.time()
 report = qa_tune.run(config, workdir)
 chat = {"prompt": PROMPT, "qa_tune_wall_s": time.time() - start}
 for name, spec in (("tuned", str(workdir / "model")), ("base", "default")):
-  loaded = model_source.load(spec, cache_dir=workdir / "model_cache")
+  loaded = model_registry.load(spec, cache_dir=workdir / "model_cache")
   chat[name] = generation.chat(loaded.params, loaded.config, loaded.tokenizer, PROMPT,
                                max_new_tokens=48)
   print(f"[chat {name}] {chat[name]}", flush=True)

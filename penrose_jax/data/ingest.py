@@ -15,7 +15,7 @@ import re
 import xml.etree.ElementTree as ET
 from typing import Iterable, Sequence
 
-from penrose_jax.qa import segment
+from penrose_jax.data import segment
 
 FORMAT_EXTENSIONS = {
     'markdown': ('.md', '.markdown'),

@@ -1,4 +1,4 @@
-"""A user's own closed-book exam: JSONL readers and scoring (multiple choice and open questions).
+"""A user's own closed-book exam: the JSONL readers (multiple choice and open questions).
 
 Multiple-choice lines: {"question": str, "choices": [str, ...] (>= 2, distinct), "gold": int
 index or the answer string, "doc_id": str (optional)}. The held-out format of the demo corpus
@@ -10,28 +10,18 @@ Every unusable line (bad JSON, missing or empty field, gold out of range or not 
 doc_id naming no document when the corpus is known) raises `ExamError` naming the file and line:
 a question dropped silently would change the denominator without anyone noticing.
 
-Scoring reuses `evaluation.multiple_choice.score_items` (the question in the chat template as
-context, each choice a continuation; the same prompt the training Q&A use) for accuracy by
-summed and by mean-per-token log-likelihood, and `qa_eval` (greedy answer, SQuAD exact match and
-token F1) for open questions. This module lives in qa/ rather than evaluation/ because it needs
-the chat prompt and greedy answer of qa/, and evaluation/ imports nothing from qa/.
+Scoring is `evaluation.closed_book` (`evaluate_exam`).
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import hashlib
 import json
 import pathlib
-from typing import Any, Collection, Optional, Sequence
+from typing import Collection, Optional, Sequence
 
-from penrose_jax.data import paths
-from penrose_jax.evaluation import multiple_choice
-from penrose_jax.models.config import ModelConfig
-from penrose_jax.qa import ingest, qa_eval, records, train_data, trainer
-
-NO_DOC = "(no doc_id)"  # per-document key of questions without a doc_id
+from penrose_jax.data import ingest, jsonl_files, paths
 
 
 class ExamError(ValueError):
@@ -73,7 +63,7 @@ def _objects(path: pathlib.Path) -> list[tuple[int, dict]]:
     raise ExamError(f"{path}: is a folder; an exam is a JSONL file (one question per line)")
   if not path.is_file():
     raise ExamError(f"{path}: exam file not found")
-  out = records.read_json_objects(path, ExamError)
+  out = jsonl_files.read_json_objects(path, ExamError)
   if not out:
     raise ExamError(f"{path}: no questions")
   return out
@@ -212,123 +202,6 @@ def exam_fingerprint(choice_questions: Sequence[ChoiceQuestion],
   content = [[q.question, list(q.choices), q.gold, q.doc_id] for q in choice_questions]
   content += [[q.question, list(q.answers), q.doc_id] for q in open_questions]
   return hashlib.sha1(json.dumps(content).encode()).hexdigest()
-
-
-def _by_doc(rows: Sequence[dict], keys: Sequence[str]) -> dict[str, dict[str, float]]:
-  groups: dict[str, list[dict]] = collections.defaultdict(list)
-  for row in rows:
-    groups[row["doc_id"] or NO_DOC].append(row)
-  return {doc: {"questions": len(group), **{k: sum(r[k] for r in group) / len(group)
-                                            for k in keys}}
-          for doc, group in sorted(groups.items())}
-
-
-def score_choice_exam(params: Any, model_config: ModelConfig, tokenizer: Any,
-                      questions: Sequence[ChoiceQuestion], batch_size: int = 8
-                      ) -> dict[str, Any]:
-  """Closed-book multiple-choice accuracy by summed and by mean-per-token log-likelihood.
-
-  Args:
-    params: params pytree (dense or its dense equivalent: values only are needed).
-    model_config: the architecture.
-    tokenizer: a TextTokenizer.
-    questions: the questions.
-    batch_size: sequences per forward.
-
-  Returns:
-    {'accuracy_sum', 'accuracy_mean' (None without questions), 'by_doc': {doc_id: {questions,
-    accuracy_sum, accuracy_mean}}, 'answers': per question {question, doc_id, gold, pred_sum,
-    pred_mean, correct_sum, correct_mean, logprob_sum, logprob_mean}}.
-  """
-  if not questions:
-    return {"accuracy_sum": None, "accuracy_mean": None, "by_doc": {}, "answers": []}
-  items = [multiple_choice.ScoringItem(
-      tuple((train_data.qa_prompt(tokenizer, q.question), choice) for choice in q.choices),
-      q.gold) for q in questions]
-  result = multiple_choice.score_items(params, model_config, tokenizer, items,
-                                       batch_size=batch_size, per_item=True)
-  rows = []
-  for q, item in zip(questions, result["per_item"]):
-    rows.append({"question": q.question, "doc_id": q.doc_id, "gold": q.choices[q.gold],
-                 "pred_sum": q.choices[item["pred_sum"]],
-                 "pred_mean": q.choices[item["pred_mean"]],
-                 "correct_sum": float(item["pred_sum"] == q.gold),
-                 "correct_mean": float(item["pred_mean"] == q.gold),
-                 "logprob_sum": item["logprob_sum"], "logprob_mean": item["logprob_mean"]})
-  by_doc = _by_doc(rows, ("correct_sum", "correct_mean"))
-  return {"accuracy_sum": result["accuracy"], "accuracy_mean": result["accuracy_norm"],
-          "by_doc": {doc: {"questions": v["questions"], "accuracy_sum": v["correct_sum"],
-                           "accuracy_mean": v["correct_mean"]} for doc, v in by_doc.items()},
-          "answers": rows}
-
-
-def score_open_exam(params: Any, model_config: ModelConfig, tokenizer: Any,
-                    questions: Sequence[OpenQuestion], max_new_tokens: int = 24
-                    ) -> dict[str, Any]:
-  """Greedy closed-book answers scored by exact match, token F1 and containment.
-
-  Args:
-    params: params pytree.
-    model_config: the architecture.
-    tokenizer: a TextTokenizer.
-    questions: the questions.
-    max_new_tokens: answer budget.
-
-  Returns:
-    {'em', 'f1', 'contains' (normalised gold inside the normalised answer; means, None without
-    questions), 'by_doc': {doc_id: {questions, em, f1, contains}}, 'answers': per question}.
-  """
-  rows = []
-  answers = trainer.greedy_answers(params, model_config, tokenizer,
-                                   [q.question for q in questions], max_new_tokens)
-  for q, answer in zip(questions, answers):
-    norm = qa_eval.normalize_answer(answer)
-    rows.append({
-        "question": q.question, "doc_id": q.doc_id, "gold": list(q.answers), "answer": answer,
-        "em": max(qa_eval.exact_match(answer, g) for g in q.answers),
-        "f1": max(qa_eval.token_f1(answer, g) for g in q.answers),
-        "contains": float(any(qa_eval.normalize_answer(g) in norm for g in q.answers))})
-  n = len(rows)
-  mean = lambda key: sum(r[key] for r in rows) / n if n else None
-  return {"em": mean("em"), "f1": mean("f1"), "contains": mean("contains"),
-          "by_doc": _by_doc(rows, ("em", "f1", "contains")), "answers": rows}
-
-
-def evaluate_exam(params: Any, model_config: ModelConfig, tokenizer: Any,
-                  choice_questions: Sequence[ChoiceQuestion],
-                  open_questions: Sequence[OpenQuestion], batch_size: int = 8,
-                  max_new_tokens: int = 24) -> dict[str, Any]:
-  """Both parts of an exam, as the flat report keys the jobs write.
-
-  Args:
-    params: params pytree (pass the dense equivalent of compressed / LoRA params).
-    model_config: the architecture.
-    tokenizer: a TextTokenizer.
-    choice_questions: multiple-choice questions.
-    open_questions: open questions.
-    batch_size: sequences per scoring forward.
-    max_new_tokens: greedy answer budget of open questions.
-
-  Returns:
-    {'exam_questions', 'exam_accuracy_sum', 'exam_accuracy_mean', 'open_exam_questions',
-    'exam_em', 'exam_f1', 'exam_contains', 'exam_by_doc': {doc_id: {mc_questions,
-    accuracy_sum, accuracy_mean, open_questions, em, f1, contains}}, 'exam_answers':
-    {'choice': [...], 'open': [...]}}.
-  """
-  mc = score_choice_exam(params, model_config, tokenizer, choice_questions, batch_size)
-  op = score_open_exam(params, model_config, tokenizer, open_questions, max_new_tokens)
-  by_doc: dict[str, dict[str, Any]] = {}
-  for doc, row in mc["by_doc"].items():
-    by_doc.setdefault(doc, {})["mc_questions"] = row["questions"]
-    by_doc[doc].update(accuracy_sum=row["accuracy_sum"], accuracy_mean=row["accuracy_mean"])
-  for doc, row in op["by_doc"].items():
-    by_doc.setdefault(doc, {})["open_questions"] = row["questions"]
-    by_doc[doc].update(em=row["em"], f1=row["f1"], contains=row["contains"])
-  return {"exam_questions": len(choice_questions), "exam_accuracy_sum": mc["accuracy_sum"],
-          "exam_accuracy_mean": mc["accuracy_mean"], "open_exam_questions": len(open_questions),
-          "exam_em": op["em"], "exam_f1": op["f1"], "exam_contains": op["contains"],
-          "exam_by_doc": dict(sorted(by_doc.items())),
-          "exam_answers": {"choice": mc["answers"], "open": op["answers"]}}
 
 
 def load_exams(choice_spec: str, open_spec: str, doc_ids: Optional[Collection[str]] = None

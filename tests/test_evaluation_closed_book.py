@@ -7,9 +7,10 @@ import pytest
 
 from configs import evaluate as evaluate_config
 from configs import generate as generate_config
-from penrose_jax.evaluation import multiple_choice
-from penrose_jax.jobs import evaluate, generate, model_source
-from penrose_jax.qa import exam, train_data
+from penrose_jax.evaluation import closed_book, exam_files, multiple_choice
+from penrose_jax.io import model_registry
+from penrose_jax.jobs import evaluate, generate
+from penrose_jax.models import chat_format
 
 
 def _write(path, rows):
@@ -28,7 +29,7 @@ def test_choice_exam_reads_index_string_and_heldout_gold(tmp_path):
       # The demo corpus's held-out format: `answer` names the choice, extra fields ignored.
       {"doc_id": "b", "section": "S", "question": "How many?", "answer": "14",
        "choices": ["7", "14", "32", "230"], "reasoning": "r"}])
-  questions = exam.read_choice_exam(path, doc_ids={"a", "b"})
+  questions = exam_files.read_choice_exam(path, doc_ids={"a", "b"})
   assert [q.gold for q in questions] == [2, 1, 1]
   assert [q.doc_id for q in questions] == ["a", "", "b"]
   assert questions[1].where == f"{path}:3"
@@ -52,62 +53,62 @@ def test_choice_exam_reads_index_string_and_heldout_gold(tmp_path):
 ])
 def test_choice_exam_errors_name_file_and_line(tmp_path, line, message):
   path = _write(tmp_path / "mc.jsonl", [GOOD, line])
-  with pytest.raises(exam.ExamError, match=message) as info:
-    exam.read_choice_exam(path, doc_ids={"a"})
+  with pytest.raises(exam_files.ExamError, match=message) as info:
+    exam_files.read_choice_exam(path, doc_ids={"a"})
   assert f"{path}:2:" in str(info.value)
 
 
 def test_doc_ids_are_only_checked_against_a_given_corpus(tmp_path):
   path = _write(tmp_path / "mc.jsonl", [dict(GOOD, doc_id="anything")])
-  assert exam.read_choice_exam(path)[0].doc_id == "anything"
-  with pytest.raises(exam.ExamError, match=":1: doc_id 'anything'"):
-    exam.read_choice_exam(path, doc_ids=set())
+  assert exam_files.read_choice_exam(path)[0].doc_id == "anything"
+  with pytest.raises(exam_files.ExamError, match=":1: doc_id 'anything'"):
+    exam_files.read_choice_exam(path, doc_ids=set())
 
 
 def test_open_exam_reader(tmp_path):
   path = _write(tmp_path / "open.jsonl", [
       {"question": "q1", "answer": "860 °C", "doc_id": "a"},
       {"question": "q2", "answer": ["860 °C", "860 degrees"]}])
-  questions = exam.read_open_exam(path, {"a"})
+  questions = exam_files.read_open_exam(path, {"a"})
   assert questions[1].answers == ("860 °C", "860 degrees") and questions[1].doc_id == ""
   for bad, message in (({"question": "q"}, "missing field 'answer'"),
                        ({"question": "q", "answer": ""}, "non-empty string"),
                        ({"question": "q", "answer": []}, "non-empty string"),
                        ({"answer": "a"}, "missing field 'question'")):
-    with pytest.raises(exam.ExamError, match=message):
-      exam.read_open_exam(_write(tmp_path / "bad.jsonl", [bad]))
-  with pytest.raises(exam.ExamError, match="not found"):
-    exam.read_open_exam(tmp_path / "missing.jsonl")
-  with pytest.raises(exam.ExamError, match="no questions"):
-    exam.read_open_exam(_write(tmp_path / "empty.jsonl", [""]))
+    with pytest.raises(exam_files.ExamError, match=message):
+      exam_files.read_open_exam(_write(tmp_path / "bad.jsonl", [bad]))
+  with pytest.raises(exam_files.ExamError, match="not found"):
+    exam_files.read_open_exam(tmp_path / "missing.jsonl")
+  with pytest.raises(exam_files.ExamError, match="no questions"):
+    exam_files.read_open_exam(_write(tmp_path / "empty.jsonl", [""]))
 
 
 def test_load_exams_reads_comma_lists_and_packaged_names(tmp_path):
   a = _write(tmp_path / "a.jsonl", [GOOD])
   b = _write(tmp_path / "b.jsonl", [GOOD, GOOD])
-  choice, open_ = exam.load_exams(f"{a}, {b}", "", None)
+  choice, open_ = exam_files.load_exams(f"{a}, {b}", "", None)
   assert len(choice) == 3 and open_ == []
-  choice, open_ = exam.load_exams("package:injection_exam", "package:injection_open_exam",
-                                  exam.corpus_doc_ids("package:injection_corpus"))
+  choice, open_ = exam_files.load_exams("package:injection_exam", "package:injection_open_exam",
+                                        exam_files.corpus_doc_ids("package:injection_corpus"))
   assert len(choice) >= 40 and len(open_) == len(choice)
 
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir):
-  return model_source.load(str(tiny_model_dir))
+  return model_registry.load(str(tiny_model_dir))
 
 
 def test_scores_match_the_multiple_choice_scorer_and_group_by_document(tiny):
   questions = [
-      exam.ChoiceQuestion("What colour is the sky?", ("blue", "green", "a long red answer"), 0,
-                          "a"),
-      exam.ChoiceQuestion("Which metal rusts?", ("iron", "gold"), 1, "b"),
-      exam.ChoiceQuestion("Which gas is inert?", ("argon", "oxygen", "chlorine", "fluorine"), 0,
-                          "a")]
-  result = exam.score_choice_exam(tiny.params, tiny.config, tiny.tokenizer, questions, 4)
+      exam_files.ChoiceQuestion("What colour is the sky?", ("blue", "green", "a long red answer"),
+                                0, "a"),
+      exam_files.ChoiceQuestion("Which metal rusts?", ("iron", "gold"), 1, "b"),
+      exam_files.ChoiceQuestion("Which gas is inert?",
+                                ("argon", "oxygen", "chlorine", "fluorine"), 0, "a")]
+  result = closed_book.score_choice_exam(tiny.params, tiny.config, tiny.tokenizer, questions, 4)
   # The same numbers as the shared scorer with the chat prompt as context.
   items = [multiple_choice.ScoringItem(
-      tuple((train_data.qa_prompt(tiny.tokenizer, q.question), c) for c in q.choices), q.gold)
+      tuple((chat_format.qa_prompt(tiny.tokenizer, q.question), c) for c in q.choices), q.gold)
       for q in questions]
   reference = multiple_choice.score_items(tiny.params, tiny.config, tiny.tokenizer, items, 4)
   assert result["accuracy_sum"] == reference["accuracy"]
@@ -127,16 +128,16 @@ def test_scores_match_the_multiple_choice_scorer_and_group_by_document(tiny):
 
 
 def test_open_scores_and_the_combined_report_keys(tiny):
-  open_questions = [exam.OpenQuestion("Name a metal.", ("iron",), "a"),
-                    exam.OpenQuestion("Name a gas.", ("argon", "neon"))]
-  result = exam.evaluate_exam(tiny.params, tiny.config, tiny.tokenizer,
-                              [exam.ChoiceQuestion("Which?", ("x", "y"), 0, "a")],
-                              open_questions, batch_size=4, max_new_tokens=4)
+  open_questions = [exam_files.OpenQuestion("Name a metal.", ("iron",), "a"),
+                    exam_files.OpenQuestion("Name a gas.", ("argon", "neon"))]
+  result = closed_book.evaluate_exam(tiny.params, tiny.config, tiny.tokenizer,
+                                     [exam_files.ChoiceQuestion("Which?", ("x", "y"), 0, "a")],
+                                     open_questions, batch_size=4, max_new_tokens=4)
   assert result["exam_questions"] == 1 and result["open_exam_questions"] == 2
   answers = result["exam_answers"]["open"]
   assert [a["gold"] for a in answers] == [["iron"], ["argon", "neon"]]
   assert result["exam_em"] == np.mean([a["em"] for a in answers])
-  assert result["exam_by_doc"][exam.NO_DOC] == {
+  assert result["exam_by_doc"][closed_book.NO_DOC] == {
       "open_questions": 1, "em": answers[1]["em"], "f1": answers[1]["f1"],
       "contains": answers[1]["contains"]}
   assert result["exam_by_doc"]["a"]["mc_questions"] == 1
@@ -165,14 +166,14 @@ def test_evaluate_job_reports_the_exam_and_fails_on_a_bad_line(tmp_path, tiny_mo
   bad = _write(tmp_path / "bad.jsonl", [dict(GOOD, doc_id="veltrane_ceramic"),
                                         dict(GOOD, doc_id="no_such_doc")])
   config.exam_path, config.open_exam_path = str(bad), ""
-  with pytest.raises(exam.ExamError, match=f"{bad}:2: doc_id 'no_such_doc'"):
+  with pytest.raises(exam_files.ExamError, match=f"{bad}:2: doc_id 'no_such_doc'"):
     evaluate.run(config, tmp_path / "bad_run")
 
 
 def test_generate_reads_a_prompts_file_and_loads_once(tmp_path, tiny_model_dir, monkeypatch):
   loads = []
-  real_load = model_source.load
-  monkeypatch.setattr(model_source, "load", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+  real_load = model_registry.load
+  monkeypatch.setattr(model_registry, "load", lambda *a, **k: loads.append(a) or real_load(*a, **k))
   config = generate_config.get_config("quick")
   config.model = str(tiny_model_dir)
   config.max_new_tokens = 3

@@ -1,8 +1,8 @@
-"""Tests for penrose_jax.qa.ingest and segment (formats, bad input, plain-text heuristics)."""
+"""Tests for penrose_jax.data.ingest and segment (formats, bad input, plain-text heuristics)."""
 
 import pytest
 
-from penrose_jax.qa import ingest, segment
+from penrose_jax.data import ingest, segment
 
 MARKDOWN = """# Iron Alloys
 

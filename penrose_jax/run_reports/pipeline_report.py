@@ -4,8 +4,10 @@ Reads the stage reports (and a few files in the stage folders: align/train/metri
 qa_tune/metrics.jsonl, qa_tune/traces.jsonl, qa_tune/heldout_answers.json, compress/stream/
 state.json); writes nothing but DIR/plots/*.png. Every plot is optional: a stage file that is
 missing (an older run, a stage with that part switched off) leaves its plot out.
-The SOFC-Exp extraction table and bar plot (`extraction_rows`, `extraction_table`,
-`extraction_plot`) also serve `benchmarks/sofc_extraction.py`, so both show the same columns.
+The SOFC-Exp extraction rows come from `reporting/extraction_table.py`, which
+`benchmarks/sofc_extraction.py` shares. This package (run_reports/) sits above every package it
+reports on and below jobs/ (tests/test_package_layering.py); the files it opens in the stage
+folders are named by `reporting.workdir_layout`.
 """
 
 from __future__ import annotations
@@ -18,14 +20,15 @@ import shlex
 from typing import Any, Optional
 
 import ml_collections
-import numpy as np
 
 from penrose_jax.compression import streaming
 from penrose_jax.compression.tiling_plot import render_tiling_png
 from penrose_jax.compression.transform import as_compression_config
 from penrose_jax.data import paths
-from penrose_jax.qa import qa_eval
-from penrose_jax.reporting import markdown, plots
+from penrose_jax.evaluation import closed_book
+from penrose_jax.reporting import markdown, plots, workdir_layout
+from penrose_jax.reporting.extraction_table import (EXTRACTION_COLUMNS, extraction_plot,
+                                                    extraction_scores, extraction_table)
 from penrose_jax.training.metrics_log import read_metrics
 
 # (summary key, label in tables and plots), in pipeline order.
@@ -37,15 +40,6 @@ CHAT_ROWS = (("warmup", "warmed up"), ("compress", "compressed"), ("align", "ali
 SET_ORDER = ("demo_corpus", "general_text", "sofc_dev", "lambada")
 # Feature-softmax KL values below this are float noise (softmax over 576 features saturates).
 KL_FLOOR = 1e-6
-# Extraction scores (evaluation/extraction.py summary keys without the shot suffix) and their
-# column labels: detection by log-likelihood, entity / slot span micro-F1.
-EXTRACTION_COLUMNS = (("detection_accuracy", "detection acc"), ("detection_f1", "detection F1"),
-                      ("entity_micro_f1", "entity F1 exact"),
-                      ("entity_micro_f1_overlap", "entity F1 overlap"),
-                      ("slot_micro_f1", "slot F1 exact"),
-                      ("slot_micro_f1_overlap", "slot F1 overlap"))
-
-
 def _ratio(value: Optional[float], reference: Optional[float]) -> Optional[float]:
   if value is None or not reference or not math.isfinite(reference):
     return None
@@ -206,7 +200,7 @@ def _divergence_plot(compress: dict[str, Any], out_dir: pathlib.Path) -> list[tu
 
 def _align_plot(align_dir: pathlib.Path, align_report: dict[str, Any],
                 out_dir: pathlib.Path) -> list[tuple]:
-  file = align_dir / "train" / "metrics.jsonl"
+  file = align_dir / workdir_layout.ALIGN_METRICS
   if not file.exists():
     return []
   rows = [r for r in read_metrics(str(file)) if "step" in r]
@@ -240,7 +234,7 @@ def _section_key(doc_id: str, section: str) -> tuple[str, str]:
 
 def _heldout_by_section(qa_dir: pathlib.Path, qa_report: dict[str, Any]) -> dict[tuple, dict]:
   """Held-out token F1 before / after per (doc_id, section), from heldout_answers.json."""
-  answers_file = qa_dir / "heldout_answers.json"
+  answers_file = qa_dir / workdir_layout.QA_HELDOUT_ANSWERS
   spec = (qa_report.get("config") or {}).get("heldout_path", "")
   if not answers_file.exists() or not spec:
     return {}
@@ -265,7 +259,7 @@ def _heldout_by_section(qa_dir: pathlib.Path, qa_report: dict[str, Any]) -> dict
 def _qa_plot(qa_dir: pathlib.Path, qa_report: dict[str, Any],
              out_dir: pathlib.Path) -> list[tuple]:
   panels = []
-  metrics_file = qa_dir / "metrics.jsonl"
+  metrics_file = qa_dir / workdir_layout.QA_METRICS
   if metrics_file.exists():
     rows = [r for r in read_metrics(str(metrics_file)) if "loss" in r and "step" in r]
     if rows:
@@ -273,7 +267,7 @@ def _qa_plot(qa_dir: pathlib.Path, qa_report: dict[str, Any],
                                                [r["loss"] for r in rows])},
                      "title": "Q&A fine-tuning loss", "xlabel": "step", "ylabel": "loss",
                      "integer_x": True})
-  traces_file = qa_dir / "traces.jsonl"
+  traces_file = qa_dir / workdir_layout.QA_TRACES
   traces = []
   if traces_file.exists():
     traces = [json.loads(line) for line in traces_file.read_text(encoding="utf-8").splitlines()
@@ -287,7 +281,7 @@ def _qa_plot(qa_dir: pathlib.Path, qa_report: dict[str, Any],
         "title": "Loss on each section's Q&A (trained questions)",
         "xlabel": "section (training order)", "ylabel": "masked loss", "integer_x": True})
     f1 = {"trained questions, after the section": (idx, [
-        _mean([qa_eval.token_f1(q["after"], q["gold"]) for q in t.get("questions", [])])
+        _mean([closed_book.token_f1(q["after"], q["gold"]) for q in t.get("questions", [])])
         for t in traces])}
     heldout = _heldout_by_section(qa_dir, qa_report)
     keys = [_section_key(t.get("doc_id", ""), t.get("section", "")) for t in traces]
@@ -311,20 +305,6 @@ def _qa_plot(qa_dir: pathlib.Path, qa_report: dict[str, Any],
 
 def _mean(values: list[float]) -> Optional[float]:
   return sum(values) / len(values) if values else None
-
-
-def extraction_scores(extraction: dict[str, Any], shot: int) -> dict[str, Optional[float]]:
-  """One shot count's headline scores from an evaluate report's `extraction` section.
-
-  Args:
-    extraction: report['extraction'] (evaluation/extraction.py).
-    shot: the shot count.
-
-  Returns:
-    {EXTRACTION_COLUMNS key: value or None (task not run)}.
-  """
-  summary = extraction.get("summary", {})
-  return {key: summary.get(f"{key}_{shot}_shot") for key, _ in EXTRACTION_COLUMNS}
 
 
 def extraction_rows(stages: dict[str, Any]) -> list[tuple[str, dict[str, Optional[float]]]]:
@@ -351,51 +331,6 @@ def extraction_rows(stages: dict[str, Any]) -> list[tuple[str, dict[str, Optiona
   return rows
 
 
-def extraction_table(rows: list[tuple[str, dict[str, Optional[float]]]]) -> str:
-  """Markdown table: one row per model / method, the EXTRACTION_COLUMNS scores.
-
-  Args:
-    rows: (label, scores) pairs (`extraction_rows`, or the benchmark's methods).
-
-  Returns:
-    Markdown table text.
-  """
-  return markdown.table(["model"] + [label for _, label in EXTRACTION_COLUMNS],
-                        [[name] + [scores.get(k) for k, _ in EXTRACTION_COLUMNS]
-                         for name, scores in rows])
-
-
-def extraction_plot(rows: list[tuple[str, dict[str, Optional[float]]]], path: pathlib.Path,
-                    title: str) -> pathlib.Path:
-  """One grouped bar chart: per score a group, per row (model / method) a bar.
-
-  Args:
-    rows: (label, scores) pairs; None (not measured) draws no bar.
-    path: destination PNG (written atomically).
-    title: figure title.
-
-  Returns:
-    The PNG path.
-  """
-  # plots.plt: pyplot with the Agg backend that reporting.plots selects before importing it.
-  wide = max(7.0, 1.3 * len(EXTRACTION_COLUMNS) + 0.4 * len(rows))
-  fig, ax = plots.plt.subplots(figsize=(wide, 4))
-  width = 0.8 / max(1, len(rows))
-  x = np.arange(len(EXTRACTION_COLUMNS))
-  for i, (name, scores) in enumerate(rows):
-    values = [scores.get(k) for k, _ in EXTRACTION_COLUMNS]
-    keep = [j for j, v in enumerate(values) if v is not None and math.isfinite(float(v))]
-    ax.bar(x[keep] + (i - (len(rows) - 1) / 2) * width, [float(values[j]) for j in keep],
-           width, label=name)
-  ax.set_xticks(x, [label for _, label in EXTRACTION_COLUMNS], rotation=15, ha="right")
-  ax.set_ylim(0, 1.0)
-  ax.set_ylabel("score (0-1)")
-  ax.set_title(title)
-  ax.grid(axis="y", alpha=0.3)
-  ax.legend(fontsize=7, ncol=2)
-  return plots.save_figure(fig, path)
-
-
 def _extraction_plot(stages: dict[str, Any], out_dir: pathlib.Path) -> list[tuple]:
   rows = extraction_rows(stages)
   if not rows:
@@ -410,7 +345,7 @@ def _extraction_plot(stages: dict[str, Any], out_dir: pathlib.Path) -> list[tupl
 def _tiling_plots(compress: dict[str, Any], compress_dir: pathlib.Path,
                   out_dir: pathlib.Path) -> list[tuple]:
   """Redraws the compress stage's tiling pictures with short titles and explains the count."""
-  state_file = compress_dir / "stream" / "state.json"
+  state_file = compress_dir / workdir_layout.COMPRESS_STREAM_STATE
   comp_config = (compress.get("config") or {}).get("compression")
   if not state_file.exists() or not comp_config:
     return [(png, "Tiling, tiles coloured by their kept rank.")

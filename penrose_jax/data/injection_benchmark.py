@@ -1,4 +1,4 @@
-"""The team's knowledge-injection benchmark, shipped as package data (penrose_jax/qa/injection/).
+"""The team's knowledge-injection benchmark, shipped as package data (penrose_jax/data/injection/).
 
 Eight invented materials-science documents (Markdown, `#` title, 4 `##` sections each: fictional
 compounds, devices, institutes, people and numbers with units, so no model can know the facts
@@ -13,7 +13,7 @@ The exam files are never a training source: `load_corpus` reads only document ex
 tests/test_qa_injection_benchmark.py checks that no 8-word run of an exam question occurs in the
 documents or in the Q&A the package generates from them. Config specs:
 `package:injection_corpus`, `package:injection_exam`, `package:injection_open_exam`
-(`data.paths.PACKAGED`). Packaging needs package_data {'penrose_jax.qa': ['injection/*.md',
+(`data.paths.PACKAGED`). Packaging needs package_data {'penrose_jax.data': ['injection/*.md',
 'injection/*.jsonl']}.
 """
 

@@ -1,8 +1,8 @@
-"""The demo materials-science corpus shipped as package data (penrose_jax/qa/corpus/).
+"""The demo materials-science corpus shipped as package data (penrose_jax/data/corpus/).
 
 Contents: 13 Markdown documents (# title, 4 ## sections each), `heldout_questions.jsonl`
 (multiple-choice questions never used for training) and `curated_qa.jsonl` (curated training
-Q&A). Packaging needs package_data {'penrose_jax.qa': ['corpus/*.md', 'corpus/*.jsonl']}.
+Q&A). Packaging needs package_data {'penrose_jax.data': ['corpus/*.md', 'corpus/*.jsonl']}.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ A greedy answer either holds the value or not; the rank of the gold answer's fir
 model's next-token distribution after the chat prompt (1 = the greedy choice) and the gold
 answer's summed log-probability under teacher forcing show how close a miss was (issue 28's
 diagnosis: a stored-but-not-extracted fact ranks near the top, an unstored one does not).
-Rows are the same prompt + completion tokens the training Q&A use (`train_data.qa_prompt`,
+Rows are the same prompt + completion tokens the training Q&A use (`chat_format.qa_prompt`,
 answer without end of turn), right-padded to a multiple of `BUCKET` tokens so a few shapes
 compile.
 """
@@ -19,9 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from penrose_jax.models import llama
+from penrose_jax.models import chat_format, llama
 from penrose_jax.models.config import ModelConfig
-from penrose_jax.qa import train_data
 
 BUCKET = 32
 
@@ -54,9 +53,9 @@ def answer_ranks(params: Any, model_config: ModelConfig, tokenizer: Any,
     Per item {'rank': int (1 = the model's first choice), 'logprob': float, 'tokens': int}.
   """
   out = []
-  pad = train_data.pad_id(tokenizer)
+  pad = chat_format.pad_id(tokenizer)
   for question, answer in items:
-    prompt = tokenizer.encode(train_data.qa_prompt(tokenizer, question))
+    prompt = tokenizer.encode(chat_format.qa_prompt(tokenizer, question))
     gold = tokenizer.encode(answer)
     if not gold:
       raise ValueError(f"gold answer {answer!r} of question {question!r} has no tokens")

@@ -21,7 +21,6 @@ import tokenizers
 
 from penrose_jax import io as pio
 # Re-exported for callers of the job layer; config data paths are resolved in data/paths.py.
-from penrose_jax.data.paths import resolve_data_path  # noqa: F401
 from penrose_jax.models import llama
 from penrose_jax.models.config import ModelConfig, tiny_config
 from penrose_jax.reporting import report_json
@@ -194,7 +193,7 @@ def _load_model_checkpoint(directory: pathlib.Path) -> Loaded:
 
 def _tiny_training_text() -> list[str]:
   try:
-    from penrose_jax.qa import demo_corpus
+    from penrose_jax.data import demo_corpus
     files = sorted(pathlib.Path(demo_corpus.demo_corpus_dir()).glob("*.md"))
     texts = [f.read_text(encoding="utf-8") for f in files]
   except (ImportError, FileNotFoundError, AttributeError):
