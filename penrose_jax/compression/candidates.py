@@ -145,17 +145,16 @@ def build_all(w, candidates: Sequence[Candidate], gram, cfg) -> Iterable[tuple[C
   """
   w = np.asarray(w, np.float32)
   base: dict[tuple, tuple] = {}
-  svds_cache: dict[str, Any] = {}
+  svds = None  # the whitened SVD, computed by the first lowrank candidate
   for cand in candidates:
     if cand.needs_gram(cfg.whiten) and gram is None:
       raise ValueError(f"candidate {cand.key!r} needs the kernel's input Gram")
     if cand.method == "lowrank":
       m, n = w.shape
       tiling = make_tiling("single", m, n, 1)
-      if "svds" not in svds_cache:
-        svds_cache["svds"] = rank_blocks.tile_svds(
+      if svds is None:
+        svds = rank_blocks.tile_svds(
             w, tiling, gram if cfg.whiten else None, cfg.damping, cfg.svd_method)[0]
-      svds = svds_cache["svds"]
       spectra = [rank_blocks.TileSpectrum(t[2], t[3], sv.s, 1.0, (), sv.tail_energy)
                  for t, sv in zip(tiling.tiles, svds)]
       ranks = rank_allocation.allocate_ranks(
