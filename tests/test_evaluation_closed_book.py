@@ -193,3 +193,10 @@ def test_generate_reads_a_prompts_file_and_loads_once(tmp_path, tiny_model_dir, 
     generate.read_prompts(_write(tmp_path / "prompts.jsonl", [{"prompt": "ok"}, {"x": 1}]))
   with pytest.raises(ValueError, match="needs --workdir"):
     generate.run(config, None)
+
+
+def test_one_unit_in_two_code_points_is_one_answer():
+  # The micro sign (U+00B5) and the Greek mu (U+03BC), superscript three and '3'.
+  assert closed_book.exact_match("310 \u03bcm", "310 \u00b5m") == 1.0
+  assert closed_book.exact_match("1.84 g/cm3", "1.84 g/cm\u00b3") == 1.0
+  assert closed_book.exact_match("11.3 MPa", "11.3 MPa\u00b7m^1/2") == 0.0

@@ -177,3 +177,29 @@ def test_answer_rank_is_one_for_the_greedy_token_and_logprob_adds_up(tiny_model_
   assert rows[0]["logprob"] > rows[1]["logprob"] and rows[1]["rank"] > rows[0]["rank"]
   summary = answer_rank.rank_summary(rows)
   assert summary["top10"] >= 0.5 and answer_rank.rank_summary([]) is None
+
+
+def test_names_and_unusual_units_in_mid_sentence_become_facts():
+  sentence = ("Veltrane-7 was first reported in 2031 by the Harrowgate Institute for Applied "
+              "Ceramics, and the cells reach a specific energy of 312 Wh/kg and cost 47 USD per kWh.")
+  names = fact_recall.name_facts(sentence, "Veltrane-7")
+  assert [(f.span, dict(f.fields)["what"]) for f in names] == [
+      ("Harrowgate Institute for Applied Ceramics", "organisation")]
+  units = fact_recall.unit_value_facts(sentence)
+  assert [(f.span, dict(f.fields)["quantity"]) for f in units] == [
+      ("312 Wh/kg", "specific energy"), ("47 USD per kWh", "value")]
+  # The sentence's topic and the document's own entity are no values.
+  assert not fact_recall.name_facts("Aubrel Hospital is following forty patients.", "Orrin-4")
+  assert not fact_recall.name_facts("It was made by Orrin Metals for Orrin-4 tests.", "Orrin Metals")
+  # A value another rule took is not repeated.
+  assert not fact_recall.unit_value_facts(sentence, ["312 Wh/kg", "47 USD per kWh"])
+
+
+def test_recall_facts_cover_the_names_and_values_of_the_packaged_documents():
+  documents, problems = ingest.load_corpus(corpus_dir())
+  assert not problems
+  spans = {f.span for d in documents for s in d.sections
+           for f in fact_recall.recall_facts(s, fact_recall.document_entity(d))}
+  for value in ("Harrowgate Institute for Applied Ceramics", "Corvane Aerospace",
+                "Tessaly Energy Lab", "312 Wh/kg", "14.6 L/(m2·h·bar)", "480 m3"):
+    assert value in spans

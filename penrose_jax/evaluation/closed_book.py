@@ -24,6 +24,7 @@ from __future__ import annotations
 import collections
 import re
 import string
+import unicodedata
 from typing import Any, Optional, Sequence
 
 import ml_collections
@@ -39,7 +40,10 @@ NO_DOC = "(no doc_id)"  # per-document key of questions without a doc_id
 
 
 def normalize_answer(text: str) -> str:
-  """SQuAD normalisation: lower case, no punctuation, no articles, single spaces.
+  """SQuAD normalisation after Unicode NFKC: lower case, no punctuation, no articles.
+
+  NFKC first, so that one unit written with different code points is one answer: the micro
+  sign and the Greek mu ('310 µm' = '310 μm'), superscripts ('g/cm³' = 'g/cm3').
 
   Args:
     text: an answer.
@@ -47,7 +51,7 @@ def normalize_answer(text: str) -> str:
   Returns:
     The normalised text.
   """
-  text = text.lower()
+  text = unicodedata.normalize("NFKC", text).lower()
   text = "".join(ch for ch in text if ch not in set(string.punctuation))
   text = re.sub(r"\b(a|an|the)\b", " ", text)
   return " ".join(text.split())

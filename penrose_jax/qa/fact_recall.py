@@ -121,18 +121,34 @@ def document_entity(document: Document) -> str:
   return in_title[0] if in_title else counts.most_common(1)[0][0] if counts else title
 
 
-def recall_facts(section: Section) -> list[StudyFact]:
+def recall_facts(section: Section, entity: str = '') -> list[StudyFact]:
   """The facts of a section with a short answer that occurs in the section, first seen first.
+
+  `extract_facts` (shared with the study material) finds values with known units and the
+  relations it has rules for; recall needs every value a user may ask about, so two more rules
+  run here on every sentence: proper names in mid-sentence (`name_facts`: the institute, the
+  company, the town, the person) and numbers with any other unit (`unit_value_facts`:
+  '312 Wh/kg', '0.86 W/(m·K)', '480 m3').
 
   Args:
     section: the section.
+    entity: the document's entity (its own name is no fact of it).
 
   Returns:
     Facts whose span has 1..MAX_SPAN_WORDS words (one per (answer, sentence)).
   """
   normalised = norm(clean_markup(section.text))
+  found = extract_facts(section.text)
+  for sentence in study_sentences(section.text):
+    # Short answers only: a long relation span ('a specific energy of 312 Wh/kg at ...') is no
+    # recall fact, so the value inside it is still free.
+    taken = [f.span for f in found
+             if f.sentence == sentence and len(f.span.split()) <= MAX_SPAN_WORDS
+             and f.kind != 'procedure']
+    more = unit_value_facts(sentence, taken)
+    found += more + name_facts(sentence, entity, taken + [f.span for f in more])
   out, seen = [], set()
-  for fact in extract_facts(section.text):
+  for fact in found:
     words = fact.span.split()
     if not 1 <= len(words) <= MAX_SPAN_WORDS or fact.kind == 'procedure':
       continue
@@ -147,6 +163,91 @@ def recall_facts(section: Section) -> list[StudyFact]:
   return out
 
 
+# A multi-word proper name, 'of' / 'for' / 'and' inside ('Harrowgate Institute for Applied
+# Ceramics'), or one capitalised word with a hyphen or inner capitals ('Parylene-Q', 'NiCoCrAlY').
+_PROPER_NAME_RE = re.compile(
+    r'(?<![\w-])(?:[A-Z][a-z]+(?:-[A-Z][a-z]+)?(?: (?:(?:of|for|and|de|van|von) )?'
+    r'[A-Z][a-z]+(?:-[A-Z][a-z]+)?)+|[A-Z][a-z]*[A-Z][A-Za-z]*(?:-[A-Z0-9]+)?|'
+    r'[A-Z][a-z]+-[A-Z][A-Za-z0-9]*)(?![\w-])')
+_ORGANISATION_WORDS = frozenset(
+    'institute university laboratory lab centre center works consortium company corporation '
+    'group hospital college school academy foundation agency council power turbines displays '
+    'aerospace cycles cable hydrogen energy metals'.split())
+_PERSON_TITLES = re.compile(r'(?:Dr\.?|Professor|Prof\.|physicist|chemist|engineer|student|'
+                            r'researcher|scientist|leader|director|under|led by),? $')
+
+
+def name_facts(sentence: str, entity: str, taken: Sequence[str] = ()) -> list[StudyFact]:
+  """Proper names after a sentence's first word, each a fact answered by the name.
+
+  A name that starts the sentence is its topic ('Aubrel Hospital is following ...'), and the
+  document's own entity is what every fact is about, so neither is a value.
+
+  Args:
+    sentence: a cleaned sentence.
+    entity: the document's entity.
+    taken: answers other rules already took in this sentence (not repeated).
+
+  Returns:
+    'entity' facts (the name blanked in `masked`; `what` = organisation / person / name).
+  """
+  out = []
+  for match in _PROPER_NAME_RE.finditer(sentence):
+    name = match.group(0)
+    before = sentence[:match.start()]
+    if not before.strip() or re.fullmatch(r'(?:The|A|An) ', before) or re.search(
+        r'[.:;]\s*$', before):
+      continue
+    if entity and (norm(entity) in norm(name) or norm(name) in norm(entity)):
+      continue
+    if any(name in t or t in name for t in taken) or re.fullmatch(r'[A-Z]+s?', name):
+      continue  # an acronym ('GDC') is an abbreviation fact's answer already
+    what = ('organisation' if _ORGANISATION_WORDS & set(name.lower().split()) else
+            'person' if _PERSON_TITLES.search(before) else 'name')
+    masked = sentence[:match.start()] + BLANK + sentence[match.end():]
+    out.append(StudyFact('entity', name, sentence, '', cap(sentence) + '.',
+                         (('masked', masked), ('what', what))))
+  return out
+
+
+# A number and a unit that generate_rules does not know: symbols, a slash or a power inside
+# ('Wh/kg', 'W/(m·K)', 'm3', 'cd/m2'), or a short capitalised symbol ('USD', 'Ah', 'T').
+_UNIT_VALUE_RE = re.compile(
+    r'(?<![\w.,-])(?P<value>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?) '
+    r'(?P<unit>[A-Za-zµμΩ]+(?:[/·^][A-Za-z0-9()·/^²³−-]+|[²³0-9])+\)?|[A-Z][A-Za-z]{0,2}'
+    r'(?![\w-])|volts?|amperes?|watts?)(?P<per> per \w+)?')
+# 'a specific energy of (just) 312 Wh/kg', 'its water permeance is 14.6 ...': the noun phrase
+# before 'of' or the verb names the quantity; any other context gives 'value'.
+_QUANTITY_BEFORE_RE = re.compile(
+    r'(?P<noun>(?:[a-z][a-z-]+ )?[a-z][a-z-]+) (?:of|is|are|was|were)'
+    r'(?: (?:just|about|around|roughly|nearly|only|some|an estimated|approximately))? $')
+def unit_value_facts(sentence: str, taken: Sequence[str] = ()) -> list[StudyFact]:
+  """Numbers with units `extract_facts` does not know, each a numeric fact.
+
+  Args:
+    sentence: a cleaned sentence.
+    taken: answers other rules already took in this sentence.
+
+  Returns:
+    'numeric' facts; the quantity is the noun phrase before the number ('specific energy'),
+    else 'value'.
+  """
+  out = []
+  for match in _UNIT_VALUE_RE.finditer(sentence):
+    value = match.group(0)
+    if any(match.group('value') in t for t in taken):
+      continue
+    before = _QUANTITY_BEFORE_RE.search(sentence[:match.start()])
+    noun = [w for w in before.group('noun').split() if w not in _STOP] if before else []
+    quantity = ' '.join(noun) or 'value'
+    masked = sentence[:match.start()] + BLANK + sentence[match.end():]
+    out.append(StudyFact('numeric', value, sentence, '', cap(sentence) + '.',
+                         (('quantity', quantity), ('unit', match.group('unit')),
+                          ('category', 'unit'), ('masked', masked), ('verb', ''),
+                          ('middle', ''), ('after', ''))))
+  return out
+
+
 def _what(fact: StudyFact) -> str:
   """What the answer is ('temperature', 'number of compositions', 'name', ...)."""
   if fact.kind == 'numeric':
@@ -155,7 +256,7 @@ def _what(fact: StudyFact) -> str:
     return 'abbreviation'
   if fact.kind == 'definition':
     return 'description'
-  return 'name or term'
+  return dict(fact.fields).get('what', 'name or term')
 
 
 def fact_key(sentence: str, span: str, max_words: int = 8) -> str:
@@ -277,7 +378,7 @@ def generate_section_recall(section: Section, entity: str, doc_title: str = '') 
   """
   doc = doc_title or section.doc_id
   allowed = filtering.numbers_in(f'{clean_markup(section.text)} {section.title} {doc} {entity}')
-  facts = recall_facts(section)
+  facts = recall_facts(section, entity)
   sentences = study_sentences(section.text)
   material = RecallMaterial([], [], [], facts=len(facts))
   for index, fact in enumerate(facts):
