@@ -3,6 +3,7 @@ sizes reported next to the source file's, the re-read file evaluated."""
 
 import ml_collections
 import numpy as np
+import pytest
 
 from configs import compress as compress_config
 from configs import export_gguf as export_config
@@ -26,6 +27,7 @@ def test_export_of_an_rtn_int4_checkpoint(tmp_path):
   export.checkpoint = str(tmp_path / "rtn" / "model")
   export.source = str(source)
   export.model = str(source)
+  export.embed_type = "F32"  # the tiny source's embedding is F32: keep it, so only kernels differ
   export.eval.text_sets = ml_collections.ConfigDict({"demo_corpus": "package:demo_corpus"})
   export.eval.skip_text_sets = ""
   export.eval.primary = "demo_corpus"
@@ -38,5 +40,7 @@ def test_export_of_an_rtn_int4_checkpoint(tmp_path):
   # Q4_0 stores 18 bytes per 32 weights, F32 4 bytes per weight.
   assert out["projection_bytes"] * 4 * 32 == out["source_projection_bytes"] * 18
   assert out["file_size"] < out["source_file_size"]
-  assert np.isfinite(out["ppl_compressed"]) and np.isfinite(out["ppl_dense"])
-  assert out["logit_kl"] >= 0.0
+  # The RTN int4 blocks are copied as they are: the file is the checkpoint, to the logit.
+  assert out["exact_kernels"] == 14 and out["requantization_rel_error"] == 0.0
+  assert np.isfinite(out["ppl_dense"]) and out["ppl_compressed"] == out["ppl_dense"]
+  assert out["logit_kl"] == pytest.approx(0.0, abs=1e-6)

@@ -12,10 +12,15 @@ read it back. Each tensor is written in a standard type through `gguf.quants.qua
   embedding, LM head               -> `embed_type` (default Q8_0, as in the source file)
   norms and biases                 -> F32
 
-Our groups are 64 inputs with one float16 scale; GGML blocks are 32 with their own scale, so
-writing Q8_0 / Q4_0 rounds the dequantized weights a second time (exact only where a block's
-largest value sits on the grid's end; `write_gguf` reports the relative error it added).
-A row whose length is not a multiple of the block size falls back to F16.
+A plain quantized kernel (RTN / GPTQ, no correction) is copied block for block: our values are
+symmetric integers (|q| <= 7 at int4, 3 at int3, 127 at int8) times one float16 scale per
+group of 32 or 64 inputs, and a GGML Q4_0 / Q8_0 block is 32 inputs of integers in [-8, 7] /
+[-127, 127] times one float16 `d`, so d = our scale and the integers go in unchanged: the file
+holds exactly the checkpoint's weights (`exact_kernels` counts them). Other quantized leaves
+(a low-rank correction on top) and groups that do not line up with 32-blocks are rounded again
+by `gguf.quants.quantize`, whose scale is the block's largest value over the grid's end;
+`write_gguf` reports the relative error that adds. A row whose length is not a multiple of the
+block size falls back to F16.
 """
 
 from __future__ import annotations
@@ -70,6 +75,70 @@ def _chosen_type(leaf: Any, is_kernel: bool, is_embedding: bool, dense_type: str
   return Q.F32
 
 
+def _file_order(array: np.ndarray, spec: Any) -> np.ndarray:
+  """An (in, out) kernel-shaped array in the source file's tensor layout."""
+  if spec.transpose:
+    array = array.T
+  if spec.rope_heads:
+    array = permute_rope_rows(array, spec.rope_heads)
+  return array
+
+
+def _element_scales(leaf: Any, array: np.ndarray) -> np.ndarray | None:
+  """Each weight's float16 group scale (params layout) when `leaf` is a plain quantized kernel.
+
+  Args:
+    leaf: a params leaf.
+    array: its dequantized float32 matrix.
+
+  Returns:
+    The scales broadcast to `array`'s shape, or None when the leaf's matrix is not exactly its
+    quantized weight (a dense or low-rank leaf, or a correction added on top).
+  """
+  weight = getattr(leaf, "weight", None)
+  if not all(hasattr(weight, name) for name in ("q", "scale", "bits", "_dequantize")):
+    return None
+  q, scale = np.asarray(weight.q), np.asarray(weight.scale)
+  if not np.array_equal(weight._dequantize(np, q, scale), array):  # pylint: disable=protected-access
+    return None
+  ones = np.ones(q.shape, np.int8)
+  return np.asarray(weight._dequantize(np, ones, scale), np.float32)  # pylint: disable=protected-access
+
+
+def _pack_blocks(array: np.ndarray, scales: np.ndarray, qtype: Any) -> np.ndarray | None:
+  """GGML Q4_0 / Q8_0 bytes holding `array` exactly, or None where that is not possible.
+
+  Args:
+    array: (rows, cols) float32 weights in file order, each an integer times its scale.
+    scales: the per-weight scales, same shape.
+    qtype: Q.Q4_0 or Q.Q8_0.
+
+  Returns:
+    uint8 (rows, cols // 32 * block bytes), as `gguf.quants.quantize` returns; None when a
+    32-block has more than one scale or an integer outside the type's range.
+  """
+  block = 32
+  lo, hi = (-8, 7) if qtype == Q.Q4_0 else (-127, 127)
+  rows, cols = array.shape
+  if cols % block:
+    return None
+  s = scales.reshape(rows, cols // block, block)
+  if not np.all(s == s[..., :1]):
+    return None
+  d = s[..., 0]
+  ints = np.rint(np.divide(array.reshape(s.shape), s, out=np.zeros(s.shape, np.float32),
+                           where=s > 0))
+  if ints.min() < lo or ints.max() > hi or not np.array_equal(ints * s, array.reshape(s.shape)):
+    return None
+  head = d.astype(np.float16)[..., None].view(np.uint8)  # (rows, blocks, 2), little endian
+  if qtype == Q.Q8_0:
+    body = ints.astype(np.int8).view(np.uint8)
+  else:  # qs[j] = (x[j] + 8) | (x[j + 16] + 8) << 4
+    nib = (ints + 8).astype(np.uint8)
+    body = nib[..., :16] | (nib[..., 16:] << 4)
+  return np.concatenate([head, body], axis=-1).reshape(rows, -1)
+
+
 def _encode(array: np.ndarray, qtype: Any) -> tuple[np.ndarray, Any]:
   """(data to write, type written): quantized bytes, or float arrays for F32 / F16."""
   if qtype == Q.F32:
@@ -105,8 +174,9 @@ def write_gguf(path: str | pathlib.Path, params: Mapping[str, Any],
 
   Returns:
     {'file_size', 'types' (GGML type -> tensor count), 'projection_bytes' (bytes of the layer
-    kernels' tensor data), 'requantization_rel_error' (relative Frobenius error the GGML
-    re-rounding added over all quantized kernels, 0.0 if none)}.
+    kernels' tensor data), 'exact_kernels' (quantized kernels copied block for block),
+    'requantization_rel_error' (relative Frobenius error the GGML re-rounding added over all
+    quantized kernels, 0.0 if none)}.
   """
   for name, value in (("dense_type", dense_type), ("embed_type", embed_type)):
     if value not in WRITABLE_TYPES:
@@ -122,21 +192,25 @@ def write_gguf(path: str | pathlib.Path, params: Mapping[str, Any],
   finally:
     reader.close()
   types: dict[str, int] = {}
-  projection_bytes, err_num, err_den = 0, 0.0, 0.0
+  projection_bytes, err_num, err_den, exact_kernels = 0, 0.0, 0.0, 0
   for spec in specs:
     leaf = _leaf_at(params, spec.path)
-    array = _dense(leaf)
-    if spec.transpose:
-      array = array.T
-    if spec.rope_heads:
-      array = permute_rope_rows(array, spec.rope_heads)
+    params_array = _dense(leaf)
+    array = _file_order(params_array, spec)
     if tuple(array.shape) != tuple(spec.file_shape):
       raise ValueError(f"write_gguf: {'/'.join(spec.path)} has shape {array.shape} in file "
                        f"order, the source file's {spec.name} has {spec.file_shape}")
     is_kernel = spec.path[-1] == "kernel" and spec.path[0].startswith("layers_")
     qtype = _chosen_type(leaf, is_kernel, spec.path[0] in ("embed", "lm_head"), dense_type,
                          embed_type)
-    data, written = _encode(np.ascontiguousarray(array), qtype)
+    scales = _element_scales(leaf, params_array) if qtype in (Q.Q4_0, Q.Q8_0) else None
+    packed = None if scales is None else _pack_blocks(
+        np.ascontiguousarray(array), np.ascontiguousarray(_file_order(scales, spec)), qtype)
+    if packed is not None:
+      data, written = packed, qtype
+      exact_kernels += 1
+    else:
+      data, written = _encode(np.ascontiguousarray(array), qtype)
     if written in (Q.F32, Q.F16):
       writer.add_tensor(spec.name, data)
     else:
@@ -162,5 +236,5 @@ def write_gguf(path: str | pathlib.Path, params: Mapping[str, Any],
 
   write_file_atomic(path, write)
   return {"file_size": int(path.stat().st_size), "types": types,
-          "projection_bytes": projection_bytes,
+          "projection_bytes": projection_bytes, "exact_kernels": exact_kernels,
           "requantization_rel_error": float(np.sqrt(err_num / err_den)) if err_den else 0.0}

@@ -4,9 +4,11 @@ Outputs in the workdir:
   model.gguf    the file (io/gguf_writer.py: Q8_0 / Q4_0 for int8 / int4 / int3 kernels,
                 `dense_type` for float and low-rank kernels, `embed_type` for the embedding)
   report.json   file_size and the source GGUF's size, projection bytes in both files, tensor
-                types, the re-rounding error GGML's blocks added, and (eval.enabled) the
-                perplexity per text set of the checkpoint (ppl_dense*) and of the file as this
-                package reads it back (ppl_compressed*), with their logit KL.
+                types, how many quantized kernels were copied block for block
+                (`exact_kernels`), the re-rounding error GGML's blocks added elsewhere, and
+                (eval.enabled) the perplexity per text set of the checkpoint (ppl_dense*) and
+                of the file as this package reads it back (ppl_compressed*), with their logit
+                KL.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
       "source_file_size": source_bytes["file_size"], "types": written["types"],
       "projection_bytes": written["projection_bytes"],
       "source_projection_bytes": source_bytes["bytes"],
+      "exact_kernels": written["exact_kernels"],
       "requantization_rel_error": written["requantization_rel_error"]}
   if config.eval.enabled:
     with timer.stage("load"):
