@@ -15,6 +15,9 @@ results folder into results/sweep_bytes with experiments.sweep_merge (see its do
 `gptq_below_source` runs the four runs of `gptq` below the source file's bytes (GPTQ mix,
 int3 + correction, int3, RTN int3), for a workdir that already holds rtn_int4 / gptq_int4
 elsewhere (results/sweep_bytes/gptq); merge both folders.
+`gptq_g32` runs GPTQ int4 with one scale per 32 inputs (14.1 % of the float32 bytes): GGML's
+Q4_0 block, so `export_gguf` writes it into a standard GGUF exactly (measured 2026-12-07:
+results/sweep_bytes/reading.md, "GGUF out").
 `alloc` runs `gptq_int4` (the reference: skipped where that workdir has it finished) and
 `alloc_0.12` (NOT measured yet; in no other variant and run by no test):
 the bytes allocator (compression.bytes_allocation) at bytes_ratio 0.12, each matrix one of
@@ -73,9 +76,9 @@ GPTQ_MEASURED = ("rtn_int4", "gptq_int4", "gptq_mix34", "gptq_int3_r16", "gptq_i
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
   """Returns the bytes sweep; `quick` runs Penrose int8 and RTN int8 on the tiny model, `gptq`
   only RTN int4 / int3 and GPTQ int4 / int3 on SmolLM2."""
-  if arg not in ("", "quick", "gptq", "gptq_below_source", "alloc"):
+  if arg not in ("", "quick", "gptq", "gptq_below_source", "gptq_g32", "alloc"):
     raise ValueError(f"configs/sweep_bytes.py: unknown variant {arg!r}; expected '', 'quick', "
-                     "'gptq', 'gptq_below_source' or 'alloc'")
+                     "'gptq', 'gptq_below_source', 'gptq_g32' or 'alloc'")
   rtn = [(f"rtn_{quant}", {"compression.method": "rtn", "compression.quantize": quant})
          for quant in RTN_QUANT]
   gptq = [(f"gptq_{quant}", {"compression.method": "gptq", "compression.quantize": quant})
@@ -85,6 +88,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   # GPTQ int3 plus a whitened rank-16 int8 correction of each matrix's rounding error: 11.3 %.
   gptq.append(("gptq_int3_r16", {"compression.method": "gptq", "compression.quantize": "int3",
                                  "compression.correction_rank": 16}))
+  # GPTQ int4 with one scale per 32 inputs: GGML's Q4_0 block, so export_gguf copies it exactly.
+  gptq.append(("gptq_int4_g32", {"compression.method": "gptq", "compression.quantize": "int4",
+                                 "compression.group_size": 32}))
   if arg == "quick":
     base = quick_compress_base()
     base.compression.param_ratio = 0.6
@@ -109,6 +115,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
       runs = [(name, dict(runs)[name]) for name in GPTQ_MEASURED]
     elif arg == "gptq_below_source":
       runs = [(name, dict(runs)[name]) for name in GPTQ_MEASURED[2:]]
+    elif arg == "gptq_g32":
+      runs = [("gptq_int4_g32", dict(runs)["gptq_int4_g32"])]
     elif arg == "alloc":
       runs = [("gptq_int4", dict(runs)["gptq_int4"]), ALLOC]
   labels.update({name: "rtn" for name, _ in rtn})
