@@ -203,3 +203,26 @@ def test_recall_facts_cover_the_names_and_values_of_the_packaged_documents():
   for value in ("Harrowgate Institute for Applied Ceramics", "Corvane Aerospace",
                 "Tessaly Energy Lab", "312 Wh/kg", "14.6 L/(m2·h·bar)", "480 m3"):
     assert value in spans
+
+
+def test_recall_coverage_benchmark_counts_spans_and_exam_answers(tmp_path):
+  import json
+  import os
+  import pathlib
+  import subprocess
+  import sys
+  root = pathlib.Path(__file__).resolve().parents[1]
+  out = tmp_path / "coverage.json"
+  env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  proc = subprocess.run(
+      [sys.executable, str(root / "benchmarks" / "recall_coverage.py"),
+       "--corpus=package:injection_corpus", "--open_exam=package:injection_open_exam",
+       "--show=3", f"--out={out}"], cwd=root, env=env, capture_output=True, text=True,
+      timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.count("missed ") == 3
+  counts = json.loads(out.read_text())
+  covered, total = counts["names"]
+  assert total > 30 and covered / total > 0.6  # 16 of 43 before the name rule
+  hits, questions = counts["exam_answers_in_facts"]
+  assert questions == 56 and hits > 40
