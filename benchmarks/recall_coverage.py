@@ -29,6 +29,7 @@ from penrose_jax.qa import fact_recall
 from penrose_jax.qa.study_facts import study_sentences
 from penrose_jax.reporting import report_json
 
+# The spans counted are found by their own plain patterns, not by the rules being measured.
 _NUMBER_RE = re.compile(r'(?<![\w.-])\d[\d,.]*(?:\s?[^\s,.;]+)?')
 _NAME_RE = re.compile(r'(?<![\w-])[A-Z][a-z]+(?:[ -][A-Z][a-z]+)+(?![\w-])')
 

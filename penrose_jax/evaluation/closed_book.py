@@ -37,6 +37,7 @@ from penrose_jax.models.config import ModelConfig
 from penrose_jax.models.linear import dense_equivalent
 
 NO_DOC = "(no doc_id)"  # per-document key of questions without a doc_id
+_PUNCTUATION = frozenset(string.punctuation)
 
 
 def normalize_answer(text: str) -> str:
@@ -52,7 +53,7 @@ def normalize_answer(text: str) -> str:
     The normalised text.
   """
   text = unicodedata.normalize("NFKC", text).lower()
-  text = "".join(ch for ch in text if ch not in set(string.punctuation))
+  text = "".join(ch for ch in text if ch not in _PUNCTUATION)
   text = re.sub(r"\b(a|an|the)\b", " ", text)
   return " ".join(text.split())
 

@@ -96,13 +96,13 @@ def _element_scales(leaf: Any, array: np.ndarray) -> np.ndarray | None:
     quantized weight (a dense or low-rank leaf, or a correction added on top).
   """
   weight = getattr(leaf, "weight", None)
-  if not all(hasattr(weight, name) for name in ("q", "scale", "bits", "_dequantize")):
+  if not all(hasattr(weight, name) for name in ("q", "scale", "dense_host", "replace")):
     return None
-  q, scale = np.asarray(weight.q), np.asarray(weight.scale)
-  if not np.array_equal(weight._dequantize(np, q, scale), array):  # pylint: disable=protected-access
+  if not np.array_equal(weight.dense_host(), array):
     return None
-  ones = np.ones(q.shape, np.int8)
-  return np.asarray(weight._dequantize(np, ones, scale), np.float32)  # pylint: disable=protected-access
+  # The same groups with every integer 1 dequantize to each weight's scale.
+  ones = weight.replace(q=np.ones(np.shape(weight.q), np.int8))
+  return np.asarray(ones.dense_host(), np.float32)
 
 
 def _pack_blocks(array: np.ndarray, scales: np.ndarray, qtype: Any) -> np.ndarray | None:

@@ -121,6 +121,11 @@ def document_entity(document: Document) -> str:
   return in_title[0] if in_title else counts.most_common(1)[0][0] if counts else title
 
 
+def _short_answer(fact: StudyFact) -> bool:
+  """A fact recall can restate: 1..MAX_SPAN_WORDS answer words, not a procedure."""
+  return 1 <= len(fact.span.split()) <= MAX_SPAN_WORDS and fact.kind != 'procedure'
+
+
 def recall_facts(section: Section, entity: str = '') -> list[StudyFact]:
   """The facts of a section with a short answer that occurs in the section, first seen first.
 
@@ -138,19 +143,16 @@ def recall_facts(section: Section, entity: str = '') -> list[StudyFact]:
     Facts whose span has 1..MAX_SPAN_WORDS words (one per (answer, sentence)).
   """
   normalised = norm(clean_markup(section.text))
-  found = extract_facts(section.text)
+  # Short answers only, before the two rules look for free values: a long relation span ('a
+  # specific energy of 312 Wh/kg at ...') is no recall fact, so the value inside it is free.
+  found = [fact for fact in extract_facts(section.text) if _short_answer(fact)]
   for sentence in study_sentences(section.text):
-    # Short answers only: a long relation span ('a specific energy of 312 Wh/kg at ...') is no
-    # recall fact, so the value inside it is still free.
-    taken = [f.span for f in found
-             if f.sentence == sentence and len(f.span.split()) <= MAX_SPAN_WORDS
-             and f.kind != 'procedure']
+    taken = [f.span for f in found if f.sentence == sentence]
     more = unit_value_facts(sentence, taken)
     found += more + name_facts(sentence, entity, taken + [f.span for f in more])
   out, seen = [], set()
   for fact in found:
-    words = fact.span.split()
-    if not 1 <= len(words) <= MAX_SPAN_WORDS or fact.kind == 'procedure':
+    if not _short_answer(fact):
       continue
     # The answer as a whole word of its sentence ('7' of 'Veltrane-7' is no fact).
     if norm(fact.span) not in normalised or not re.search(
@@ -221,6 +223,8 @@ _UNIT_VALUE_RE = re.compile(
 _QUANTITY_BEFORE_RE = re.compile(
     r'(?P<noun>(?:[a-z][a-z-]+ )?[a-z][a-z-]+) (?:of|is|are|was|were)'
     r'(?: (?:just|about|around|roughly|nearly|only|some|an estimated|approximately))? $')
+
+
 def unit_value_facts(sentence: str, taken: Sequence[str] = ()) -> list[StudyFact]:
   """Numbers with units `extract_facts` does not know, each a numeric fact.
 
