@@ -9,10 +9,11 @@ Command (from the repo root):
 Variants: 'injection' (the injection recipe INJECTION_RECIPE on the packaged injection benchmark,
 exam scored before / during / after, ARC-Easy and PIQA 500 items each; your own documents and
 exam: --config.corpus=DIR --config.exam_path=FILE --config.open_exam_path=FILE; the 8 documents'
-recall material is ~156k train tokens per epoch: 2 epochs, i.e. 49.7 min at 112.8 train
-tokens/s on the 2-core CPU machine unless the self-test plateaus or max_train_s (2,900 s) stops
-it; results/injection_recall_names: self-test 144 of 180, open exam EM 42.9 %, MC 89.3 %;
-results/injection_recall_2ep: the same before the name / unit-value facts, 37.8 min),
+recall material is ~156k train tokens per epoch: 2 epochs, i.e. 49.7 min of training with its
+curve evaluations (112.8 train tokens/s) on the 2-core CPU machine unless the self-test
+plateaus or max_train_s (2,900 s) stops it; results/injection_recall_names: self-test 144 of
+180, open exam EM 42.9 %, MC 89.3 %; results/injection_recall_2ep: the same before the name /
+unit-value facts, 37.8 min),
 '' (SmolLM2-135M-Instruct 'default', LoRA r=8 on all projections, the demo corpus),
 'quick' (the tiny random model, 2 documents, 2 updates per section; ~15-25 s on the 2-core CPU
 machine), 'sofc_qa' (Q&A generation only: model + rule sources on SOFC articles, no training),
